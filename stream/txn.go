@@ -1,0 +1,70 @@
+package stream
+
+import (
+	"time"
+
+	"github.com/ledgerd/ledgerd/ledger"
+)
+
+// Op is the kind of a row change.
+type Op string
+
+// The row change kinds pgoutput reports.
+const (
+	OpInsert   Op = "insert"
+	OpUpdate   Op = "update"
+	OpDelete   Op = "delete"
+	OpTruncate Op = "truncate"
+)
+
+// Kind says how a column value was sent.
+type Kind uint8
+
+// Column value kinds, as pgoutput marks them.
+const (
+	KindText      Kind = iota // Value holds the text form
+	KindNull                  // SQL NULL
+	KindUnchanged             // unchanged TOASTed value: not sent, keep the old one
+)
+
+// Column is one column of a decoded row, in the relation's column order.
+type Column struct {
+	Name  string
+	Kind  Kind
+	Value string // text form; empty unless Kind is KindText
+}
+
+// Change is one row change of a transaction.
+//
+// Inserts carry New; updates carry New and, when the replica identity is FULL
+// or the key changed, Old; deletes carry Old (the key columns, or the whole
+// row with replica identity FULL). A TRUNCATE of several tables becomes one
+// Change per table, in the order Postgres listed them.
+type Change struct {
+	Op    Op
+	Table string // "schema.table"
+	New   []Column
+	Old   []Column
+}
+
+// Message is a logical decoding message emitted with pg_logical_emit_message
+// inside the transaction (transactional messages only).
+type Message struct {
+	LSN     ledger.LSN
+	Prefix  string
+	Content []byte
+}
+
+// Txn is one committed transaction as decoded from pgoutput.
+//
+// CommitLSN identifies the transaction (pgoutput Begin.FinalLSN, equal to
+// Commit.CommitLSN); EndLSN is the position just past its commit record, the
+// position that may be confirmed once the transaction is no longer needed.
+type Txn struct {
+	Xid        uint32
+	CommitLSN  ledger.LSN
+	EndLSN     ledger.LSN
+	CommitTime time.Time
+	Changes    []Change
+	Messages   []Message
+}
