@@ -1,0 +1,35 @@
+# The entry point for people and CI alike: CI runs `make test` through .ci/run.
+GO        ?= go
+BIN       ?= bin
+PKGS      ?= ./...
+# Postgres-backed packages each start one throw-away cluster; keep two at a time on 2 cores.
+TESTFLAGS ?= -count=1 -timeout 15m -p 2
+
+.PHONY: all build test bench chaos lint fmt demo clean
+
+all: build
+
+build:
+	$(GO) build -o $(BIN)/ ./cmd/ledgerd ./tools/inspect
+
+test:
+	$(GO) vet $(PKGS)
+	$(GO) test $(TESTFLAGS) $(PKGS)
+
+# Benchmarks compare ratios within one run; see README for the figures.
+bench:
+	$(GO) test -run '^$$' -bench . -benchmem -timeout 60m $(PKGS)
+
+# Long soaks and crash loops that do not fit in `make test`.
+chaos:
+	LEDGERD_CHAOS=1 $(GO) test -count=1 -timeout 60m -run 'Chaos|Crash' $(PKGS)
+
+lint:
+	$(GO) vet $(PKGS)
+	$(GO) run honnef.co/go/tools/cmd/staticcheck@v0.8.2 $(PKGS)
+
+fmt:
+	gofmt -w $$(git ls-files '*.go')
+
+clean:
+	rm -rf $(BIN)
