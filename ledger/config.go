@@ -1,0 +1,88 @@
+package ledger
+
+import (
+	"time"
+
+	"github.com/rs/zerolog"
+)
+
+// Defaults applied to zero Config fields.
+const (
+	DefaultTTL                = 10 * time.Second
+	DefaultCommitDelay        = time.Millisecond
+	DefaultMaxBatch           = 10000
+	DefaultTombstoneRetention = 7 * 24 * time.Hour
+	DefaultJournalMaxEvents   = 100000
+	DefaultJournalMaxAge      = 7 * 24 * time.Hour
+)
+
+// Clock gives the current time. It is injected so that lease and restart
+// logic (I3, I5) is tested without sleeping.
+type Clock interface{ Now() time.Time }
+
+type systemClock struct{}
+
+func (systemClock) Now() time.Time { return time.Now() }
+
+// Identity is what a ledger file is bound to. SystemID and Slot must match on
+// every open (*ForeignError otherwise); a Timeline change is recorded.
+type Identity struct {
+	SystemID string // IDENTIFY_SYSTEM systemid
+	Timeline int32
+	Database string
+	Slot     string
+}
+
+// Config configures Open. Zero values mean the documented default.
+type Config struct {
+	// Path is the bbolt file; created if missing.
+	Path string
+	// Identity is recorded on first open; a file bound to another SystemID or
+	// Slot is refused with *ForeignError.
+	Identity Identity
+	// Clock gives the time; nil means the system clock.
+	Clock Clock
+	// DefaultTTL is the consumer lease TTL when a registration gives none.
+	// Default 10s.
+	DefaultTTL time.Duration
+	// CommitDelay is the longest an ack waits in memory before its batch is
+	// committed. Default 1ms.
+	CommitDelay time.Duration
+	// MaxBatch is the most queued operations written in one bbolt
+	// transaction. Default 10000.
+	MaxBatch int
+	// TombstoneRetention is how long tombstones are kept. Default 7 days.
+	TombstoneRetention time.Duration
+	// JournalMaxEvents bounds the event journal by count. Default 100000.
+	JournalMaxEvents int
+	// JournalMaxAge bounds the event journal by age. Default 7 days.
+	JournalMaxAge time.Duration
+	// Logger receives the ledger's log lines; a "component" field is added.
+	Logger zerolog.Logger
+}
+
+func (c Config) withDefaults() Config {
+	if c.Clock == nil {
+		c.Clock = systemClock{}
+	}
+	if c.DefaultTTL <= 0 {
+		c.DefaultTTL = DefaultTTL
+	}
+	if c.CommitDelay <= 0 {
+		c.CommitDelay = DefaultCommitDelay
+	}
+	if c.MaxBatch <= 0 {
+		c.MaxBatch = DefaultMaxBatch
+	}
+	if c.TombstoneRetention <= 0 {
+		c.TombstoneRetention = DefaultTombstoneRetention
+	}
+	if c.JournalMaxEvents <= 0 {
+		c.JournalMaxEvents = DefaultJournalMaxEvents
+	}
+	if c.JournalMaxAge <= 0 {
+		c.JournalMaxAge = DefaultJournalMaxAge
+	}
+	c.Logger = c.Logger.With().Str("component", "ledger").Logger()
+	return c
+}

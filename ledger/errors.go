@@ -1,0 +1,105 @@
+package ledger
+
+import (
+	"errors"
+	"fmt"
+	"time"
+)
+
+// Sentinel errors. Match them with errors.Is; the typed errors below unwrap
+// to them.
+var (
+	// ErrNotFound is returned when a consumer or shape id is unknown.
+	ErrNotFound = errors.New("ledger: not found")
+	// ErrConsumerExists is returned by Register while a live, unexpired lease
+	// holds the consumer id. Wait for it to expire or release it first.
+	ErrConsumerExists = errors.New("ledger: consumer id is held by a live lease")
+	// ErrWrongLease is returned when a lease token does not match the
+	// consumer's current lease (a stale or foreign process: fencing).
+	ErrWrongLease = errors.New("ledger: wrong or stale lease token")
+	// ErrShapeConflict is returned by PutShape when the id exists with another
+	// definition or owner.
+	ErrShapeConflict = errors.New("ledger: shape exists with another definition or owner")
+	// ErrAckBeyondSent is returned (inside *AckError) for an ack past the last
+	// transaction handed to the shape: the consumer claims to have flushed
+	// something it never received.
+	ErrAckBeyondSent = errors.New("ledger: ack beyond the last transaction sent")
+	// ErrGone is returned (inside *GoneError) for a shape or consumer that was
+	// evicted or whose lease is gone (I4).
+	ErrGone = errors.New("ledger: gone")
+	// ErrForeign is returned (inside *ForeignError) when the file is bound to
+	// another Postgres system or slot.
+	ErrForeign = errors.New("ledger: file belongs to another system or slot")
+	// ErrCorrupt is returned, wrapping the cause, when the file is not a
+	// ledger, is truncated or holds records that cannot be decoded.
+	ErrCorrupt = errors.New("ledger: file is corrupt or not a ledger")
+	// ErrLocked is returned by Load and Verify when a running daemon holds the
+	// file's lock.
+	ErrLocked = errors.New("ledger: file is locked by a running ledgerd; use inspect -url to ask the daemon instead")
+	// ErrClosed is returned by calls made after Close.
+	ErrClosed = errors.New("ledger: closed")
+	// ErrSchema is returned, wrapped, when the file was written by a newer
+	// ledgerd whose schema this version does not know.
+	ErrSchema = errors.New("ledger: unknown schema version")
+)
+
+// GoneError reports that a shape (or, with Shape empty, a consumer) was
+// evicted or lost its lease. The daemon maps it to 410 Gone (I4).
+type GoneError struct {
+	Shape    string
+	Consumer string
+	Reason   Reason
+	Evidence string
+	At       time.Time
+}
+
+func (e *GoneError) Error() string {
+	what := "consumer " + e.Consumer
+	if e.Shape != "" {
+		what = "shape " + e.Shape
+	}
+	msg := fmt.Sprintf("%s is gone (%s", what, e.Reason)
+	if e.Evidence != "" {
+		msg += ": " + e.Evidence
+	}
+	if !e.At.IsZero() {
+		msg += ", at " + e.At.UTC().Format(time.RFC3339)
+	}
+	return msg + "); register again or create the shape again"
+}
+
+// Is makes errors.Is(err, ErrGone) true.
+func (e *GoneError) Is(target error) bool { return target == ErrGone }
+
+// AckError reports an ack past the last transaction sent to the shape.
+type AckError struct {
+	Shape    string
+	LSN      LSN
+	LastSent LSN
+}
+
+func (e *AckError) Error() string {
+	return fmt.Sprintf("ack %s for shape %s is beyond the last transaction sent to it (%s); ack only positions that were delivered",
+		e.LSN, e.Shape, e.LastSent)
+}
+
+// Unwrap returns ErrAckBeyondSent.
+func (e *AckError) Unwrap() error { return ErrAckBeyondSent }
+
+// ForeignError reports a ledger file bound to another Postgres system
+// identifier or slot. Using it would confirm positions of one slot with the
+// state of another (I1), so Open refuses it.
+type ForeignError struct {
+	Path string
+	Have Identity // recorded in the file
+	Want Identity // asked for by the caller
+}
+
+func (e *ForeignError) Error() string {
+	return fmt.Sprintf("ledger %s belongs to system %s slot %q, but this ledgerd runs against system %s slot %q: "+
+		"point -db at the ledger file of this system and slot, or move %s away to start a new ledger",
+		e.Path, e.Have.SystemID, e.Have.Slot, e.Want.SystemID, e.Want.Slot, e.Path)
+}
+
+// Unwrap returns ErrForeign.
+func (e *ForeignError) Unwrap() error { return ErrForeign }

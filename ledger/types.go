@@ -1,0 +1,145 @@
+package ledger
+
+import "time"
+
+// Reason says why a shape was evicted or a consumer is gone.
+type Reason string
+
+// Eviction reasons of SPEC §2.
+const (
+	ReasonLeaseExpired         Reason = "lease_expired"
+	ReasonProcessGone          Reason = "process_gone"
+	ReasonNotInInventory       Reason = "not_in_inventory"
+	ReasonStalled              Reason = "stalled"
+	ReasonWALBudget            Reason = "wal_budget"
+	ReasonReleased             Reason = "released"
+	ReasonManual               Reason = "manual"
+	ReasonExpiredBeforeRestart Reason = "expired_before_restart"
+)
+
+// ConsumerSpec is what a consumer gives when it registers.
+type ConsumerSpec struct {
+	ID        string
+	TTL       time.Duration // 0 = Config.DefaultTTL
+	PID       int
+	ProcStart string // process start time as the host reports it (pid reuse check)
+	Host      string
+}
+
+// Consumer is a leased client process.
+type Consumer struct {
+	ID            string
+	Lease         string // fencing token: a new random value on every Register
+	Epoch         uint64 // bumps on every Register of this id
+	TTL           time.Duration
+	PID           int
+	ProcStart     string
+	Host          string
+	RegisteredAt  time.Time
+	LastHeartbeat time.Time
+	ExpiresAt     time.Time // LastHeartbeat + TTL; meaningless while Streaming
+	Streaming     bool      // an open change stream holds the lease
+	Gone          bool
+	GoneReason    Reason
+	GoneAt        time.Time
+	Inventory     []string  // last heartbeat's shape list (nil = none sent)
+	InventoryAt   time.Time // when Inventory was received
+	PrevHeartbeat time.Time // the heartbeat before the last one
+}
+
+// ShapeSpec is the definition of a shape.
+type ShapeSpec struct {
+	ID       string
+	Consumer string
+	Table    string
+	Filter   map[string][]string
+}
+
+// Shape is a shape's durable record joined with its in-memory tracking state.
+type Shape struct {
+	ShapeSpec
+	Generation   uint64    // 1 on first create; bumped when the id is created again after a tombstone
+	StartLSN     LSN       // processed position when created; the shape gets transactions with commit LSN > StartLSN
+	FlushedLSN   LSN       // ack position (applied in memory; durable at the next group commit)
+	LastSent     LSN       // commit LSN of the last transaction handed to it (memory)
+	PendingLSN   LSN       // smallest unacked commit LSN, 0 when not pending
+	PendingSince time.Time // when PendingLSN was tracked
+	CreatedAt    time.Time
+	LastAckAt    time.Time
+}
+
+// Tombstone records an eviction. It outlives the shape for
+// Config.TombstoneRetention so that acks naming the shape get the reason and
+// the id cannot come back at the same generation (I4).
+type Tombstone struct {
+	Shape      string
+	Generation uint64
+	Consumer   string
+	Reason     Reason
+	Evidence   string
+	Actor      string
+	At         time.Time
+	FlushedLSN LSN
+}
+
+// Event is one entry of the journal that inspect reads.
+type Event struct {
+	Seq      uint64
+	Time     time.Time
+	Kind     string
+	Consumer string
+	Shape    string
+	LSN      LSN
+	Reason   Reason
+	Detail   string
+}
+
+// Event kinds.
+const (
+	EventRegistered    = "registered"
+	EventReleased      = "released"
+	EventShapeCreated  = "shape_created"
+	EventAcked         = "acked"
+	EventLeaseExpired  = "lease_expired"
+	EventChallenged    = "challenged"
+	EventEvicted       = "evicted"
+	EventRestarted     = "restarted"
+	EventSlotAdvanced  = "slot_advanced"
+	EventTimeline      = "timeline_changed"
+	EventLeaseExtended = "lease_extended"
+)
+
+// Meta is the file's header record.
+type Meta struct {
+	SchemaVersion int
+	Identity      Identity
+	CreatedAt     time.Time
+	LastFlush     LSN       // last flush position offered for reporting (I6: never decreases)
+	Position      LSN       // end of the last processed transaction when LastFlush was written
+	Tick          time.Time // last reconcile liveness tick (I5)
+	CleanShutdown time.Time // zero while a daemon has the file open or after a crash
+	OpenedAt      time.Time // last Open
+}
+
+// State is a read-only view of a whole ledger file (Load).
+type State struct {
+	Meta       Meta
+	Consumers  []Consumer
+	Shapes     []Shape
+	Tombstones []Tombstone
+	Events     []Event
+}
+
+// Problem is one violation found by Verify.
+type Problem struct {
+	Check   string // short name of the check, e.g. "shape_owner"
+	Subject string // the shape or consumer concerned, if any
+	Detail  string
+}
+
+func (p Problem) String() string {
+	if p.Subject == "" {
+		return p.Check + ": " + p.Detail
+	}
+	return p.Check + " " + p.Subject + ": " + p.Detail
+}
