@@ -1,0 +1,17 @@
+// Package route decides which shapes a decoded transaction reaches (SPEC §5.4).
+//
+// A shape names one table ("schema.table") and an optional filter mapping
+// column names to allowed text values: every listed column must hold one of
+// its values (AND over columns, IN within a column). Inserts match on the new
+// row, deletes on the old key, updates on the new row or, when Postgres sent
+// it, the old one. A filter column that is absent from the tuple (not part of
+// a delete's key, or an unchanged TOASTed value) counts as a match: routing
+// may over-deliver, it never under-delivers, because a missed change is lost
+// for good while an extra one is merely filtered by the consumer (I1).
+// TRUNCATE reaches every shape on the table.
+//
+// The Router indexes shapes by table and, within a table, by one filter
+// column's values, so a change is compared only with the shapes that can
+// match it. It is safe for concurrent use: the stream goroutine routes while
+// the API adds and removes shapes.
+package route

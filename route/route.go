@@ -1,0 +1,304 @@
+package route
+
+import (
+	"slices"
+	"sort"
+	"sync"
+
+	"github.com/ledgerd/ledgerd/stream"
+)
+
+// Shape is what the router needs to know of a shape.
+type Shape struct {
+	ID       string
+	Consumer string
+	Table    string              // "schema.table"
+	Filter   map[string][]string // column -> allowed text values; nil or empty = every row
+}
+
+// Result is the routing of one transaction.
+type Result struct {
+	// Shapes are the ids of every shape the transaction reaches, sorted,
+	// each once.
+	Shapes []string
+	// Changes holds, for each change of the transaction (same index), the
+	// sorted ids of the shapes it reaches; nil for a change that reaches none.
+	Changes [][]string
+}
+
+// entry is an indexed shape with its filter compiled to sets.
+type entry struct {
+	Shape
+	cols []string                       // filter columns, sorted
+	sets map[string]map[string]struct{} // column -> allowed values
+}
+
+// tableIndex holds the shapes of one table.
+type tableIndex struct {
+	all        map[string]*entry       // every shape on the table, by id
+	unfiltered map[string]*entry       // shapes without a filter
+	byCol      map[string]*columnIndex // filtered shapes, by their first filter column
+}
+
+// columnIndex indexes filtered shapes by the allowed values of one column.
+type columnIndex struct {
+	entries map[string]*entry            // every shape indexed on this column
+	byValue map[string]map[string]*entry // value -> shapes allowing it
+}
+
+// Router maps transactions to shapes. The zero value is not usable; call New.
+type Router struct {
+	mu     sync.RWMutex
+	shapes map[string]*entry
+	tables map[string]*tableIndex
+}
+
+// New returns an empty router.
+func New() *Router {
+	return &Router{shapes: map[string]*entry{}, tables: map[string]*tableIndex{}}
+}
+
+// Put adds a shape or replaces the one with the same id.
+func (r *Router) Put(s Shape) {
+	e := compile(s)
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.removeLocked(s.ID)
+	r.shapes[s.ID] = e
+	t := r.tables[s.Table]
+	if t == nil {
+		t = &tableIndex{all: map[string]*entry{}, unfiltered: map[string]*entry{}, byCol: map[string]*columnIndex{}}
+		r.tables[s.Table] = t
+	}
+	t.all[s.ID] = e
+	if len(e.cols) == 0 {
+		t.unfiltered[s.ID] = e
+		return
+	}
+	col := e.cols[0]
+	ci := t.byCol[col]
+	if ci == nil {
+		ci = &columnIndex{entries: map[string]*entry{}, byValue: map[string]map[string]*entry{}}
+		t.byCol[col] = ci
+	}
+	ci.entries[s.ID] = e
+	for v := range e.sets[col] {
+		m := ci.byValue[v]
+		if m == nil {
+			m = map[string]*entry{}
+			ci.byValue[v] = m
+		}
+		m[s.ID] = e
+	}
+}
+
+// Remove drops a shape; removing an unknown id does nothing.
+func (r *Router) Remove(id string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.removeLocked(id)
+}
+
+func (r *Router) removeLocked(id string) {
+	e, ok := r.shapes[id]
+	if !ok {
+		return
+	}
+	delete(r.shapes, id)
+	t := r.tables[e.Table]
+	delete(t.all, id)
+	delete(t.unfiltered, id)
+	if len(e.cols) > 0 {
+		col := e.cols[0]
+		ci := t.byCol[col]
+		delete(ci.entries, id)
+		for v := range e.sets[col] {
+			delete(ci.byValue[v], id)
+			if len(ci.byValue[v]) == 0 {
+				delete(ci.byValue, v)
+			}
+		}
+		if len(ci.entries) == 0 {
+			delete(t.byCol, col)
+		}
+	}
+	if len(t.all) == 0 {
+		delete(r.tables, e.Table)
+	}
+}
+
+// Shape returns the shape with the given id.
+func (r *Router) Shape(id string) (Shape, bool) {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	e, ok := r.shapes[id]
+	if !ok {
+		return Shape{}, false
+	}
+	return e.Shape, true
+}
+
+// Consumer returns the owner of a shape, or "" for an unknown shape.
+func (r *Router) Consumer(id string) string {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	if e, ok := r.shapes[id]; ok {
+		return e.Consumer
+	}
+	return ""
+}
+
+// IDs returns the ids of every routed shape, sorted.
+func (r *Router) IDs() []string {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	ids := make([]string, 0, len(r.shapes))
+	for id := range r.shapes {
+		ids = append(ids, id)
+	}
+	sort.Strings(ids)
+	return ids
+}
+
+// Len returns the number of routed shapes.
+func (r *Router) Len() int {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	return len(r.shapes)
+}
+
+// Route returns the shapes each change of txn reaches and their union.
+// A transaction that reaches no shape has an empty Result.Shapes.
+func (r *Router) Route(txn *stream.Txn) Result {
+	res := Result{Changes: make([][]string, len(txn.Changes))}
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	if len(r.tables) == 0 {
+		return res
+	}
+	union := map[string]struct{}{}
+	for i := range txn.Changes {
+		ch := &txn.Changes[i]
+		t := r.tables[ch.Table]
+		if t == nil {
+			continue
+		}
+		ids := t.match(ch)
+		if len(ids) == 0 {
+			continue
+		}
+		sort.Strings(ids)
+		res.Changes[i] = ids
+		for _, id := range ids {
+			union[id] = struct{}{}
+		}
+	}
+	if len(union) > 0 {
+		res.Shapes = make([]string, 0, len(union))
+		for id := range union {
+			res.Shapes = append(res.Shapes, id)
+		}
+		sort.Strings(res.Shapes)
+	}
+	return res
+}
+
+// match returns the ids of the table's shapes that the change reaches.
+func (t *tableIndex) match(ch *stream.Change) []string {
+	if ch.Op == stream.OpTruncate {
+		ids := make([]string, 0, len(t.all))
+		for id := range t.all {
+			ids = append(ids, id)
+		}
+		return ids
+	}
+	var tuples [][]stream.Column
+	switch ch.Op {
+	case stream.OpInsert:
+		tuples = [][]stream.Column{ch.New}
+	case stream.OpDelete:
+		tuples = [][]stream.Column{ch.Old}
+	default: // update, and any op this version does not know: both rows
+		tuples = [][]stream.Column{ch.New}
+		if ch.Old != nil {
+			tuples = append(tuples, ch.Old)
+		}
+	}
+	ids := make([]string, 0, len(t.unfiltered))
+	for id := range t.unfiltered {
+		ids = append(ids, id)
+	}
+	for col, ci := range t.byCol {
+		seen := map[string]struct{}{}
+		for _, tup := range tuples {
+			v, present := lookup(tup, col)
+			var cands map[string]*entry
+			if present {
+				cands = ci.byValue[v.Value]
+				if v.Kind == stream.KindNull {
+					cands = nil // NULL equals no listed value
+				}
+			} else {
+				cands = ci.entries
+			}
+			for id, e := range cands {
+				if _, dup := seen[id]; dup {
+					continue
+				}
+				if e.matches(tup) {
+					seen[id] = struct{}{}
+					ids = append(ids, id)
+				}
+			}
+		}
+	}
+	return ids
+}
+
+// lookup finds a column by name. A column Postgres did not send (unchanged
+// TOAST value) counts as absent.
+func lookup(tup []stream.Column, name string) (stream.Column, bool) {
+	for _, c := range tup {
+		if c.Name == name {
+			if c.Kind == stream.KindUnchanged {
+				return c, false
+			}
+			return c, true
+		}
+	}
+	return stream.Column{}, false
+}
+
+// matches reports whether the tuple satisfies every filter column; absent
+// columns match (over-delivery, never under-delivery).
+func (e *entry) matches(tup []stream.Column) bool {
+	for _, col := range e.cols {
+		v, present := lookup(tup, col)
+		if !present {
+			continue
+		}
+		if v.Kind == stream.KindNull {
+			return false
+		}
+		if _, ok := e.sets[col][v.Value]; !ok {
+			return false
+		}
+	}
+	return true
+}
+
+func compile(s Shape) *entry {
+	e := &entry{Shape: s, sets: map[string]map[string]struct{}{}}
+	for col, vals := range s.Filter {
+		set := make(map[string]struct{}, len(vals))
+		for _, v := range vals {
+			set[v] = struct{}{}
+		}
+		e.sets[col] = set
+		e.cols = append(e.cols, col)
+	}
+	slices.Sort(e.cols)
+	// Index on the most selective column: the one allowing the fewest values.
+	slices.SortStableFunc(e.cols, func(a, b string) int { return len(e.sets[a]) - len(e.sets[b]) })
+	return e
+}

@@ -1,0 +1,287 @@
+package route_test
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"slices"
+	"testing"
+
+	"github.com/ledgerd/ledgerd/route"
+	"github.com/ledgerd/ledgerd/stream"
+)
+
+func col(name, value string) stream.Column { return stream.Column{Name: name, Value: value} }
+func null(name string) stream.Column       { return stream.Column{Name: name, Kind: stream.KindNull} }
+func toast(name string) stream.Column      { return stream.Column{Name: name, Kind: stream.KindUnchanged} }
+
+func testShapes() []route.Shape {
+	return []route.Shape{
+		{ID: "all-orders", Consumer: "c1", Table: "public.orders"},
+		{ID: "tenant-a", Consumer: "c1", Table: "public.orders", Filter: map[string][]string{"tenant": {"a"}}},
+		{ID: "tenant-ab-eu", Consumer: "c2", Table: "public.orders", Filter: map[string][]string{"tenant": {"a", "b"}, "region": {"eu"}}},
+		{ID: "region-us", Consumer: "c2", Table: "public.orders", Filter: map[string][]string{"region": {"us"}}},
+		{ID: "items", Consumer: "c3", Table: "public.items"},
+		{ID: "other-schema", Consumer: "c3", Table: "app.orders"},
+	}
+}
+
+func TestRouteChange(t *testing.T) {
+	tests := []struct {
+		name   string
+		change stream.Change
+		want   []string
+	}{
+		{"insert matching one tenant", stream.Change{Op: stream.OpInsert, Table: "public.orders",
+			New: []stream.Column{col("id", "1"), col("tenant", "a"), col("region", "us")}},
+			[]string{"all-orders", "region-us", "tenant-a"}},
+		{"insert matching both columns of a filter", stream.Change{Op: stream.OpInsert, Table: "public.orders",
+			New: []stream.Column{col("id", "1"), col("tenant", "b"), col("region", "eu")}},
+			[]string{"all-orders", "tenant-ab-eu"}},
+		{"insert matching only the unfiltered shape", stream.Change{Op: stream.OpInsert, Table: "public.orders",
+			New: []stream.Column{col("id", "1"), col("tenant", "c"), col("region", "eu")}},
+			[]string{"all-orders"}},
+		{"value compared on its exact text form", stream.Change{Op: stream.OpInsert, Table: "public.orders",
+			New: []stream.Column{col("tenant", "A"), col("region", "eu ")}},
+			[]string{"all-orders"}},
+		{"null matches no listed value", stream.Change{Op: stream.OpInsert, Table: "public.orders",
+			New: []stream.Column{null("tenant"), null("region")}},
+			[]string{"all-orders"}},
+		{"absent filter column over-delivers", stream.Change{Op: stream.OpInsert, Table: "public.orders",
+			New: []stream.Column{col("id", "1")}},
+			[]string{"all-orders", "region-us", "tenant-a", "tenant-ab-eu"}},
+		{"absent column delivers only if the present ones match", stream.Change{Op: stream.OpInsert, Table: "public.orders",
+			New: []stream.Column{col("tenant", "b")}},
+			[]string{"all-orders", "region-us", "tenant-ab-eu"}},
+		{"unchanged toast value counts as absent", stream.Change{Op: stream.OpUpdate, Table: "public.orders",
+			New: []stream.Column{col("id", "1"), toast("tenant"), col("region", "eu")}},
+			[]string{"all-orders", "tenant-a", "tenant-ab-eu"}},
+		{"update matches on the new row", stream.Change{Op: stream.OpUpdate, Table: "public.orders",
+			New: []stream.Column{col("id", "1"), col("tenant", "a"), col("region", "eu")}},
+			[]string{"all-orders", "tenant-a", "tenant-ab-eu"}},
+		{"update moving a row out of a filter also reaches the old one", stream.Change{Op: stream.OpUpdate, Table: "public.orders",
+			New: []stream.Column{col("id", "1"), col("tenant", "c"), col("region", "eu")},
+			Old: []stream.Column{col("id", "1"), col("tenant", "a"), col("region", "eu")}},
+			[]string{"all-orders", "tenant-a", "tenant-ab-eu"}},
+		{"delete matches on the old key only", stream.Change{Op: stream.OpDelete, Table: "public.orders",
+			Old: []stream.Column{col("id", "1")}},
+			[]string{"all-orders", "region-us", "tenant-a", "tenant-ab-eu"}},
+		{"delete with a full old row is filtered", stream.Change{Op: stream.OpDelete, Table: "public.orders",
+			Old: []stream.Column{col("id", "1"), col("tenant", "z"), col("region", "us")}},
+			[]string{"all-orders", "region-us"}},
+		{"truncate reaches every shape on the table", stream.Change{Op: stream.OpTruncate, Table: "public.orders"},
+			[]string{"all-orders", "region-us", "tenant-a", "tenant-ab-eu"}},
+		{"same table name in another schema is another table", stream.Change{Op: stream.OpInsert, Table: "app.orders",
+			New: []stream.Column{col("tenant", "a")}},
+			[]string{"other-schema"}},
+		{"untracked table reaches nothing", stream.Change{Op: stream.OpInsert, Table: "public.audit",
+			New: []stream.Column{col("tenant", "a")}},
+			nil},
+		{"truncate of an untracked table reaches nothing", stream.Change{Op: stream.OpTruncate, Table: "public.audit"},
+			nil},
+	}
+	r := route.New()
+	for _, s := range testShapes() {
+		r.Put(s)
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			res := r.Route(&stream.Txn{Changes: []stream.Change{tc.change}})
+			if !slices.Equal(res.Changes[0], tc.want) {
+				t.Errorf("change reaches %v, want %v", res.Changes[0], tc.want)
+			}
+			if !slices.Equal(res.Shapes, tc.want) {
+				t.Errorf("txn reaches %v, want %v", res.Shapes, tc.want)
+			}
+		})
+	}
+}
+
+func TestRouteTxnUnion(t *testing.T) {
+	r := route.New()
+	for _, s := range testShapes() {
+		r.Put(s)
+	}
+	txn := &stream.Txn{Changes: []stream.Change{
+		{Op: stream.OpInsert, Table: "public.orders", New: []stream.Column{col("tenant", "a"), col("region", "us")}},
+		{Op: stream.OpInsert, Table: "public.audit", New: []stream.Column{col("x", "1")}},
+		{Op: stream.OpDelete, Table: "public.items", Old: []stream.Column{col("id", "9")}},
+	}}
+	res := r.Route(txn)
+	if want := []string{"all-orders", "items", "region-us", "tenant-a"}; !slices.Equal(res.Shapes, want) {
+		t.Errorf("union %v, want %v", res.Shapes, want)
+	}
+	if res.Changes[1] != nil {
+		t.Errorf("untracked change reaches %v, want none", res.Changes[1])
+	}
+	if want := []string{"items"}; !slices.Equal(res.Changes[2], want) {
+		t.Errorf("third change reaches %v, want %v", res.Changes[2], want)
+	}
+}
+
+func TestPutReplaceAndRemove(t *testing.T) {
+	r := route.New()
+	r.Put(route.Shape{ID: "s", Consumer: "c", Table: "public.t", Filter: map[string][]string{"k": {"1"}}})
+	ins := func(v string) []string {
+		return r.Route(&stream.Txn{Changes: []stream.Change{{Op: stream.OpInsert, Table: "public.t",
+			New: []stream.Column{col("k", v)}}}}).Shapes
+	}
+	if got := ins("1"); !slices.Equal(got, []string{"s"}) {
+		t.Fatalf("k=1 reaches %v", got)
+	}
+	// Redefining the shape must drop the old index entries.
+	r.Put(route.Shape{ID: "s", Consumer: "c", Table: "public.t", Filter: map[string][]string{"k": {"2"}}})
+	if got := ins("1"); got != nil {
+		t.Errorf("after redefinition k=1 reaches %v, want none", got)
+	}
+	if got := ins("2"); !slices.Equal(got, []string{"s"}) {
+		t.Errorf("after redefinition k=2 reaches %v", got)
+	}
+	if c := r.Consumer("s"); c != "c" {
+		t.Errorf("Consumer(s) = %q", c)
+	}
+	r.Remove("s")
+	r.Remove("s") // twice is harmless
+	if got := ins("2"); got != nil {
+		t.Errorf("after Remove k=2 reaches %v", got)
+	}
+	if r.Len() != 0 || len(r.IDs()) != 0 {
+		t.Errorf("router keeps %d shapes after Remove", r.Len())
+	}
+	if _, ok := r.Shape("s"); ok {
+		t.Error("Shape(s) found after Remove")
+	}
+}
+
+// reference is the obvious, unindexed rule of SPEC §5.4.
+func reference(shapes []route.Shape, ch stream.Change) []string {
+	var out []string
+	for _, s := range shapes {
+		if s.Table != ch.Table {
+			continue
+		}
+		if ch.Op == stream.OpTruncate {
+			out = append(out, s.ID)
+			continue
+		}
+		rows := [][]stream.Column{ch.New}
+		if ch.Op == stream.OpDelete {
+			rows = [][]stream.Column{ch.Old}
+		} else if ch.Op == stream.OpUpdate && ch.Old != nil {
+			rows = append(rows, ch.Old)
+		}
+		for _, row := range rows {
+			ok := true
+			for name, vals := range s.Filter {
+				for _, c := range row {
+					if c.Name != name || c.Kind == stream.KindUnchanged {
+						continue
+					}
+					if c.Kind == stream.KindNull || !slices.Contains(vals, c.Value) {
+						ok = false
+					}
+				}
+			}
+			if ok {
+				out = append(out, s.ID)
+				break
+			}
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+// TestRouteMatchesReference compares the index with the plain rule on
+// random shapes and changes, with shapes added and removed in between.
+func TestRouteMatchesReference(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	tables := []string{"public.a", "public.b", "s.c"}
+	cols := []string{"k1", "k2", "k3"}
+	vals := []string{"x", "y", "z", ""}
+	randShape := func(i int) route.Shape {
+		s := route.Shape{ID: fmt.Sprintf("s%03d", i), Consumer: "c", Table: tables[rng.IntN(len(tables))]}
+		for _, c := range cols {
+			if rng.IntN(2) == 0 {
+				continue
+			}
+			if s.Filter == nil {
+				s.Filter = map[string][]string{}
+			}
+			n := 1 + rng.IntN(2)
+			for range n {
+				s.Filter[c] = append(s.Filter[c], vals[rng.IntN(len(vals))])
+			}
+		}
+		return s
+	}
+	randRow := func() []stream.Column {
+		var row []stream.Column
+		for _, c := range cols {
+			switch rng.IntN(5) {
+			case 0: // absent
+			case 1:
+				row = append(row, null(c))
+			case 2:
+				row = append(row, toast(c))
+			default:
+				row = append(row, col(c, vals[rng.IntN(len(vals))]))
+			}
+		}
+		return row
+	}
+	ops := []stream.Op{stream.OpInsert, stream.OpUpdate, stream.OpDelete, stream.OpTruncate}
+	r := route.New()
+	live := map[string]route.Shape{}
+	for i := range 60 {
+		s := randShape(i)
+		r.Put(s)
+		live[s.ID] = s
+	}
+	for round := range 2000 {
+		if round%50 == 0 { // churn: redefine one, remove one
+			s := randShape(rng.IntN(80))
+			r.Put(s)
+			live[s.ID] = s
+			id := fmt.Sprintf("s%03d", rng.IntN(80))
+			r.Remove(id)
+			delete(live, id)
+		}
+		ch := stream.Change{Op: ops[rng.IntN(len(ops))], Table: tables[rng.IntN(len(tables))]}
+		switch ch.Op {
+		case stream.OpInsert:
+			ch.New = randRow()
+		case stream.OpUpdate:
+			ch.New = randRow()
+			if rng.IntN(2) == 0 {
+				ch.Old = randRow()
+			}
+		case stream.OpDelete:
+			ch.Old = randRow()
+		}
+		var shapes []route.Shape
+		for _, s := range live {
+			shapes = append(shapes, s)
+		}
+		want := reference(shapes, ch)
+		got := r.Route(&stream.Txn{Changes: []stream.Change{ch}}).Changes[0]
+		if !slices.Equal(got, want) {
+			t.Fatalf("round %d: %+v reaches %v, reference says %v", round, ch, got, want)
+		}
+	}
+}
+
+func BenchmarkRoute1000Shapes(b *testing.B) {
+	r := route.New()
+	for i := range 1000 {
+		r.Put(route.Shape{ID: fmt.Sprintf("s%04d", i), Consumer: fmt.Sprintf("c%d", i%8),
+			Table:  fmt.Sprintf("public.t%d", i%10),
+			Filter: map[string][]string{"tenant": {fmt.Sprintf("tenant%d", i/10)}}})
+	}
+	txn := &stream.Txn{Changes: []stream.Change{{Op: stream.OpInsert, Table: "public.t3",
+		New: []stream.Column{col("id", "1"), col("tenant", "tenant42"), col("payload", "xxxxxxxx")}}}}
+	b.ReportAllocs()
+	for b.Loop() {
+		r.Route(txn)
+	}
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "txns/s")
+}
