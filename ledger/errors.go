@@ -103,3 +103,7 @@ func (e *ForeignError) Error() string {
 
 // Unwrap returns ErrForeign.
 func (e *ForeignError) Unwrap() error { return ErrForeign }
+
+// ErrInvalid is returned, wrapped, for malformed arguments (empty ids, ids
+// with NUL bytes, a shape without a table).
+var ErrInvalid = errors.New("ledger: invalid argument")

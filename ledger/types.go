@@ -107,6 +107,7 @@ const (
 	EventSlotAdvanced  = "slot_advanced"
 	EventTimeline      = "timeline_changed"
 	EventLeaseExtended = "lease_extended"
+	EventConsumerGone  = "consumer_gone"
 )
 
 // Meta is the file's header record.

@@ -1,0 +1,317 @@
+package ledger
+
+import (
+	"context"
+	"encoding/binary"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// Group commit. Acks, heartbeats and ticks are applied in memory at once and
+// queued in the batch being filled; one committer goroutine cuts the batch and
+// writes it in one bbolt transaction (split only when it exceeds MaxBatch),
+// then wakes everyone waiting on it. Many concurrent Sync callers share one
+// commit.
+//
+// The flush position offered to Postgres follows the "cut snapshot" rule
+// (I6): when a batch is cut, under the mutex, the in-memory safe LSN at that
+// instant reflects exactly the acks in this batch and in earlier ones (all
+// committed before it) and evictions already committed. Once the batch
+// commits, that value is backed by committed state. It is written to meta in
+// the same transaction as the acks it depends on, and FlushLSN reports only
+// what meta holds, so the reported flush never passes committed state and
+// never goes backwards, not even across a crash.
+
+// batch is the set of changes committed by one group commit.
+type batch struct {
+	id        uint64
+	shapes    []*shapeState   // shapes whose flushed LSN changed (coalesced via shapeState.dirty)
+	consumers map[string]bool // consumers whose lease state changed
+	tick      time.Time       // reconcile tick to record, zero if none
+	wantFlush LSN             // a committed-backed flush position to record (FlushLSN idle path)
+	force     bool            // a Sync is waiting: commit even if empty
+	done      chan struct{}   // closed once committed (or failed)
+	err       error           // set before done is closed
+}
+
+func newBatch(id uint64) *batch {
+	return &batch{id: id, done: make(chan struct{})}
+}
+
+func (b *batch) empty() bool {
+	return len(b.shapes) == 0 && len(b.consumers) == 0 && b.tick.IsZero() && b.wantFlush == 0 && !b.force
+}
+
+func (b *batch) ops() int { return len(b.shapes) + len(b.consumers) }
+
+// queued signals the committer after an operation was added to the fill
+// batch. Caller holds mu.
+func (l *Ledger) queued() {
+	select {
+	case l.kick <- struct{}{}:
+	default:
+	}
+	if l.fill.ops() >= l.cfg.MaxBatch {
+		select {
+		case l.full <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// markShape queues s's new flushed LSN. Caller holds mu.
+func (l *Ledger) markShape(s *shapeState) {
+	if s.dirty == l.fill.id {
+		return
+	}
+	s.dirty = l.fill.id
+	l.fill.shapes = append(l.fill.shapes, s)
+	l.queued()
+}
+
+// markConsumer queues the consumer's lease state. Caller holds mu.
+func (l *Ledger) markConsumer(id string) {
+	if l.fill.consumers == nil {
+		l.fill.consumers = make(map[string]bool)
+	}
+	l.fill.consumers[id] = true
+	l.queued()
+}
+
+// run is the committer goroutine.
+func (l *Ledger) run() {
+	defer close(l.done)
+	for {
+		select {
+		case <-l.kick:
+		case <-l.stop:
+			l.commitOnce()
+			return
+		}
+		l.mu.Lock()
+		full := l.fill.ops() >= l.cfg.MaxBatch
+		l.mu.Unlock()
+		if !full {
+			t := time.NewTimer(l.cfg.CommitDelay)
+			select {
+			case <-t.C:
+			case <-l.full:
+			case <-l.stop:
+			}
+			t.Stop()
+		}
+		// Whatever accumulated while a batch was being written has waited
+		// long enough: commit it straight away.
+		for l.commitOnce() {
+		}
+	}
+}
+
+type shapeWrite struct {
+	id      string
+	gen     uint64
+	flushed LSN
+	lastAck int64
+	event   bool
+}
+
+// commitOnce cuts the fill batch and commits it. It reports whether there
+// was anything to commit.
+func (l *Ledger) commitOnce() bool {
+	l.mu.Lock()
+	b := l.fill
+	if b.empty() {
+		l.mu.Unlock()
+		return false
+	}
+	l.fill = newBatch(b.id + 1)
+	l.inflight = b
+	now := l.now()
+	sCut := l.t.safe()
+	writes := make([]shapeWrite, 0, len(b.shapes))
+	for _, s := range b.shapes {
+		w := shapeWrite{id: s.id, gen: s.gen, flushed: s.flushed, lastAck: s.lastAck}
+		if now.UnixNano()-s.ackEvent >= int64(ackEventEvery) {
+			w.event = true
+			s.ackEvent = now.UnixNano()
+		}
+		if s.dirty == b.id {
+			s.dirty = 0
+		}
+		writes = append(writes, w)
+	}
+	cons := make([]Consumer, 0, len(b.consumers))
+	for id := range b.consumers {
+		if c := l.consumers[id]; c != nil {
+			cons = append(cons, cloneConsumer(c))
+		}
+	}
+	m := l.meta
+	m.LastFlush = max(l.persistedFlush, sCut, b.wantFlush)
+	m.Position = max(l.t.position, l.startFloor, m.Position)
+	if !b.tick.IsZero() {
+		m.Tick = b.tick
+	}
+	l.mu.Unlock()
+
+	err := l.writeBatch(writes, cons, m, now)
+
+	l.mu.Lock()
+	l.inflight = nil
+	if err == nil {
+		l.durableSafe = max(l.durableSafe, sCut)
+		l.persistedFlush = m.LastFlush
+		l.meta.LastFlush, l.meta.Position, l.meta.Tick = m.LastFlush, m.Position, m.Tick
+	} else {
+		l.log.Error().Err(err).Int("shapes", len(writes)).Msg("group commit failed; retrying with the next batch")
+		// Requeue: the changes are still in memory and must reach the file.
+		for _, w := range writes {
+			if s := l.t.shapes[w.id]; s != nil && s.gen == w.gen {
+				l.markShape(s)
+			}
+		}
+		for _, c := range cons {
+			l.markConsumer(c.ID)
+		}
+	}
+	l.mu.Unlock()
+	b.err = err
+	close(b.done)
+	return true
+}
+
+// writeBatch writes one batch: chunks of at most MaxBatch records, the meta
+// record (with the cut's flush position) in the last one.
+func (l *Ledger) writeBatch(writes []shapeWrite, cons []Consumer, m Meta, now time.Time) error {
+	for first := true; first || len(writes) > 0 || len(cons) > 0; first = false {
+		n := min(len(writes), l.cfg.MaxBatch)
+		chunk := writes[:n]
+		writes = writes[n:]
+		k := min(len(cons), l.cfg.MaxBatch-n)
+		cchunk := cons[:k]
+		cons = cons[k:]
+		last := len(writes) == 0 && len(cons) == 0
+		err := guard(func() error {
+			return l.db.Update(func(tx *bolt.Tx) error {
+				j := newJournal(tx, now)
+				if err := writeShapes(tx, j, chunk); err != nil {
+					return err
+				}
+				if err := writeConsumers(tx, cchunk); err != nil {
+					return err
+				}
+				if last {
+					return putMeta(tx, m)
+				}
+				return nil
+			})
+		})
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// writeShapes patches the flushed LSN and last-ack time of each shape record
+// in place. A record that is gone or has another generation was evicted (or
+// evicted and created again) after the ack: it is left alone, so a late ack
+// can never resurrect an evicted shape (I4).
+func writeShapes(tx *bolt.Tx, j *journal, ws []shapeWrite) error {
+	bk := tx.Bucket(bucketShapes)
+	for _, w := range ws {
+		v := bk.Get([]byte(w.id))
+		if len(v) < shapeHeaderLen || binary.BigEndian.Uint64(v[offGen:]) != w.gen {
+			continue
+		}
+		if LSN(binary.BigEndian.Uint64(v[offFlushed:])) >= w.flushed {
+			continue // I6: a shape's durable flushed LSN never goes backwards
+		}
+		nv := make([]byte, len(v))
+		copy(nv, v)
+		binary.BigEndian.PutUint64(nv[offFlushed:], uint64(w.flushed))
+		binary.BigEndian.PutUint64(nv[offLastAck:], uint64(w.lastAck))
+		if err := bk.Put([]byte(w.id), nv); err != nil {
+			return err
+		}
+		if w.event {
+			if err := j.add(Event{Kind: EventAcked, Shape: w.id, LSN: w.flushed}); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// writeConsumers stores lease state. A record whose epoch changed or that was
+// marked gone since the batch was cut is left alone: a heartbeat must not
+// revive a consumer released or expired in between.
+func writeConsumers(tx *bolt.Tx, cs []Consumer) error {
+	bk := tx.Bucket(bucketConsumers)
+	for i := range cs {
+		c := &cs[i]
+		old := bk.Get([]byte(c.ID))
+		if old == nil {
+			continue
+		}
+		prev, err := decodeConsumer([]byte(c.ID), old)
+		if err != nil {
+			return err
+		}
+		if prev.Epoch != c.Epoch || prev.Gone {
+			continue
+		}
+		if err := bk.Put([]byte(c.ID), encodeConsumer(c)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Sync returns once every change applied before the call (acks, heartbeats)
+// is committed to the file, and the flush position they support is recorded.
+// Concurrent callers share one commit.
+func (l *Ledger) Sync(ctx context.Context) error {
+	l.mu.Lock()
+	if l.closed {
+		l.mu.Unlock()
+		return ErrClosed
+	}
+	b := l.fill
+	if b.empty() && l.inflight == nil && l.t.safe() <= l.persistedFlush {
+		l.mu.Unlock()
+		return nil
+	}
+	b.force = true
+	l.queued()
+	l.mu.Unlock()
+	select {
+	case <-b.done:
+		return b.err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// FlushLSN returns the position that may be reported to Postgres as
+// write/flush/apply: the flush position recorded in the file by the last
+// group commit. It never goes backwards, not even across restarts, and never
+// exceeds the safe LSN of committed state (I6).
+//
+// When no ack is queued or being written, the in-memory safe LSN is backed by
+// committed state; if it is ahead, FlushLSN asks for it to be recorded and the
+// next call (a commit later, about CommitDelay) reports it.
+func (l *Ledger) FlushLSN() LSN {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	cand := l.durableSafe
+	if len(l.fill.shapes) == 0 && l.inflight == nil && !l.closed {
+		cand = max(cand, l.t.safe())
+	}
+	if cand > l.persistedFlush && cand > l.fill.wantFlush && !l.closed {
+		l.fill.wantFlush = cand
+		l.queued()
+	}
+	return l.persistedFlush
+}

@@ -1,0 +1,271 @@
+package ledger
+
+import (
+	"fmt"
+	"sort"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// Consumers hold leases. A lease is live while the consumer streams or until
+// ExpiresAt = last heartbeat + TTL. Registration and the end of a consumer
+// (release, expiry) are committed before they are acknowledged; heartbeats
+// and stream open/close are applied in memory and persisted by the group
+// commit, coalesced, so they cost no fsync each.
+
+func cloneConsumer(c *Consumer) Consumer {
+	out := *c
+	if c.Inventory != nil {
+		out.Inventory = append([]string{}, c.Inventory...)
+	}
+	return out
+}
+
+// live reports whether c holds a lease at now.
+func live(c *Consumer, now time.Time) bool {
+	return !c.Gone && (c.Streaming || now.Before(c.ExpiresAt))
+}
+
+// Register gives the consumer a new lease: a new random token and the next
+// epoch, expiring after TTL without heartbeats. It is ErrConsumerExists while
+// another live lease holds the id. A consumer that registers again after its
+// lease ran out (or after it was gone) keeps the id; shapes it still owns stay
+// with it.
+func (l *Ledger) Register(spec ConsumerSpec) (Consumer, error) {
+	if err := validID("consumer", spec.ID); err != nil {
+		return Consumer{}, err
+	}
+	if spec.TTL < 0 {
+		return Consumer{}, fmt.Errorf("%w: consumer %q: negative ttl %s", ErrInvalid, spec.ID, spec.TTL)
+	}
+	if spec.TTL == 0 {
+		spec.TTL = l.cfg.DefaultTTL
+	}
+	l.writeMu.Lock()
+	defer l.writeMu.Unlock()
+	l.mu.Lock()
+	if l.closed {
+		l.mu.Unlock()
+		return Consumer{}, ErrClosed
+	}
+	now := l.now()
+	var epoch uint64
+	if old := l.consumers[spec.ID]; old != nil {
+		if live(old, now) {
+			l.mu.Unlock()
+			return Consumer{}, fmt.Errorf("%w: consumer %q until %s", ErrConsumerExists, spec.ID, old.ExpiresAt.UTC().Format(time.RFC3339Nano))
+		}
+		epoch = old.Epoch
+	}
+	l.mu.Unlock()
+
+	c := &Consumer{
+		ID: spec.ID, Lease: newLease(), Epoch: epoch + 1, TTL: spec.TTL, PID: spec.PID, ProcStart: spec.ProcStart,
+		Host: spec.Host, RegisteredAt: now.UTC(), LastHeartbeat: now.UTC(), ExpiresAt: now.Add(spec.TTL).UTC(),
+	}
+	err := guard(func() error {
+		return l.db.Update(func(tx *bolt.Tx) error {
+			if err := tx.Bucket(bucketConsumers).Put([]byte(c.ID), encodeConsumer(c)); err != nil {
+				return err
+			}
+			return newJournal(tx, now).add(Event{Kind: EventRegistered, Consumer: c.ID,
+				Detail: fmt.Sprintf("epoch %d, ttl %s, host %q, pid %d", c.Epoch, c.TTL, c.Host, c.PID)})
+		})
+	})
+	if err != nil {
+		return Consumer{}, fmt.Errorf("registering consumer %q: %w", spec.ID, err)
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.consumers[c.ID] = c
+	return cloneConsumer(c), nil
+}
+
+// checkLease is CheckLease with mu held.
+func (l *Ledger) checkLease(id, lease string) (*Consumer, error) {
+	c := l.consumers[id]
+	switch {
+	case c == nil:
+		return nil, fmt.Errorf("%w: consumer %q", ErrNotFound, id)
+	case c.Gone:
+		return c, &GoneError{Consumer: id, Reason: c.GoneReason, At: c.GoneAt}
+	case c.Lease != lease:
+		return c, fmt.Errorf("%w: consumer %q (epoch %d)", ErrWrongLease, id, c.Epoch)
+	}
+	return c, nil
+}
+
+// CheckLease verifies a lease token: ErrNotFound, *GoneError (with the
+// reason), ErrWrongLease for a stale or foreign token.
+func (l *Ledger) CheckLease(id, lease string) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	_, err := l.checkLease(id, lease)
+	return err
+}
+
+// Heartbeat extends the lease to now + TTL. A non-nil inventory is the list
+// of shapes the consumer still holds; it is kept with the time it came and
+// the previous heartbeat's time, so the reconciler judges only shapes created
+// before that previous heartbeat. The heartbeat is durable with the next group
+// commit.
+func (l *Ledger) Heartbeat(id, lease string, inventory []string) (Consumer, error) {
+	now := l.now().UTC()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.closed {
+		return Consumer{}, ErrClosed
+	}
+	c, err := l.checkLease(id, lease)
+	if err != nil {
+		return Consumer{}, err
+	}
+	c.PrevHeartbeat = c.LastHeartbeat
+	c.LastHeartbeat = now
+	c.ExpiresAt = now.Add(c.TTL)
+	if inventory != nil {
+		c.Inventory = append([]string{}, inventory...)
+		c.InventoryAt = now
+	}
+	l.markConsumer(id)
+	return cloneConsumer(c), nil
+}
+
+// SetStreaming records that the consumer's change stream opened or closed.
+// An open stream keeps the lease alive; on close the lease runs from now.
+func (l *Ledger) SetStreaming(id string, open bool) {
+	now := l.now().UTC()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	c := l.consumers[id]
+	if l.closed || c == nil || c.Gone {
+		return
+	}
+	c.Streaming = open
+	c.LastHeartbeat = now
+	c.ExpiresAt = now.Add(c.TTL)
+	l.markConsumer(id)
+}
+
+// Consumer returns a consumer (live or gone).
+func (l *Ledger) Consumer(id string) (Consumer, bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	c := l.consumers[id]
+	if c == nil {
+		return Consumer{}, false
+	}
+	return cloneConsumer(c), true
+}
+
+// Consumers returns every consumer, ordered by id.
+func (l *Ledger) Consumers() []Consumer {
+	l.mu.Lock()
+	out := make([]Consumer, 0, len(l.consumers))
+	for _, c := range l.consumers {
+		out = append(out, cloneConsumer(c))
+	}
+	l.mu.Unlock()
+	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
+	return out
+}
+
+// Release ends a consumer at its own request (DELETE): the consumer is marked
+// gone and its shapes evicted as released, in one bbolt transaction.
+func (l *Ledger) Release(id, lease string) error {
+	l.mu.Lock()
+	_, err := l.checkLease(id, lease)
+	l.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	return l.endConsumer(id, lease, ReasonReleased, "released by the consumer", "consumer")
+}
+
+// ExpireConsumer ends a consumer whose liveness failed (lease expired,
+// process gone): the consumer is marked gone and all its shapes evicted with
+// reason, in one bbolt transaction, so no shape of a dead consumer pins the
+// slot (I3) and none comes back (I4).
+func (l *Ledger) ExpireConsumer(id string, reason Reason, evidence string) error {
+	return l.endConsumer(id, "", reason, evidence, "reconciler")
+}
+
+// endConsumer marks a consumer gone and evicts its shapes in one
+// transaction. A non-empty lease must still be the current one.
+func (l *Ledger) endConsumer(id, lease string, reason Reason, evidence, actor string) error {
+	l.writeMu.Lock()
+	defer l.writeMu.Unlock()
+	l.mu.Lock()
+	if l.closed {
+		l.mu.Unlock()
+		return ErrClosed
+	}
+	c := l.consumers[id]
+	if c == nil {
+		l.mu.Unlock()
+		return fmt.Errorf("%w: consumer %q", ErrNotFound, id)
+	}
+	if lease != "" && c.Lease != lease {
+		l.mu.Unlock()
+		return fmt.Errorf("%w: consumer %q (epoch %d)", ErrWrongLease, id, c.Epoch)
+	}
+	if c.Gone {
+		l.mu.Unlock()
+		return &GoneError{Consumer: id, Reason: c.GoneReason, At: c.GoneAt}
+	}
+	now := l.now().UTC()
+	nc := cloneConsumer(c)
+	nc.Gone, nc.GoneReason, nc.GoneAt, nc.Streaming = true, reason, now, false
+	var owned []*shapeState
+	var tss []Tombstone
+	for _, s := range l.t.shapes {
+		if s.consumer == id {
+			owned = append(owned, s)
+			tss = append(tss, tombstoneOf(s, reason, evidence, actor, now))
+		}
+	}
+	l.mu.Unlock()
+
+	err := guard(func() error {
+		return l.db.Update(func(tx *bolt.Tx) error {
+			j := newJournal(tx, now)
+			if err := goneTx(tx, j, &nc, evidence, actor); err != nil {
+				return err
+			}
+			for _, ts := range tss {
+				if err := evictTx(tx, j, ts); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+	})
+	if err != nil {
+		return fmt.Errorf("ending consumer %q: %w", id, err)
+	}
+	l.mu.Lock()
+	*c = nc
+	for i, s := range owned {
+		l.dropShape(s, tss[i])
+	}
+	l.mu.Unlock()
+	l.log.Info().Str("consumer", id).Str("reason", string(reason)).Str("evidence", evidence).
+		Int("shapes_evicted", len(owned)).Msg("consumer gone")
+	return nil
+}
+
+// goneTx writes a consumer marked gone and its journal event.
+func goneTx(tx *bolt.Tx, j *journal, c *Consumer, evidence, actor string) error {
+	if err := tx.Bucket(bucketConsumers).Put([]byte(c.ID), encodeConsumer(c)); err != nil {
+		return err
+	}
+	kind := EventConsumerGone
+	switch c.GoneReason {
+	case ReasonLeaseExpired, ReasonExpiredBeforeRestart:
+		kind = EventLeaseExpired
+	case ReasonReleased:
+		kind = EventReleased
+	}
+	return j.add(Event{Kind: kind, Consumer: c.ID, Reason: c.GoneReason, Detail: detail(evidence, actor)})
+}

@@ -1,0 +1,103 @@
+package ledger
+
+import (
+	"encoding/binary"
+	"encoding/json"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// The journal is an append-only list of events keyed by a big-endian
+// sequence number, written in the same bbolt transaction as the change it
+// describes, so what inspect shows is exactly what happened. It is bounded by
+// Config.JournalMaxEvents and Config.JournalMaxAge (trimmed from the front).
+
+type journal struct {
+	bk  *bolt.Bucket
+	now time.Time
+}
+
+func newJournal(tx *bolt.Tx, now time.Time) *journal {
+	return &journal{bk: tx.Bucket(bucketJournal), now: now}
+}
+
+// add appends e; a zero e.Time means the transaction's time.
+func (j *journal) add(e Event) error {
+	seq, err := j.bk.NextSequence()
+	if err != nil {
+		return err
+	}
+	if e.Time.IsZero() {
+		e.Time = j.now
+	}
+	v, err := json.Marshal(eventRec{Time: nanos(e.Time), Kind: e.Kind, Consumer: e.Consumer, Shape: e.Shape,
+		LSN: e.LSN, Reason: e.Reason, Detail: e.Detail})
+	if err != nil {
+		return err
+	}
+	return j.bk.Put(u64(seq), v)
+}
+
+// trimJournal deletes the oldest events beyond maxEvents or older than
+// maxAge. Sequence numbers are contiguous (only the front is ever deleted), so
+// the count is last-first+1.
+func trimJournal(tx *bolt.Tx, now time.Time, maxEvents int, maxAge time.Duration) (int, error) {
+	bk := tx.Bucket(bucketJournal)
+	c := bk.Cursor()
+	lk, _ := c.Last()
+	if lk == nil {
+		return 0, nil
+	}
+	last := binary.BigEndian.Uint64(lk)
+	cutoff := now.Add(-maxAge).UnixNano()
+	n := 0
+	for k, v := c.First(); k != nil; k, v = c.First() {
+		seq := binary.BigEndian.Uint64(k)
+		over := last-seq+1 > uint64(maxEvents)
+		if !over {
+			var r eventRec
+			if err := json.Unmarshal(v, &r); err == nil && r.Time >= cutoff {
+				break
+			}
+		}
+		if err := c.Delete(); err != nil {
+			return n, err
+		}
+		n++
+	}
+	return n, nil
+}
+
+// Events returns up to limit journal events with a sequence number greater
+// than since, oldest first. limit <= 0 means 1000.
+func (l *Ledger) Events(since uint64, limit int) []Event {
+	if limit <= 0 {
+		limit = 1000
+	}
+	var out []Event
+	err := guard(func() error {
+		return l.db.View(func(tx *bolt.Tx) error {
+			var err error
+			out, err = readEvents(tx, since, limit)
+			return err
+		})
+	})
+	if err != nil {
+		l.log.Error().Err(err).Msg("reading the journal")
+	}
+	return out
+}
+
+func readEvents(tx *bolt.Tx, since uint64, limit int) ([]Event, error) {
+	var out []Event
+	c := tx.Bucket(bucketJournal).Cursor()
+	for k, v := c.Seek(u64(since + 1)); k != nil && (limit <= 0 || len(out) < limit); k, v = c.Next() {
+		e, err := decodeEvent(k, v)
+		if err != nil {
+			return out, err
+		}
+		out = append(out, e)
+	}
+	return out, nil
+}

@@ -1,0 +1,175 @@
+package ledger
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/rs/zerolog"
+	bolt "go.etcd.io/bbolt"
+)
+
+// lockTimeout bounds the wait for the file lock held by another process.
+const lockTimeout = time.Second
+
+// compactEvery is the minimum time between two compactions of tombstones and
+// the journal triggered by RecordTick.
+const compactEvery = time.Minute
+
+// ackEventEvery bounds the "acked" journal events: at most one per shape per
+// interval, so a busy shape does not flood the bounded journal.
+const ackEventEvery = time.Second
+
+// Ledger is the durable flush ledger: live shapes and consumers in memory,
+// mirrored in a bbolt file. All methods are safe for concurrent use.
+//
+// Two locks: mu guards memory and is never held across I/O; writeMu
+// serialises the structural changes (registrations, shape creation,
+// evictions, restart) that each commit their own bbolt transaction before
+// being applied to memory.
+type Ledger struct {
+	cfg   Config
+	log   zerolog.Logger
+	clock Clock
+	db    *bolt.DB
+
+	writeMu     sync.Mutex
+	lastCompact time.Time // guarded by writeMu
+
+	mu         sync.Mutex
+	closed     bool
+	t          *tracker
+	consumers  map[string]*Consumer
+	tombs      map[string]Tombstone // latest tombstone per shape id
+	meta       Meta
+	startFloor LSN // processed position persisted before this open: new shapes start at least there
+
+	// group commit (see commit.go)
+	fill           *batch
+	inflight       *batch
+	durableSafe    LSN // safe LSN of the last committed batch cut (I6)
+	persistedFlush LSN // meta.LastFlush as committed; what FlushLSN reports
+	kick           chan struct{}
+	full           chan struct{}
+	stop           chan struct{}
+	done           chan struct{}
+}
+
+// Open opens or creates the ledger file, loads its state and applies the
+// restart rules (I5): consumers whose lease had expired before the last
+// recorded tick (or clean shutdown) are marked gone and their shapes evicted
+// as expired_before_restart; every other live lease is extended to now+TTL.
+//
+// It fails with *ForeignError for a file bound to another system or slot,
+// ErrCorrupt for a file that is not a readable ledger, ErrSchema for a newer
+// layout and ErrLocked when another process holds the file. On any of these
+// the file is left unchanged.
+func Open(cfg Config) (*Ledger, error) {
+	cfg = cfg.withDefaults()
+	if cfg.Path == "" {
+		return nil, fmt.Errorf("%w: Config.Path is empty: give the ledger file", ErrInvalid)
+	}
+	if cfg.Identity.SystemID == "" || cfg.Identity.Slot == "" {
+		return nil, fmt.Errorf("%w: Config.Identity needs SystemID and Slot: the file is bound to them", ErrInvalid)
+	}
+	db, err := openBolt(cfg.Path, false)
+	if err != nil {
+		return nil, err
+	}
+	l := &Ledger{
+		cfg: cfg, log: cfg.Logger, clock: cfg.Clock, db: db,
+		t:         newTracker(),
+		consumers: make(map[string]*Consumer),
+		tombs:     make(map[string]Tombstone),
+		kick:      make(chan struct{}, 1),
+		full:      make(chan struct{}, 1),
+		stop:      make(chan struct{}),
+		done:      make(chan struct{}),
+	}
+	l.fill = newBatch(1)
+	fresh, err := l.load()
+	if err == nil {
+		err = l.start(fresh)
+	}
+	if err != nil {
+		_ = db.Close()
+		return nil, err
+	}
+	go l.run()
+	return l, nil
+}
+
+// openBolt opens the file, turning bbolt's failures into the ledger's errors.
+func openBolt(path string, readOnly bool) (*bolt.DB, error) {
+	if readOnly {
+		if _, err := os.Stat(path); err != nil {
+			return nil, fmt.Errorf("opening ledger %s: %w", path, err)
+		}
+	}
+	var db *bolt.DB
+	err := guard(func() error {
+		var err error
+		db, err = bolt.Open(path, 0o600, &bolt.Options{Timeout: lockTimeout, ReadOnly: readOnly})
+		return err
+	})
+	switch {
+	case err == nil:
+		return db, nil
+	case errors.Is(err, bolt.ErrTimeout):
+		if readOnly {
+			return nil, fmt.Errorf("%w (%s)", ErrLocked, path)
+		}
+		return nil, fmt.Errorf("%w: %s is held by another process; stop it or use another -db file", ErrLocked, path)
+	case errors.Is(err, ErrCorrupt):
+		return nil, fmt.Errorf("opening ledger %s: %w", path, err)
+	case errors.Is(err, bolt.ErrInvalid), errors.Is(err, bolt.ErrVersionMismatch), errors.Is(err, bolt.ErrChecksum):
+		return nil, fmt.Errorf("opening ledger %s: %w: %v; restore it from a backup or move it away to start a new ledger",
+			path, ErrCorrupt, err)
+	default:
+		var pe *os.PathError
+		if errors.As(err, &pe) {
+			return nil, fmt.Errorf("opening ledger %s: %w", path, err)
+		}
+		// bbolt reports short or damaged files with plain errors.
+		return nil, fmt.Errorf("opening ledger %s: %w: %v; restore it from a backup or move it away to start a new ledger",
+			path, ErrCorrupt, err)
+	}
+}
+
+// Close commits what is queued, writes the clean-shutdown marker and closes
+// the file. Calls made afterwards return ErrClosed.
+func (l *Ledger) Close() error {
+	l.writeMu.Lock()
+	defer l.writeMu.Unlock()
+	l.mu.Lock()
+	if l.closed {
+		l.mu.Unlock()
+		return nil
+	}
+	l.closed = true
+	l.mu.Unlock()
+	close(l.stop)
+	<-l.done
+
+	l.mu.Lock()
+	m := l.meta
+	m.LastFlush = l.persistedFlush
+	m.Position = max(l.t.position, l.startFloor)
+	m.CleanShutdown = l.clock.Now()
+	l.mu.Unlock()
+	err := guard(func() error {
+		return l.db.Update(func(tx *bolt.Tx) error { return putMeta(tx, m) })
+	})
+	if cerr := l.db.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("closing ledger %s: %w", l.cfg.Path, err)
+	}
+	return nil
+}
+
+// now returns the clock's time.
+func (l *Ledger) now() time.Time { return l.clock.Now() }

@@ -1,0 +1,85 @@
+package ledger
+
+import (
+	"fmt"
+	"io"
+	"sort"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// Load reads a whole ledger file without changing it: read-only bbolt open
+// (shared lock, one-second timeout), no restart rules, no writes. It is what
+// inspect -db uses, even while ledgerd is down. A file held by a running
+// daemon is ErrLocked (ask the daemon with inspect -url instead); a file that
+// is not a readable ledger is ErrCorrupt.
+//
+// Shapes in the result carry only durable fields: nothing is pending in a
+// file.
+func Load(path string) (*State, error) {
+	db, err := openBolt(path, true)
+	if err != nil {
+		return nil, err
+	}
+	defer db.Close()
+	st := &State{}
+	err = guard(func() error {
+		return db.View(func(tx *bolt.Tx) error {
+			m, ok, err := readMeta(tx)
+			if err != nil {
+				return err
+			}
+			if !ok {
+				return fmt.Errorf("%w: no ledger metadata in the file", ErrCorrupt)
+			}
+			if err := checkBuckets(tx); err != nil {
+				return err
+			}
+			st.Meta = m
+			consumers := map[string]*Consumer{}
+			t := newTracker()
+			tombs := map[string]Tombstone{}
+			if err := loadState(tx, consumers, t, tombs); err != nil {
+				return err
+			}
+			for _, c := range consumers {
+				st.Consumers = append(st.Consumers, cloneConsumer(c))
+			}
+			sort.Slice(st.Consumers, func(i, j int) bool { return st.Consumers[i].ID < st.Consumers[j].ID })
+			for _, s := range t.shapes {
+				st.Shapes = append(st.Shapes, Shape{
+					ShapeSpec:  ShapeSpec{ID: s.id, Consumer: s.consumer, Table: s.table, Filter: s.filter},
+					Generation: s.gen, StartLSN: s.start, FlushedLSN: s.flushed,
+					CreatedAt: fromNanos(s.created), LastAckAt: fromNanos(s.lastAck),
+				})
+			}
+			sort.Slice(st.Shapes, func(i, j int) bool { return st.Shapes[i].ID < st.Shapes[j].ID })
+			if st.Tombstones, err = readTombstones(tx); err != nil {
+				return err
+			}
+			st.Events, err = readEvents(tx, 0, 0)
+			return err
+		})
+	})
+	if err != nil {
+		return nil, fmt.Errorf("loading ledger %s: %w", path, err)
+	}
+	return st, nil
+}
+
+// WriteSnapshot writes a consistent copy of the ledger file to w (one bbolt
+// read transaction), for inspect -url against a running daemon.
+func (l *Ledger) WriteSnapshot(w io.Writer) (int64, error) {
+	var n int64
+	err := guard(func() error {
+		return l.db.View(func(tx *bolt.Tx) error {
+			var err error
+			n, err = tx.WriteTo(w)
+			return err
+		})
+	})
+	if err != nil {
+		return n, fmt.Errorf("writing ledger snapshot: %w", err)
+	}
+	return n, nil
+}

@@ -1,0 +1,312 @@
+package ledger
+
+import (
+	"encoding/binary"
+	"fmt"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// load reads the file into memory. It writes nothing, so a foreign, newer or
+// corrupt file is left exactly as it was. fresh is true for a file with no
+// ledger in it yet.
+func (l *Ledger) load() (fresh bool, err error) {
+	err = guard(func() error {
+		return l.db.View(func(tx *bolt.Tx) error {
+			m, ok, err := readMeta(tx)
+			if err != nil {
+				return err
+			}
+			if !ok {
+				empty := true
+				_ = tx.ForEach(func([]byte, *bolt.Bucket) error { empty = false; return nil })
+				if !empty {
+					return fmt.Errorf("%w: a bbolt file without ledger metadata", ErrCorrupt)
+				}
+				fresh = true
+				return nil
+			}
+			want := l.cfg.Identity
+			if m.Identity.SystemID != want.SystemID || m.Identity.Slot != want.Slot {
+				return &ForeignError{Path: l.cfg.Path, Have: m.Identity, Want: want}
+			}
+			if err := checkBuckets(tx); err != nil {
+				return err
+			}
+			l.meta = m
+			l.persistedFlush = m.LastFlush
+			l.durableSafe = m.LastFlush
+			l.startFloor = m.Position
+			return loadState(tx, l.consumers, l.t, l.tombs)
+		})
+	})
+	if err != nil {
+		return false, fmt.Errorf("loading ledger %s: %w", l.cfg.Path, err)
+	}
+	return fresh, nil
+}
+
+// loadState decodes consumers, shapes and the latest tombstone of each id.
+func loadState(tx *bolt.Tx, consumers map[string]*Consumer, t *tracker, tombs map[string]Tombstone) error {
+	err := tx.Bucket(bucketConsumers).ForEach(func(k, v []byte) error {
+		c, err := decodeConsumer(k, v)
+		if err != nil {
+			return err
+		}
+		consumers[c.ID] = c
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	strs := make(map[string]string, len(consumers)+16)
+	for id := range consumers {
+		strs[id] = id
+	}
+	intern := func(b []byte) string {
+		if s, ok := strs[string(b)]; ok {
+			return s
+		}
+		s := string(b)
+		strs[s] = s
+		return s
+	}
+	c := tx.Bucket(bucketShapes).Cursor()
+	for k, v := c.First(); k != nil; k, v = c.Next() {
+		if v == nil {
+			return fmt.Errorf("%w: nested bucket %q among shapes", ErrCorrupt, k)
+		}
+		s, err := decodeShape(string(k), v, intern)
+		if err != nil {
+			return err
+		}
+		t.add(s)
+	}
+	return tx.Bucket(bucketTombstones).ForEach(func(k, v []byte) error {
+		ts, err := decodeTomb(k, v)
+		if err != nil {
+			return err
+		}
+		if old, ok := tombs[ts.Shape]; !ok || ts.Generation >= old.Generation {
+			tombs[ts.Shape] = ts
+		}
+		return nil
+	})
+}
+
+// start initialises a fresh file or applies the restart rules to a loaded
+// one, in one bbolt transaction.
+//
+// Restart rules (I5), after etcd's lessor on promotion: the file says when
+// the ledger last knew the world (the last reconcile tick, or the clean
+// shutdown). A consumer whose lease had already run out by then was dead
+// before ledgerd went down: it is marked gone and its shapes are evicted as
+// expired_before_restart. Every other lease is extended to now + TTL, because
+// ledgerd's own downtime is not evidence against anyone; its consumer gets a
+// full TTL to come back. Nothing else is evicted at start.
+func (l *Ledger) start(fresh bool) error {
+	now := l.now().UTC()
+	var gone []*Consumer
+	var evicted []*shapeState
+	var tss []Tombstone
+	var removed []Tombstone
+	err := guard(func() error {
+		return l.db.Update(func(tx *bolt.Tx) error {
+			if fresh {
+				for _, name := range allBuckets {
+					if _, err := tx.CreateBucketIfNotExists(name); err != nil {
+						return err
+					}
+				}
+				if err := putSchema(tx); err != nil {
+					return err
+				}
+				l.meta = Meta{SchemaVersion: SchemaVersion, Identity: l.cfg.Identity, CreatedAt: now}
+			}
+			j := newJournal(tx, now)
+			if have := l.meta.Identity; !fresh && (have.Timeline != l.cfg.Identity.Timeline || have.Database != l.cfg.Identity.Database) {
+				if err := j.add(Event{Kind: EventTimeline, Detail: fmt.Sprintf("timeline %d -> %d, database %q -> %q",
+					have.Timeline, l.cfg.Identity.Timeline, have.Database, l.cfg.Identity.Database)}); err != nil {
+					return err
+				}
+				l.meta.Identity = l.cfg.Identity
+			}
+			T := l.meta.Tick
+			if l.meta.CleanShutdown.After(T) {
+				T = l.meta.CleanShutdown
+			}
+			extended := 0
+			for _, c := range l.consumers {
+				if c.Gone {
+					continue
+				}
+				if !T.IsZero() && !c.Streaming && c.ExpiresAt.Before(T) {
+					c.Gone, c.GoneReason, c.GoneAt = true, ReasonExpiredBeforeRestart, now
+					ev := fmt.Sprintf("lease expired at %s, before the last recorded tick %s",
+						c.ExpiresAt.Format(time.RFC3339Nano), T.UTC().Format(time.RFC3339Nano))
+					if err := goneTx(tx, j, c, ev, "restart"); err != nil {
+						return err
+					}
+					for _, s := range l.t.shapes {
+						if s.consumer == c.ID {
+							ts := tombstoneOf(s, ReasonExpiredBeforeRestart, ev, "restart", now)
+							if err := evictTx(tx, j, ts); err != nil {
+								return err
+							}
+							evicted, tss = append(evicted, s), append(tss, ts)
+						}
+					}
+					gone = append(gone, c)
+					continue
+				}
+				c.Streaming = false
+				c.ExpiresAt = now.Add(c.TTL)
+				if err := tx.Bucket(bucketConsumers).Put([]byte(c.ID), encodeConsumer(c)); err != nil {
+					return err
+				}
+				extended++
+			}
+			var err error
+			if removed, err = compactTx(tx, now, l.cfg); err != nil {
+				return err
+			}
+			if !fresh {
+				clean := "after a crash"
+				if !l.meta.CleanShutdown.IsZero() {
+					clean = "after a clean shutdown"
+				}
+				if err := j.add(Event{Kind: EventRestarted, LSN: l.meta.LastFlush, Detail: fmt.Sprintf(
+					"%s; %d leases extended to now+ttl, %d consumers expired before the restart, %d shapes evicted",
+					clean, extended, len(gone), len(evicted))}); err != nil {
+					return err
+				}
+			}
+			m := l.meta
+			m.CleanShutdown = time.Time{}
+			m.OpenedAt = now
+			if err := putMeta(tx, m); err != nil {
+				return err
+			}
+			l.meta = m
+			return nil
+		})
+	})
+	if err != nil {
+		return fmt.Errorf("starting ledger %s: %w", l.cfg.Path, err)
+	}
+	for i, s := range evicted {
+		l.dropShape(s, tss[i])
+	}
+	l.forgetTombstones(removed)
+	if len(gone) > 0 {
+		l.log.Warn().Int("consumers", len(gone)).Int("shapes_evicted", len(evicted)).
+			Msg("consumers whose lease expired before the restart are gone")
+	}
+	return nil
+}
+
+// forgetTombstones drops compacted tombstones from memory. Caller holds mu or
+// owns the ledger exclusively.
+func (l *Ledger) forgetTombstones(removed []Tombstone) {
+	for _, ts := range removed {
+		if cur, ok := l.tombs[ts.Shape]; ok && cur.Generation == ts.Generation {
+			delete(l.tombs, ts.Shape)
+		}
+	}
+}
+
+// compactTx deletes tombstones older than the retention (keeping their
+// generation in the generations bucket, so the id never comes back at an
+// evicted generation: I4) and trims the journal.
+func compactTx(tx *bolt.Tx, now time.Time, cfg Config) ([]Tombstone, error) {
+	cutoff := now.Add(-cfg.TombstoneRetention)
+	var removed []Tombstone
+	tb := tx.Bucket(bucketTombstones)
+	gb := tx.Bucket(bucketGenerations)
+	var dead [][]byte
+	err := tb.ForEach(func(k, v []byte) error {
+		ts, err := decodeTomb(k, v)
+		if err != nil {
+			return err
+		}
+		if ts.At.Before(cutoff) {
+			removed = append(removed, ts)
+			dead = append(dead, append([]byte(nil), k...))
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	for i, ts := range removed {
+		if g := gb.Get([]byte(ts.Shape)); len(g) != 8 || binary.BigEndian.Uint64(g) < ts.Generation {
+			if err := gb.Put([]byte(ts.Shape), u64(ts.Generation)); err != nil {
+				return nil, err
+			}
+		}
+		if err := tb.Delete(dead[i]); err != nil {
+			return nil, err
+		}
+	}
+	if _, err := trimJournal(tx, now, cfg.JournalMaxEvents, cfg.JournalMaxAge); err != nil {
+		return nil, err
+	}
+	return removed, nil
+}
+
+// RecordTick records a reconcile pass at now: the restart rules use the last
+// recorded tick to tell leases that expired before a crash from leases that
+// merely could not be renewed while ledgerd was down (I5). The tick goes
+// through the group commit (behind every heartbeat applied before it) and
+// RecordTick returns once it is committed. About once a minute it also
+// compacts tombstones past retention and trims the journal.
+func (l *Ledger) RecordTick(now time.Time) error {
+	l.mu.Lock()
+	if l.closed {
+		l.mu.Unlock()
+		return ErrClosed
+	}
+	b := l.fill
+	if now.After(b.tick) {
+		b.tick = now
+	}
+	l.queued()
+	l.mu.Unlock()
+	<-b.done
+	if b.err != nil {
+		return fmt.Errorf("recording reconcile tick: %w", b.err)
+	}
+	return l.compact(now)
+}
+
+// compact runs compactTx when the last compaction is older than a minute.
+func (l *Ledger) compact(now time.Time) error {
+	l.writeMu.Lock()
+	defer l.writeMu.Unlock()
+	if !l.lastCompact.IsZero() && now.Sub(l.lastCompact) < compactEvery {
+		return nil
+	}
+	l.mu.Lock()
+	closed := l.closed
+	l.mu.Unlock()
+	if closed {
+		return ErrClosed
+	}
+	var removed []Tombstone
+	err := guard(func() error {
+		return l.db.Update(func(tx *bolt.Tx) error {
+			var err error
+			removed, err = compactTx(tx, now, l.cfg)
+			return err
+		})
+	})
+	if err != nil {
+		return fmt.Errorf("compacting ledger: %w", err)
+	}
+	l.lastCompact = now
+	l.mu.Lock()
+	l.forgetTombstones(removed)
+	l.mu.Unlock()
+	return nil
+}

@@ -1,0 +1,276 @@
+package ledger
+
+import (
+	"encoding/binary"
+	"fmt"
+	"slices"
+	"sort"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// PutShape creates a shape owned by a live consumer, or returns the existing
+// one when the same definition is put again (created=false). Another
+// definition or owner for a live id is ErrShapeConflict. An id that was
+// evicted comes back with the next generation, never the evicted one (I4).
+//
+// The new shape starts at the current processed position: it receives
+// transactions with a commit LSN above StartLSN.
+func (l *Ledger) PutShape(spec ShapeSpec) (Shape, bool, error) {
+	if err := validID("shape", spec.ID); err != nil {
+		return Shape{}, false, err
+	}
+	if spec.Table == "" {
+		return Shape{}, false, fmt.Errorf("%w: shape %q has no table", ErrInvalid, spec.ID)
+	}
+	spec.Filter = normFilter(spec.Filter)
+	l.writeMu.Lock()
+	defer l.writeMu.Unlock()
+
+	l.mu.Lock()
+	if l.closed {
+		l.mu.Unlock()
+		return Shape{}, false, ErrClosed
+	}
+	if s := l.t.shapes[spec.ID]; s != nil {
+		defer l.mu.Unlock()
+		if s.consumer == spec.Consumer && s.table == spec.Table && equalFilter(s.filter, spec.Filter) {
+			return l.shapeView(s), false, nil
+		}
+		return Shape{}, false, fmt.Errorf("%w: shape %q is owned by %q on table %s", ErrShapeConflict, spec.ID, s.consumer, s.table)
+	}
+	c := l.consumers[spec.Consumer]
+	switch {
+	case c == nil:
+		l.mu.Unlock()
+		return Shape{}, false, fmt.Errorf("%w: consumer %q: register it before creating shapes", ErrNotFound, spec.Consumer)
+	case c.Gone:
+		l.mu.Unlock()
+		return Shape{}, false, &GoneError{Consumer: c.ID, Reason: c.GoneReason, At: c.GoneAt}
+	}
+	now := l.now()
+	s := &shapeState{
+		id: spec.ID, consumer: c.ID, table: spec.Table, filter: spec.Filter,
+		start: max(l.t.position, l.startFloor), created: now.UnixNano(), heapIdx: -1,
+	}
+	s.flushed = s.start
+	l.mu.Unlock()
+
+	err := guard(func() error {
+		return l.db.Update(func(tx *bolt.Tx) error {
+			s.gen = nextGeneration(tx, s.id)
+			if err := tx.Bucket(bucketShapes).Put([]byte(s.id), encodeShape(s)); err != nil {
+				return err
+			}
+			return newJournal(tx, now).add(Event{Kind: EventShapeCreated, Consumer: s.consumer, Shape: s.id, LSN: s.start,
+				Detail: fmt.Sprintf("generation %d, table %s", s.gen, s.table)})
+		})
+	})
+	if err != nil {
+		return Shape{}, false, fmt.Errorf("creating shape %q: %w", spec.ID, err)
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.t.add(s)
+	return l.shapeView(s), true, nil
+}
+
+// nextGeneration is one above every generation the id had: its tombstones
+// and, for tombstones already compacted, the generations bucket (I4).
+func nextGeneration(tx *bolt.Tx, id string) uint64 {
+	var g uint64
+	if v := tx.Bucket(bucketGenerations).Get([]byte(id)); len(v) == 8 {
+		g = binary.BigEndian.Uint64(v)
+	}
+	p := tombPrefix(id)
+	c := tx.Bucket(bucketTombstones).Cursor()
+	for k, _ := c.Seek(p); k != nil && len(k) == len(p)+8 && string(k[:len(p)]) == string(p); k, _ = c.Next() {
+		g = max(g, binary.BigEndian.Uint64(k[len(p):]))
+	}
+	return g + 1
+}
+
+func normFilter(f map[string][]string) map[string][]string {
+	f = cloneFilter(f)
+	for k, vs := range f {
+		slices.Sort(vs)
+		f[k] = slices.Compact(vs)
+	}
+	return f
+}
+
+// shapeView builds the public view. Caller holds mu.
+func (l *Ledger) shapeView(s *shapeState) Shape {
+	sh := Shape{
+		ShapeSpec:  ShapeSpec{ID: s.id, Consumer: s.consumer, Table: s.table, Filter: cloneFilter(s.filter)},
+		Generation: s.gen, StartLSN: s.start, FlushedLSN: s.flushed, LastSent: s.lastSent,
+		CreatedAt: fromNanos(s.created), LastAckAt: fromNanos(s.lastAck),
+	}
+	if s.pending() {
+		p := s.firstPending()
+		sh.PendingLSN, sh.PendingSince = p.lsn, fromNanos(p.at)
+	}
+	return sh
+}
+
+// Shape returns a live shape.
+func (l *Ledger) Shape(id string) (Shape, bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	s := l.t.shapes[id]
+	if s == nil {
+		return Shape{}, false
+	}
+	return l.shapeView(s), true
+}
+
+// Shapes returns every live shape, ordered by id.
+func (l *Ledger) Shapes() []Shape {
+	l.mu.Lock()
+	out := make([]Shape, 0, len(l.t.shapes))
+	for _, s := range l.t.shapes {
+		out = append(out, l.shapeView(s))
+	}
+	l.mu.Unlock()
+	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
+	return out
+}
+
+// DeleteShape evicts a shape at its consumer's request (reason released,
+// actor "consumer").
+func (l *Ledger) DeleteShape(id string) error {
+	_, err := l.Evict(id, ReasonReleased, "deleted by its consumer", "consumer")
+	return err
+}
+
+// Evict removes a live shape and writes its tombstone and a journal event in
+// one bbolt transaction (I4). Only once that transaction has committed does
+// the tracker drop the shape's pending entries, so the safe LSN moves past
+// the shape only when the eviction is durable (I1). Later acks for the shape
+// get a *GoneError with the reason. An unknown id is ErrNotFound; an id
+// already evicted is a *GoneError.
+func (l *Ledger) Evict(id string, reason Reason, evidence, actor string) (Tombstone, error) {
+	l.writeMu.Lock()
+	defer l.writeMu.Unlock()
+	l.mu.Lock()
+	if l.closed {
+		l.mu.Unlock()
+		return Tombstone{}, ErrClosed
+	}
+	s := l.t.shapes[id]
+	if s == nil {
+		err := l.goneOrNotFound(id)
+		l.mu.Unlock()
+		return Tombstone{}, err
+	}
+	now := l.now()
+	ts := tombstoneOf(s, reason, evidence, actor, now)
+	l.mu.Unlock()
+
+	err := guard(func() error {
+		return l.db.Update(func(tx *bolt.Tx) error {
+			return evictTx(tx, newJournal(tx, now), ts)
+		})
+	})
+	if err != nil {
+		return Tombstone{}, fmt.Errorf("evicting shape %q: %w", id, err)
+	}
+	l.mu.Lock()
+	l.dropShape(s, ts)
+	l.mu.Unlock()
+	l.log.Info().Str("shape", id).Str("consumer", ts.Consumer).Str("reason", string(reason)).
+		Str("evidence", evidence).Str("actor", actor).Stringer("flushed_lsn", ts.FlushedLSN).Msg("shape evicted")
+	return ts, nil
+}
+
+func tombstoneOf(s *shapeState, reason Reason, evidence, actor string, now time.Time) Tombstone {
+	return Tombstone{Shape: s.id, Generation: s.gen, Consumer: s.consumer, Reason: reason, Evidence: evidence,
+		Actor: actor, At: now.UTC(), FlushedLSN: s.flushed}
+}
+
+// evictTx deletes the shape record and writes its tombstone and journal
+// event. A record of another generation is left alone.
+func evictTx(tx *bolt.Tx, j *journal, ts Tombstone) error {
+	sb := tx.Bucket(bucketShapes)
+	if v := sb.Get([]byte(ts.Shape)); len(v) >= shapeHeaderLen && binary.BigEndian.Uint64(v[offGen:]) == ts.Generation {
+		if err := sb.Delete([]byte(ts.Shape)); err != nil {
+			return err
+		}
+	}
+	v, err := jsonMarshal(ts.rec())
+	if err != nil {
+		return err
+	}
+	if err := tx.Bucket(bucketTombstones).Put(tombKey(ts.Shape, ts.Generation), v); err != nil {
+		return err
+	}
+	return j.add(Event{Kind: EventEvicted, Consumer: ts.Consumer, Shape: ts.Shape, LSN: ts.FlushedLSN,
+		Reason: ts.Reason, Detail: detail(ts.Evidence, ts.Actor)})
+}
+
+func detail(evidence, actor string) string {
+	switch {
+	case actor == "":
+		return evidence
+	case evidence == "":
+		return "by " + actor
+	}
+	return evidence + " (by " + actor + ")"
+}
+
+// dropShape forgets an evicted shape. Caller holds mu, after the tombstone
+// committed.
+func (l *Ledger) dropShape(s *shapeState, ts Tombstone) {
+	if cur := l.t.shapes[s.id]; cur == s {
+		l.t.remove(s)
+	}
+	l.tombs[s.id] = ts
+}
+
+// goneOrNotFound is the error for an id that is not live. Caller holds mu.
+func (l *Ledger) goneOrNotFound(id string) error {
+	if ts, ok := l.tombs[id]; ok {
+		return &GoneError{Shape: id, Consumer: ts.Consumer, Reason: ts.Reason, Evidence: ts.Evidence, At: ts.At}
+	}
+	return fmt.Errorf("%w: shape %q", ErrNotFound, id)
+}
+
+// Tombstone returns the latest tombstone of the id, if it was ever evicted
+// (and the tombstone is within retention).
+func (l *Ledger) Tombstone(id string) (Tombstone, bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	ts, ok := l.tombs[id]
+	return ts, ok
+}
+
+// Tombstones returns every tombstone in the file, ordered by id and
+// generation.
+func (l *Ledger) Tombstones() []Tombstone {
+	var out []Tombstone
+	err := guard(func() error {
+		return l.db.View(func(tx *bolt.Tx) error {
+			var err error
+			out, err = readTombstones(tx)
+			return err
+		})
+	})
+	if err != nil {
+		l.log.Error().Err(err).Msg("reading tombstones")
+	}
+	return out
+}
+
+func readTombstones(tx *bolt.Tx) ([]Tombstone, error) {
+	var out []Tombstone
+	err := tx.Bucket(bucketTombstones).ForEach(func(k, v []byte) error {
+		ts, err := decodeTomb(k, v)
+		if err != nil {
+			return err
+		}
+		out = append(out, ts)
+		return nil
+	})
+	return out, err
+}

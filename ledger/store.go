@@ -1,0 +1,380 @@
+package ledger
+
+import (
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"runtime/debug"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// SchemaVersion is the version of the file layout written by this package.
+// A file with a newer version is refused (ErrSchema): an older ledgerd must
+// not rewrite state it does not understand.
+const SchemaVersion = 1
+
+// Bucket names. Keys are big-endian fixed width wherever order matters, so
+// cursors iterate in order (journal by sequence, tombstones by id then
+// generation).
+var (
+	bucketMeta        = []byte("meta")
+	bucketConsumers   = []byte("consumers")
+	bucketShapes      = []byte("shapes")
+	bucketTombstones  = []byte("tombstones")
+	bucketJournal     = []byte("journal")
+	bucketGenerations = []byte("generations") // id -> highest generation of compacted tombstones (I4)
+
+	allBuckets = [][]byte{bucketMeta, bucketConsumers, bucketShapes, bucketTombstones, bucketJournal, bucketGenerations}
+
+	keySchema = []byte("schema")
+	keyMeta   = []byte("meta")
+)
+
+// guard runs f with faults on the memory-mapped file turned into panics and
+// every panic turned into ErrCorrupt. bbolt trusts the pages it reads; a
+// truncated or damaged file would otherwise crash the process instead of
+// failing with an error that names the file.
+func guard(f func() error) (err error) {
+	old := debug.SetPanicOnFault(true)
+	defer func() {
+		debug.SetPanicOnFault(old)
+		if r := recover(); r != nil {
+			err = fmt.Errorf("%w: %v", ErrCorrupt, r)
+		}
+	}()
+	return f()
+}
+
+// ---- shapes: hot fields in a fixed binary header so a group commit can
+// patch the flushed LSN in place and Open can decode a million records fast.
+
+const (
+	shapeRecVersion = 1
+	offGen          = 1
+	offStart        = 9
+	offFlushed      = 17
+	offCreated      = 25
+	offLastAck      = 33
+	shapeHeaderLen  = 41
+)
+
+func encodeShape(s *shapeState) []byte {
+	n := shapeHeaderLen + 2*binary.MaxVarintLen64 + len(s.consumer) + len(s.table) + binary.MaxVarintLen64
+	for k, vs := range s.filter {
+		n += 2*binary.MaxVarintLen64 + len(k)
+		for _, v := range vs {
+			n += binary.MaxVarintLen64 + len(v)
+		}
+	}
+	b := make([]byte, shapeHeaderLen, n)
+	b[0] = shapeRecVersion
+	binary.BigEndian.PutUint64(b[offGen:], s.gen)
+	binary.BigEndian.PutUint64(b[offStart:], uint64(s.start))
+	binary.BigEndian.PutUint64(b[offFlushed:], uint64(s.flushed))
+	binary.BigEndian.PutUint64(b[offCreated:], uint64(s.created))
+	binary.BigEndian.PutUint64(b[offLastAck:], uint64(s.lastAck))
+	b = appendString(b, s.consumer)
+	b = appendString(b, s.table)
+	b = binary.AppendUvarint(b, uint64(len(s.filter)))
+	for _, k := range sortedKeys(s.filter) {
+		b = appendString(b, k)
+		b = binary.AppendUvarint(b, uint64(len(s.filter[k])))
+		for _, v := range s.filter[k] {
+			b = appendString(b, v)
+		}
+	}
+	return b
+}
+
+func appendString(b []byte, s string) []byte {
+	b = binary.AppendUvarint(b, uint64(len(s)))
+	return append(b, s...)
+}
+
+// decodeShape decodes a shape record; strings are copied out of the mmap.
+// intern deduplicates repeated strings (consumer ids, table names).
+func decodeShape(id string, v []byte, intern func([]byte) string) (*shapeState, error) {
+	if len(v) < shapeHeaderLen || v[0] != shapeRecVersion {
+		return nil, fmt.Errorf("%w: shape %q: bad record header (%d bytes)", ErrCorrupt, id, len(v))
+	}
+	s := &shapeState{
+		id:      id,
+		gen:     binary.BigEndian.Uint64(v[offGen:]),
+		start:   LSN(binary.BigEndian.Uint64(v[offStart:])),
+		flushed: LSN(binary.BigEndian.Uint64(v[offFlushed:])),
+		created: int64(binary.BigEndian.Uint64(v[offCreated:])),
+		lastAck: int64(binary.BigEndian.Uint64(v[offLastAck:])),
+		heapIdx: -1,
+	}
+	r := reader{b: v[shapeHeaderLen:]}
+	s.consumer = intern(r.bytes())
+	s.table = intern(r.bytes())
+	nf := r.uvarint()
+	if nf > 0 && r.err == nil {
+		if nf > uint64(len(r.b)) {
+			return nil, fmt.Errorf("%w: shape %q: filter count %d exceeds record", ErrCorrupt, id, nf)
+		}
+		s.filter = make(map[string][]string, nf)
+		for i := uint64(0); i < nf && r.err == nil; i++ {
+			k := string(r.bytes())
+			nv := r.uvarint()
+			if nv > uint64(len(r.b)) {
+				r.err = errors.New("value count exceeds record")
+				break
+			}
+			vs := make([]string, 0, nv)
+			for j := uint64(0); j < nv && r.err == nil; j++ {
+				vs = append(vs, string(r.bytes()))
+			}
+			s.filter[k] = vs
+		}
+	}
+	if r.err == nil && len(r.b) != 0 {
+		r.err = fmt.Errorf("%d trailing bytes", len(r.b))
+	}
+	if r.err != nil {
+		return nil, fmt.Errorf("%w: shape %q: %v", ErrCorrupt, id, r.err)
+	}
+	return s, nil
+}
+
+// reader decodes length-prefixed fields, checking every length first.
+type reader struct {
+	b   []byte
+	err error
+}
+
+func (r *reader) uvarint() uint64 {
+	if r.err != nil {
+		return 0
+	}
+	v, n := binary.Uvarint(r.b)
+	if n <= 0 {
+		r.err = errors.New("truncated varint")
+		return 0
+	}
+	r.b = r.b[n:]
+	return v
+}
+
+func (r *reader) bytes() []byte {
+	n := r.uvarint()
+	if r.err != nil {
+		return nil
+	}
+	if n > uint64(len(r.b)) {
+		r.err = fmt.Errorf("field of %d bytes exceeds record", n)
+		return nil
+	}
+	v := r.b[:n]
+	r.b = r.b[n:]
+	return v
+}
+
+// ---- keys
+
+func u64(v uint64) []byte {
+	var b [8]byte
+	binary.BigEndian.PutUint64(b[:], v)
+	return b[:]
+}
+
+// tombKey orders tombstones by shape id, then generation. Shape ids never
+// contain a NUL byte (validID), so the separator keeps ids apart.
+func tombKey(id string, gen uint64) []byte {
+	k := make([]byte, 0, len(id)+9)
+	k = append(k, id...)
+	k = append(k, 0)
+	return binary.BigEndian.AppendUint64(k, gen)
+}
+
+func tombPrefix(id string) []byte { return append([]byte(id), 0) }
+
+// ---- JSON records (consumers, tombstones, events, meta): rare writes,
+// readable by hand.
+
+type tombRec struct {
+	Shape      string `json:"shape"`
+	Generation uint64 `json:"generation"`
+	Consumer   string `json:"consumer"`
+	Reason     Reason `json:"reason"`
+	Evidence   string `json:"evidence,omitempty"`
+	Actor      string `json:"actor,omitempty"`
+	At         int64  `json:"at"`
+	FlushedLSN LSN    `json:"flushed_lsn"`
+}
+
+func (t Tombstone) rec() tombRec {
+	return tombRec{t.Shape, t.Generation, t.Consumer, t.Reason, t.Evidence, t.Actor, t.At.UnixNano(), t.FlushedLSN}
+}
+
+func (r tombRec) tombstone() Tombstone {
+	return Tombstone{r.Shape, r.Generation, r.Consumer, r.Reason, r.Evidence, r.Actor, time.Unix(0, r.At).UTC(), r.FlushedLSN}
+}
+
+func decodeTomb(k, v []byte) (Tombstone, error) {
+	var r tombRec
+	if err := json.Unmarshal(v, &r); err != nil {
+		return Tombstone{}, fmt.Errorf("%w: tombstone %q: %v", ErrCorrupt, k, err)
+	}
+	return r.tombstone(), nil
+}
+
+type consumerRec struct {
+	ID            string   `json:"id"`
+	Lease         string   `json:"lease"`
+	Epoch         uint64   `json:"epoch"`
+	TTL           int64    `json:"ttl_ns"`
+	PID           int      `json:"pid,omitempty"`
+	ProcStart     string   `json:"proc_start,omitempty"`
+	Host          string   `json:"host,omitempty"`
+	RegisteredAt  int64    `json:"registered_at"`
+	LastHeartbeat int64    `json:"last_heartbeat"`
+	ExpiresAt     int64    `json:"expires_at"`
+	Streaming     bool     `json:"streaming,omitempty"`
+	Gone          bool     `json:"gone,omitempty"`
+	GoneReason    Reason   `json:"gone_reason,omitempty"`
+	GoneAt        int64    `json:"gone_at,omitempty"`
+	Inventory     []string `json:"inventory,omitempty"`
+	HasInventory  bool     `json:"has_inventory,omitempty"`
+	InventoryAt   int64    `json:"inventory_at,omitempty"`
+	PrevHeartbeat int64    `json:"prev_heartbeat,omitempty"`
+}
+
+func nanos(t time.Time) int64 {
+	if t.IsZero() {
+		return 0
+	}
+	return t.UnixNano()
+}
+
+func fromNanos(n int64) time.Time {
+	if n == 0 {
+		return time.Time{}
+	}
+	return time.Unix(0, n).UTC()
+}
+
+func encodeConsumer(c *Consumer) []byte {
+	r := consumerRec{
+		ID: c.ID, Lease: c.Lease, Epoch: c.Epoch, TTL: int64(c.TTL), PID: c.PID, ProcStart: c.ProcStart, Host: c.Host,
+		RegisteredAt: nanos(c.RegisteredAt), LastHeartbeat: nanos(c.LastHeartbeat), ExpiresAt: nanos(c.ExpiresAt),
+		Streaming: c.Streaming, Gone: c.Gone, GoneReason: c.GoneReason, GoneAt: nanos(c.GoneAt),
+		Inventory: c.Inventory, HasInventory: c.Inventory != nil, InventoryAt: nanos(c.InventoryAt),
+		PrevHeartbeat: nanos(c.PrevHeartbeat),
+	}
+	b, _ := json.Marshal(r)
+	return b
+}
+
+func decodeConsumer(k, v []byte) (*Consumer, error) {
+	var r consumerRec
+	if err := json.Unmarshal(v, &r); err != nil {
+		return nil, fmt.Errorf("%w: consumer %q: %v", ErrCorrupt, k, err)
+	}
+	if r.ID != string(k) || r.TTL < 0 {
+		return nil, fmt.Errorf("%w: consumer %q: record names %q or has a negative ttl", ErrCorrupt, k, r.ID)
+	}
+	c := &Consumer{
+		ID: r.ID, Lease: r.Lease, Epoch: r.Epoch, TTL: time.Duration(r.TTL), PID: r.PID, ProcStart: r.ProcStart, Host: r.Host,
+		RegisteredAt: fromNanos(r.RegisteredAt), LastHeartbeat: fromNanos(r.LastHeartbeat), ExpiresAt: fromNanos(r.ExpiresAt),
+		Streaming: r.Streaming, Gone: r.Gone, GoneReason: r.GoneReason, GoneAt: fromNanos(r.GoneAt),
+		Inventory: r.Inventory, InventoryAt: fromNanos(r.InventoryAt), PrevHeartbeat: fromNanos(r.PrevHeartbeat),
+	}
+	if r.HasInventory && c.Inventory == nil {
+		c.Inventory = []string{}
+	}
+	return c, nil
+}
+
+type eventRec struct {
+	Time     int64  `json:"t"`
+	Kind     string `json:"kind"`
+	Consumer string `json:"consumer,omitempty"`
+	Shape    string `json:"shape,omitempty"`
+	LSN      LSN    `json:"lsn,omitempty"`
+	Reason   Reason `json:"reason,omitempty"`
+	Detail   string `json:"detail,omitempty"`
+}
+
+func decodeEvent(k, v []byte) (Event, error) {
+	var r eventRec
+	if len(k) != 8 {
+		return Event{}, fmt.Errorf("%w: journal key of %d bytes", ErrCorrupt, len(k))
+	}
+	if err := json.Unmarshal(v, &r); err != nil {
+		return Event{}, fmt.Errorf("%w: journal event %d: %v", ErrCorrupt, binary.BigEndian.Uint64(k), err)
+	}
+	return Event{Seq: binary.BigEndian.Uint64(k), Time: fromNanos(r.Time), Kind: r.Kind, Consumer: r.Consumer,
+		Shape: r.Shape, LSN: r.LSN, Reason: r.Reason, Detail: r.Detail}, nil
+}
+
+type metaRec struct {
+	Identity      Identity `json:"identity"`
+	CreatedAt     int64    `json:"created_at"`
+	LastFlush     LSN      `json:"last_flush"`
+	Position      LSN      `json:"position"`
+	Tick          int64    `json:"tick,omitempty"`
+	CleanShutdown int64    `json:"clean_shutdown,omitempty"`
+	OpenedAt      int64    `json:"opened_at,omitempty"`
+}
+
+func (m Meta) rec() metaRec {
+	return metaRec{m.Identity, nanos(m.CreatedAt), m.LastFlush, m.Position, nanos(m.Tick), nanos(m.CleanShutdown), nanos(m.OpenedAt)}
+}
+
+func putMeta(tx *bolt.Tx, m Meta) error {
+	b, err := json.Marshal(m.rec())
+	if err != nil {
+		return err
+	}
+	return tx.Bucket(bucketMeta).Put(keyMeta, b)
+}
+
+// readMeta reads the meta record. ok is false for a file without one (new).
+func readMeta(tx *bolt.Tx) (m Meta, ok bool, err error) {
+	mb := tx.Bucket(bucketMeta)
+	if mb == nil {
+		return Meta{}, false, nil
+	}
+	sv := mb.Get(keySchema)
+	if sv == nil {
+		return Meta{}, false, nil
+	}
+	if len(sv) != 4 {
+		return Meta{}, false, fmt.Errorf("%w: schema version record of %d bytes", ErrCorrupt, len(sv))
+	}
+	m.SchemaVersion = int(binary.BigEndian.Uint32(sv))
+	if m.SchemaVersion > SchemaVersion || m.SchemaVersion < 1 {
+		return m, true, fmt.Errorf("%w %d: this ledgerd reads version %d; run the ledgerd that wrote the file, or move it away",
+			ErrSchema, m.SchemaVersion, SchemaVersion)
+	}
+	var r metaRec
+	if err := json.Unmarshal(mb.Get(keyMeta), &r); err != nil {
+		return m, true, fmt.Errorf("%w: meta record: %v", ErrCorrupt, err)
+	}
+	m.Identity = r.Identity
+	m.CreatedAt, m.LastFlush, m.Position = fromNanos(r.CreatedAt), r.LastFlush, r.Position
+	m.Tick, m.CleanShutdown, m.OpenedAt = fromNanos(r.Tick), fromNanos(r.CleanShutdown), fromNanos(r.OpenedAt)
+	return m, true, nil
+}
+
+func putSchema(tx *bolt.Tx) error {
+	var b [4]byte
+	binary.BigEndian.PutUint32(b[:], SchemaVersion)
+	return tx.Bucket(bucketMeta).Put(keySchema, b[:])
+}
+
+// checkBuckets reports a missing bucket of an initialised file as corruption.
+func checkBuckets(tx *bolt.Tx) error {
+	for _, name := range allBuckets {
+		if tx.Bucket(name) == nil {
+			return fmt.Errorf("%w: bucket %q is missing", ErrCorrupt, name)
+		}
+	}
+	return nil
+}
+

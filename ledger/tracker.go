@@ -1,0 +1,276 @@
+package ledger
+
+// The tracker is the in-memory half of the ledger: for every live shape a FIFO
+// of the commit LSNs handed to it and not yet acked, and an indexed min-heap of
+// the shapes that have any, keyed by their oldest pending commit LSN. The heap
+// gives the minimum pending position in O(1) and keeps it in O(log n) per
+// Track or Ack, which is what lets the safe flush LSN be recomputed on every
+// ack for a million shapes (SPEC §5.1).
+//
+// The tracker does no locking and no I/O; the Ledger guards it with its mutex.
+
+// pendEntry is one transaction handed to a shape and not yet acked.
+type pendEntry struct {
+	lsn LSN   // commit LSN
+	at  int64 // unix nanoseconds when it was tracked (PendingSince)
+}
+
+// shapeState is a live shape: its durable record and its tracking state.
+// It is kept small on purpose: a million of them must fit in a few hundred
+// megabytes.
+type shapeState struct {
+	id       string
+	consumer string
+	table    string
+	filter   map[string][]string
+
+	gen      uint64
+	start    LSN
+	flushed  LSN // in memory; durable once the batch that carries it commits
+	lastSent LSN
+	created  int64 // unix nanoseconds
+	lastAck  int64 // unix nanoseconds
+	ackEvent int64 // unix nanoseconds of the last "acked" journal event
+
+	pend    []pendEntry // FIFO in commit order; pend[head:] are pending
+	head    int32
+	heapIdx int32 // position in tracker.heap, -1 when nothing is pending
+
+	dirty uint64 // id of the group-commit batch that carries its flushed LSN, 0 if none
+}
+
+func (s *shapeState) pending() bool { return int(s.head) < len(s.pend) }
+
+func (s *shapeState) firstPending() pendEntry { return s.pend[s.head] }
+
+// tracker holds the live shapes and the min-heap over their first pending LSN.
+type tracker struct {
+	shapes   map[string]*shapeState
+	heap     []*shapeState
+	position LSN // end LSN of the last processed transaction, or idle WAL end
+}
+
+func newTracker() *tracker {
+	return &tracker{shapes: make(map[string]*shapeState)}
+}
+
+// add starts tracking a live shape.
+func (t *tracker) add(s *shapeState) {
+	s.heapIdx = -1
+	t.shapes[s.id] = s
+}
+
+// remove forgets a shape and its pending entries. It is called only after
+// the shape's eviction committed, so the safe LSN moves past the shape only
+// when the tombstone is durable (I1, I4).
+func (t *tracker) remove(s *shapeState) {
+	if s.heapIdx >= 0 {
+		t.heapRemove(int(s.heapIdx))
+	}
+	s.pend, s.head = nil, 0
+	delete(t.shapes, s.id)
+}
+
+// track records a transaction with commit LSN commit and end LSN end routed to
+// ids, and returns the ids that must receive it: live shapes that have not
+// flushed it yet. Shapes whose flushed LSN is >= commit already have it (I2).
+// The returned slice is ids itself when no id was dropped.
+func (t *tracker) track(commit, end LSN, ids []string, now int64) []string {
+	out, copied := ids, false
+	for i, id := range ids {
+		s := t.shapes[id]
+		if s == nil || s.flushed >= commit {
+			if !copied {
+				out, copied = append(make([]string, 0, len(ids)), ids[:i]...), true
+			}
+			continue
+		}
+		if commit > s.lastSent {
+			s.lastSent = commit
+			wasPending := s.pending()
+			if !wasPending && s.head > 0 {
+				s.pend, s.head = s.pend[:0], 0
+			}
+			s.pend = append(s.pend, pendEntry{lsn: commit, at: now})
+			if !wasPending {
+				t.heapPush(s)
+			}
+		}
+		// commit <= lastSent: a replay within this process; the entry is
+		// still pending, deliver again (at least once, I1) without a duplicate.
+		if copied {
+			out = append(out, id)
+		}
+	}
+	if end > t.position {
+		t.position = end
+	}
+	if commit > t.position {
+		t.position = commit
+	}
+	return out
+}
+
+// ack completes every pending entry of s with commit LSN <= lsn and raises
+// its flushed LSN. The caller has checked lsn > s.flushed and
+// lsn <= max(s.lastSent, s.flushed).
+func (t *tracker) ack(s *shapeState, lsn LSN) {
+	s.flushed = lsn
+	if !s.pending() || s.pend[s.head].lsn > lsn {
+		return
+	}
+	for s.pending() && s.pend[s.head].lsn <= lsn {
+		s.head++
+	}
+	if !s.pending() {
+		s.pend, s.head = s.pend[:0], 0
+		if cap(s.pend) > 64 {
+			s.pend = nil
+		}
+		t.heapRemove(int(s.heapIdx))
+		return
+	}
+	// Compact once the consumed prefix dominates, so a shape with a
+	// continuous backlog does not grow its slice forever.
+	if int(s.head) > len(s.pend)/2 && s.head >= 16 {
+		n := copy(s.pend, s.pend[s.head:])
+		s.pend, s.head = s.pend[:n], 0
+	}
+	t.heapDown(int(s.heapIdx))
+}
+
+// safe is the safe flush LSN of SPEC §2: the smallest pending commit LSN, or
+// with nothing pending the end of the last processed transaction (or idle
+// WAL end).
+func (t *tracker) safe() LSN {
+	if len(t.heap) > 0 {
+		return t.heap[0].firstPending().lsn
+	}
+	return t.position
+}
+
+// smallest returns up to n pending shapes, smallest first pending LSN first,
+// in O(n log n) by walking the heap with a second heap of candidates.
+func (t *tracker) smallest(n int) []*shapeState {
+	if n <= 0 || n > len(t.heap) {
+		n = len(t.heap)
+	}
+	out := make([]*shapeState, 0, n)
+	if n == 0 {
+		return out
+	}
+	cand := []int32{0}
+	less := func(a, b int32) bool { return t.less(int(a), int(b)) }
+	for len(out) < n && len(cand) > 0 {
+		// pop the smallest candidate (linear-time pop on a small binary heap)
+		i := cand[0]
+		last := len(cand) - 1
+		cand[0] = cand[last]
+		cand = cand[:last]
+		siftDown32(cand, 0, less)
+		out = append(out, t.heap[i])
+		for _, c := range [2]int32{2*i + 1, 2*i + 2} {
+			if int(c) < len(t.heap) {
+				cand = append(cand, c)
+				siftUp32(cand, len(cand)-1, less)
+			}
+		}
+	}
+	return out
+}
+
+func siftUp32(h []int32, i int, less func(a, b int32) bool) {
+	for i > 0 {
+		p := (i - 1) / 2
+		if !less(h[i], h[p]) {
+			return
+		}
+		h[i], h[p] = h[p], h[i]
+		i = p
+	}
+}
+
+func siftDown32(h []int32, i int, less func(a, b int32) bool) {
+	for {
+		l := 2*i + 1
+		if l >= len(h) {
+			return
+		}
+		m := l
+		if r := l + 1; r < len(h) && less(h[r], h[l]) {
+			m = r
+		}
+		if !less(h[m], h[i]) {
+			return
+		}
+		h[i], h[m] = h[m], h[i]
+		i = m
+	}
+}
+
+// less orders heap slots by first pending LSN, then by shape id so that the
+// order of holders is stable.
+func (t *tracker) less(i, j int) bool {
+	a, b := t.heap[i].firstPending().lsn, t.heap[j].firstPending().lsn
+	if a != b {
+		return a < b
+	}
+	return t.heap[i].id < t.heap[j].id
+}
+
+func (t *tracker) swap(i, j int) {
+	t.heap[i], t.heap[j] = t.heap[j], t.heap[i]
+	t.heap[i].heapIdx = int32(i)
+	t.heap[j].heapIdx = int32(j)
+}
+
+func (t *tracker) heapPush(s *shapeState) {
+	s.heapIdx = int32(len(t.heap))
+	t.heap = append(t.heap, s)
+	t.heapUp(len(t.heap) - 1)
+}
+
+func (t *tracker) heapRemove(i int) {
+	last := len(t.heap) - 1
+	s := t.heap[i]
+	if i != last {
+		t.swap(i, last)
+	}
+	t.heap[last] = nil
+	t.heap = t.heap[:last]
+	s.heapIdx = -1
+	if i != last {
+		t.heapDown(i)
+		t.heapUp(i)
+	}
+}
+
+func (t *tracker) heapUp(i int) {
+	for i > 0 {
+		p := (i - 1) / 2
+		if !t.less(i, p) {
+			return
+		}
+		t.swap(i, p)
+		i = p
+	}
+}
+
+func (t *tracker) heapDown(i int) {
+	n := len(t.heap)
+	for {
+		l := 2*i + 1
+		if l >= n {
+			return
+		}
+		m := l
+		if r := l + 1; r < n && t.less(r, l) {
+			m = r
+		}
+		if !t.less(m, i) {
+			return
+		}
+		t.swap(i, m)
+		i = m
+	}
+}
