@@ -1,0 +1,103 @@
+package stream
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/ledgerd/ledgerd/ledger"
+)
+
+// Defaults for the zero values of Config.
+const (
+	DefaultStatusInterval    = time.Second
+	DefaultHeartbeatInterval = 10 * time.Second
+	DefaultReconnectMin      = 250 * time.Millisecond
+	DefaultReconnectMax      = 30 * time.Second
+)
+
+// HeartbeatPrefix is the prefix of the logical messages the heartbeat emits.
+// They arrive as transactions whose only content is such a Message; a
+// Handler accounts for them like any transaction that touches no shape.
+const HeartbeatPrefix = "ledgerd"
+
+// Handler receives decoded transactions and decides what may be confirmed.
+// HandleTxn and Idle are called from the stream goroutine, one at a time.
+// FlushLSN is also called from a timer goroutine while HandleTxn blocks, so
+// it must be safe for concurrent use.
+type Handler interface {
+	// HandleTxn gets each committed transaction in commit order. It may
+	// block (backpressure); the stream keeps the connection alive meanwhile.
+	// When it returns nil the transaction is accounted for: it will not be
+	// handed again by this Stream (see Run). An error ends the session, which
+	// is retried from the slot's confirmed position.
+	HandleTxn(ctx context.Context, txn *Txn) error
+	// Idle reports the server's WAL end when every transaction received so
+	// far has been handled and none is open: with nothing pending, the
+	// handler may let the flush position advance to it (I3).
+	Idle(walEnd ledger.LSN)
+	// FlushLSN is the position that may be confirmed to Postgres now: it is
+	// sent as the write, flush and apply position (I1, I6).
+	FlushLSN() ledger.LSN
+}
+
+// Config configures a Stream.
+type Config struct {
+	// ConnString is a Postgres connection string for the slot's database.
+	// The stream adds replication=database itself. Required.
+	ConnString string
+	// Slot is the logical slot (plugin pgoutput) to read. Required.
+	Slot string
+	// Publication is the publication whose tables are streamed. Required.
+	Publication string
+	// CreateSlot creates the slot when it is missing; otherwise a missing
+	// slot is ErrSlotMissing.
+	CreateSlot bool
+	// CreatePublication creates the publication when it is missing: "all"
+	// for FOR ALL TABLES, or a comma list of tables ("s.t1,s.t2"). Empty
+	// means a missing publication is ErrPublicationMissing.
+	CreatePublication string
+	// StatusInterval is the longest time between two status updates sent to
+	// Postgres. Zero or negative means DefaultStatusInterval (1s).
+	StatusInterval time.Duration
+	// HeartbeatInterval is the period of the pg_logical_emit_message
+	// heartbeat that lets an idle database's slot advance on a busy cluster.
+	// Zero means DefaultHeartbeatInterval (10s); negative turns it off (the
+	// -heartbeat-interval flag's 0 maps to a negative value here).
+	HeartbeatInterval time.Duration
+	// ReconnectMin and ReconnectMax bound the exponential backoff between
+	// reconnect attempts. Zero or negative means DefaultReconnectMin (250ms)
+	// and DefaultReconnectMax (30s).
+	ReconnectMin, ReconnectMax time.Duration
+	// Logger receives the stream's logs; a "component" field is added.
+	Logger zerolog.Logger
+}
+
+func (c *Config) validate() error {
+	switch {
+	case c.ConnString == "":
+		return fmt.Errorf("%w: ConnString is required", ErrConfig)
+	case c.Slot == "":
+		return fmt.Errorf("%w: Slot is required", ErrConfig)
+	case c.Publication == "":
+		return fmt.Errorf("%w: Publication is required", ErrConfig)
+	}
+	if c.StatusInterval <= 0 {
+		c.StatusInterval = DefaultStatusInterval
+	}
+	if c.HeartbeatInterval == 0 {
+		c.HeartbeatInterval = DefaultHeartbeatInterval
+	}
+	if c.ReconnectMin <= 0 {
+		c.ReconnectMin = DefaultReconnectMin
+	}
+	if c.ReconnectMax <= 0 {
+		c.ReconnectMax = DefaultReconnectMax
+	}
+	if c.ReconnectMax < c.ReconnectMin {
+		c.ReconnectMax = c.ReconnectMin
+	}
+	return nil
+}

@@ -1,0 +1,373 @@
+package stream
+
+import (
+	"encoding/binary"
+	"fmt"
+
+	"github.com/jackc/pglogrepl"
+
+	"github.com/ledgerd/ledgerd/ledger"
+)
+
+// Decoder turns a session's pgoutput (protocol version 1) messages into
+// committed transactions. It keeps the relation cache (relations by id, as
+// Postgres sends them before first use in each session) and the transaction
+// being assembled. A Decoder belongs to one replication session: start a new
+// one after a reconnect, since Postgres sends the relations again.
+//
+// Malformed input never panics: lengths are checked before the third-party
+// parser runs, and a panic inside it is turned into a *DecodeError.
+type Decoder struct {
+	relations map[uint32]*relation
+	txn       *Txn
+	skip      bool // the open transaction was already handed over: drop it
+	// SkipThrough drops transactions whose commit LSN is at or below it
+	// (already handed over before a reconnect). Zero skips nothing.
+	SkipThrough ledger.LSN
+}
+
+type relation struct {
+	name    string // "schema.table"
+	columns []string
+}
+
+// NewDecoder returns a Decoder with an empty relation cache.
+func NewDecoder() *Decoder {
+	return &Decoder{relations: make(map[uint32]*relation)}
+}
+
+// InTxn reports whether a transaction is open (Begin seen, Commit not yet).
+func (d *Decoder) InTxn() bool { return d.txn != nil }
+
+// Decode consumes one pgoutput message (the payload of one XLogData). It
+// returns the transaction when msg is its Commit, and nil otherwise (or when
+// the transaction is skipped, see SkipThrough). Non-transactional logical
+// messages are ignored.
+func (d *Decoder) Decode(msg []byte) (*Txn, error) {
+	m, err := parse(msg)
+	if err != nil {
+		return nil, err
+	}
+	switch m := m.(type) {
+	case *pglogrepl.BeginMessage:
+		if d.txn != nil {
+			return nil, decodeErr(msg, "begin of xid %d inside open xid %d", m.Xid, d.txn.Xid)
+		}
+		d.txn = &Txn{Xid: m.Xid, CommitLSN: ledger.LSN(m.FinalLSN), CommitTime: m.CommitTime}
+		d.skip = d.SkipThrough != 0 && d.txn.CommitLSN <= d.SkipThrough
+		return nil, nil
+	case *pglogrepl.CommitMessage:
+		txn := d.txn
+		if txn == nil {
+			return nil, decodeErr(msg, "commit %s without begin", m.CommitLSN)
+		}
+		if ledger.LSN(m.CommitLSN) != txn.CommitLSN {
+			return nil, decodeErr(msg, "commit LSN %s does not match begin's final LSN %s", m.CommitLSN, txn.CommitLSN)
+		}
+		d.txn = nil
+		if d.skip {
+			d.skip = false
+			return nil, nil
+		}
+		txn.EndLSN = ledger.LSN(m.TransactionEndLSN)
+		txn.CommitTime = m.CommitTime
+		return txn, nil
+	case *pglogrepl.RelationMessage:
+		rel := &relation{name: m.Namespace + "." + m.RelationName, columns: make([]string, len(m.Columns))}
+		for i, c := range m.Columns {
+			rel.columns[i] = c.Name
+		}
+		d.relations[m.RelationID] = rel
+		return nil, nil
+	case *pglogrepl.InsertMessage:
+		return nil, d.change(msg, OpInsert, m.RelationID, m.Tuple, nil)
+	case *pglogrepl.UpdateMessage:
+		return nil, d.change(msg, OpUpdate, m.RelationID, m.NewTuple, m.OldTuple)
+	case *pglogrepl.DeleteMessage:
+		return nil, d.change(msg, OpDelete, m.RelationID, nil, m.OldTuple)
+	case *pglogrepl.TruncateMessage:
+		if err := d.inTxn(msg); err != nil {
+			return nil, err
+		}
+		for _, id := range m.RelationIDs {
+			rel, ok := d.relations[id]
+			if !ok {
+				return nil, decodeErr(msg, "truncate of unknown relation %d", id)
+			}
+			if !d.skip {
+				d.txn.Changes = append(d.txn.Changes, Change{Op: OpTruncate, Table: rel.name})
+			}
+		}
+		return nil, nil
+	case *pglogrepl.LogicalDecodingMessage:
+		if !m.Transactional {
+			return nil, nil
+		}
+		if err := d.inTxn(msg); err != nil {
+			return nil, err
+		}
+		if !d.skip {
+			d.txn.Messages = append(d.txn.Messages, Message{
+				LSN:     ledger.LSN(m.LSN),
+				Prefix:  m.Prefix,
+				Content: append([]byte(nil), m.Content...), // m.Content aliases the receive buffer
+			})
+		}
+		return nil, nil
+	case *pglogrepl.TypeMessage, *pglogrepl.OriginMessage:
+		return nil, nil
+	default:
+		return nil, decodeErr(msg, "unexpected message %T", m)
+	}
+}
+
+func (d *Decoder) inTxn(msg []byte) error {
+	if d.txn == nil {
+		return decodeErr(msg, "change outside a transaction")
+	}
+	return nil
+}
+
+func (d *Decoder) change(msg []byte, op Op, relID uint32, newTup, oldTup *pglogrepl.TupleData) error {
+	if err := d.inTxn(msg); err != nil {
+		return err
+	}
+	rel, ok := d.relations[relID]
+	if !ok {
+		return decodeErr(msg, "change of relation %d sent before its relation message", relID)
+	}
+	if d.skip {
+		return nil
+	}
+	c := Change{Op: op, Table: rel.name}
+	var err error
+	if c.New, err = rel.row(msg, newTup); err != nil {
+		return err
+	}
+	if c.Old, err = rel.row(msg, oldTup); err != nil {
+		return err
+	}
+	d.txn.Changes = append(d.txn.Changes, c)
+	return nil
+}
+
+func (r *relation) row(msg []byte, t *pglogrepl.TupleData) ([]Column, error) {
+	if t == nil {
+		return nil, nil
+	}
+	if len(t.Columns) != len(r.columns) {
+		return nil, decodeErr(msg, "tuple of %s has %d columns, its relation message %d", r.name, len(t.Columns), len(r.columns))
+	}
+	row := make([]Column, len(t.Columns))
+	for i, c := range t.Columns {
+		row[i].Name = r.columns[i]
+		switch c.DataType {
+		case pglogrepl.TupleDataTypeText, pglogrepl.TupleDataTypeBinary:
+			row[i].Kind = KindText
+			row[i].Value = string(c.Data)
+		case pglogrepl.TupleDataTypeNull:
+			row[i].Kind = KindNull
+		case pglogrepl.TupleDataTypeToast:
+			row[i].Kind = KindUnchanged
+		}
+	}
+	return row, nil
+}
+
+// parse checks msg's lengths and runs pglogrepl's parser on it, turning a
+// panic into an error: a malformed message from the wire (or a fuzzer) must
+// not bring the daemon down.
+func parse(msg []byte) (m pglogrepl.Message, err error) {
+	if err := checkLengths(msg); err != nil {
+		return nil, err
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			m, err = nil, decodeErr(msg, "parser panic: %v", r)
+		}
+	}()
+	m, err = pglogrepl.Parse(msg)
+	if err != nil {
+		return nil, decodeErr(msg, "%v", err)
+	}
+	return m, nil
+}
+
+func decodeErr(msg []byte, format string, args ...any) error {
+	var t byte
+	if len(msg) > 0 {
+		t = msg[0]
+	}
+	return &DecodeError{Type: t, Reason: fmt.Sprintf(format, args...)}
+}
+
+// checkLengths walks the structure of a pgoutput v1 message and verifies
+// that every length and count fits in the message, so the parser never reads
+// past the end nor allocates for a length the message does not hold.
+func checkLengths(msg []byte) error {
+	if len(msg) == 0 {
+		return decodeErr(msg, "empty message")
+	}
+	r := &reader{b: msg[1:]}
+	switch msg[0] {
+	case 'B': // final LSN, commit time, xid
+		r.skip(8 + 8 + 4)
+	case 'C': // flags, commit LSN, end LSN, commit time
+		r.skip(1 + 8 + 8 + 8)
+	case 'O': // origin LSN, name
+		r.skip(8)
+		r.cstring()
+	case 'Y': // type oid, namespace, name
+		r.skip(4)
+		r.cstring()
+		r.cstring()
+	case 'R': // relation id, namespace, name, replica identity, columns
+		r.skip(4)
+		r.cstring()
+		r.cstring()
+		r.skip(1)
+		n := r.uint16()
+		for i := 0; i < n && r.err == nil; i++ {
+			r.skip(1) // flags
+			r.cstring()
+			r.skip(4 + 4) // type oid, type modifier
+		}
+	case 'I':
+		r.skip(4)
+		r.expect('N')
+		r.tuple()
+	case 'U':
+		r.skip(4)
+		switch r.byte() {
+		case 'K', 'O':
+			r.tuple()
+			r.expect('N')
+			r.tuple()
+		case 'N':
+			r.tuple()
+		default:
+			r.fail("update tuple marker not K, O or N")
+		}
+	case 'D':
+		r.skip(4)
+		switch r.byte() {
+		case 'K', 'O':
+			r.tuple()
+		default:
+			r.fail("delete tuple marker not K or O")
+		}
+	case 'T': // relation count, options, relation ids
+		n := r.uint32()
+		r.skip(1)
+		if n > len(r.b)/4 {
+			r.fail("truncate of more relations than the message holds")
+		}
+		r.skip(4 * n)
+	case 'M': // flags, LSN, prefix, content
+		r.skip(1 + 8)
+		r.cstring()
+		r.skip(r.uint32())
+	default:
+		return decodeErr(msg, "unsupported message type (protocol version 1 expected)")
+	}
+	if r.err == nil && len(r.b) != 0 {
+		r.fail(fmt.Sprintf("%d trailing bytes", len(r.b)))
+	}
+	if r.err != nil {
+		return decodeErr(msg, "%s", r.err.Error())
+	}
+	return nil
+}
+
+// reader consumes a message front to back, remembering the first error.
+type reader struct {
+	b   []byte
+	err error
+}
+
+func (r *reader) fail(why string) {
+	if r.err == nil {
+		r.err = fmt.Errorf("%s", why)
+	}
+	r.b = nil
+}
+
+func (r *reader) skip(n int) {
+	if r.err != nil {
+		return
+	}
+	if n < 0 || n > len(r.b) {
+		r.fail("message too short")
+		return
+	}
+	r.b = r.b[n:]
+}
+
+func (r *reader) byte() byte {
+	if r.err != nil || len(r.b) < 1 {
+		r.fail("message too short")
+		return 0
+	}
+	c := r.b[0]
+	r.b = r.b[1:]
+	return c
+}
+
+func (r *reader) expect(c byte) {
+	if got := r.byte(); r.err == nil && got != c {
+		r.fail(fmt.Sprintf("expected %q, got %q", c, got))
+	}
+}
+
+func (r *reader) uint16() int {
+	if r.err != nil || len(r.b) < 2 {
+		r.fail("message too short")
+		return 0
+	}
+	v := binary.BigEndian.Uint16(r.b)
+	r.b = r.b[2:]
+	return int(v)
+}
+
+func (r *reader) uint32() int {
+	if r.err != nil || len(r.b) < 4 {
+		r.fail("message too short")
+		return 0
+	}
+	v := binary.BigEndian.Uint32(r.b)
+	r.b = r.b[4:]
+	if uint64(v) > uint64(len(r.b)) {
+		// Every count or length read here bounds bytes that follow.
+		r.fail(fmt.Sprintf("length %d beyond the end of the message", v))
+		return 0
+	}
+	return int(v)
+}
+
+func (r *reader) cstring() {
+	if r.err != nil {
+		return
+	}
+	for i, c := range r.b {
+		if c == 0 {
+			r.b = r.b[i+1:]
+			return
+		}
+	}
+	r.fail("unterminated string")
+}
+
+// tuple checks a TupleData: column count, then per column a kind byte and,
+// for text or binary values, a length and that many bytes.
+func (r *reader) tuple() {
+	n := r.uint16()
+	for i := 0; i < n && r.err == nil; i++ {
+		switch r.byte() {
+		case 'n', 'u':
+		case 't', 'b':
+			r.skip(r.uint32())
+		default:
+			r.fail("unknown tuple column kind")
+		}
+	}
+}

@@ -1,0 +1,23 @@
+// Package stream reads ledgerd's logical replication slot.
+//
+// A Stream owns one replication connection (pgoutput protocol version 1 with
+// logical messages), checked before use: wal_level, privileges, publication
+// and slot, each failure a *CheckError naming the fix. It starts at the
+// slot's confirmed_flush_lsn, decodes pgoutput into committed transactions
+// (Txn) and hands them, in commit order, to a Handler.
+//
+// What it confirms to Postgres is only ever Handler.FlushLSN(): the position
+// the ledger has made safe, never a position merely received (SPEC I1, I6).
+// Status updates go out at least every StatusInterval and whenever the server
+// asks for one. When nothing is open and everything received has been
+// handled, keepalives report the server's WAL end to Handler.Idle so an idle
+// slot can advance to it; a periodic pg_logical_emit_message heartbeat gives
+// an idle database on a busy cluster a transaction of its own (I3).
+//
+// Run reconnects with capped exponential backoff after any failure (walsender
+// terminated, Postgres restarted) and resumes from the slot's confirmed
+// position, handing no transaction twice within one process.
+//
+// One goroutine (Run's) owns the connection. The Decoder is usable on its
+// own; it never panics on malformed input.
+package stream

@@ -1,0 +1,278 @@
+package stream
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/jackc/pglogrepl"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgproto3"
+	"github.com/rs/zerolog"
+
+	"github.com/ledgerd/ledgerd/ledger"
+)
+
+// closeTimeout bounds the goodbye to the server when a session ends.
+const closeTimeout = 5 * time.Second
+
+// Stream reads one logical slot and hands its transactions to a Handler.
+type Stream struct {
+	cfg Config
+	h   Handler
+	log zerolog.Logger
+
+	// Owned by the Run goroutine (lent to the status timer while HandleTxn
+	// blocks, see handle).
+	lastHanded ledger.LSN // commit LSN of the last transaction HandleTxn accepted
+	sent       ledger.LSN // highest position confirmed to Postgres
+	started    bool       // a session passed its preflight: never create the slot again
+}
+
+// New returns a Stream for cfg feeding h. It does not connect.
+func New(cfg Config, h Handler) (*Stream, error) {
+	if h == nil {
+		return nil, fmt.Errorf("%w: a Handler is required", ErrConfig)
+	}
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	return &Stream{cfg: cfg, h: h, log: cfg.Logger.With().Str("component", "stream").Str("slot", cfg.Slot).Logger()}, nil
+}
+
+// Run streams until ctx is done, reconnecting after any failure with capped
+// exponential backoff (ReconnectMin doubling up to ReconnectMax, back to
+// ReconnectMin once a session streams). Each session starts at the slot's
+// confirmed_flush_lsn, so a transaction committed while disconnected is
+// never lost (I1).
+//
+// Within one Stream, a transaction is handed to HandleTxn at most once:
+// after a reconnect Postgres resends everything after confirmed_flush_lsn,
+// and transactions whose commit LSN is at or below the last one handed are
+// dropped. Across processes, the ledger does the same from its durable state
+// (I2).
+//
+// It runs the heartbeat (see Config.HeartbeatInterval) alongside. It returns
+// nil when ctx is done, after a final status update, or the first terminal
+// error (IsTerminal): a misconfiguration that retrying cannot cure.
+func (s *Stream) Run(ctx context.Context) error {
+	hbCtx, stopHB := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	if s.cfg.HeartbeatInterval > 0 {
+		wg.Go(func() { s.heartbeat(hbCtx) })
+	}
+	defer func() {
+		stopHB()
+		wg.Wait()
+	}()
+
+	backoff := s.cfg.ReconnectMin
+	for {
+		streamed, err := s.session(ctx)
+		if ctx.Err() != nil {
+			return nil
+		}
+		if IsTerminal(err) {
+			s.log.Error().Err(err).Msg("stream stopped")
+			return err
+		}
+		if streamed {
+			backoff = s.cfg.ReconnectMin
+		}
+		s.log.Warn().Err(err).Dur("retry_in", backoff).Msg("replication session ended, reconnecting")
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(backoff):
+		}
+		backoff = min(backoff*2, s.cfg.ReconnectMax)
+	}
+}
+
+// session runs one replication connection from preflight to failure.
+// streamed reports whether it got as far as streaming.
+func (s *Stream) session(ctx context.Context) (streamed bool, err error) {
+	conn, err := s.connect(ctx)
+	if err != nil {
+		return false, err
+	}
+	defer func() {
+		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), closeTimeout)
+		defer cancel()
+		if streamed && ctx.Err() != nil {
+			// Shutting down: confirm what the handler has made safe.
+			if serr := s.sendStatus(conn); serr != nil {
+				s.log.Warn().Err(serr).Msg("final status update failed")
+			}
+		}
+		conn.Close(cctx)
+	}()
+
+	_, slot, err := s.preflight(ctx, conn, !s.started)
+	if err != nil {
+		return false, err
+	}
+	s.started = true
+	start := slot.confirmedFlush
+	if start > s.sent {
+		// Never confirm below the slot's position: older Postgres versions
+		// would move confirmed_flush_lsn back.
+		s.sent = start
+	}
+	err = pglogrepl.StartReplication(ctx, conn, s.cfg.Slot, pglogrepl.LSN(start), pglogrepl.StartReplicationOptions{
+		Mode: pglogrepl.LogicalReplication,
+		PluginArgs: []string{
+			"proto_version '1'",
+			"publication_names " + quoteLiteral(quoteIdent(s.cfg.Publication)),
+			"messages 'true'",
+		},
+	})
+	if err != nil {
+		return false, fmt.Errorf("starting replication at %s: %w", start, err)
+	}
+	streamed = true
+	s.log.Info().Stringer("start_lsn", start).Stringer("last_handed", s.lastHanded).Msg("streaming")
+
+	dec := NewDecoder()
+	dec.SkipThrough = s.lastHanded
+	if err := s.sendStatus(conn); err != nil {
+		return streamed, err
+	}
+	nextStatus := time.Now().Add(s.cfg.StatusInterval)
+	for {
+		if now := time.Now(); !now.Before(nextStatus) {
+			if err := s.sendStatus(conn); err != nil {
+				return streamed, err
+			}
+			nextStatus = now.Add(s.cfg.StatusInterval)
+		}
+		rctx, cancel := context.WithDeadline(ctx, nextStatus)
+		msg, err := conn.ReceiveMessage(rctx)
+		cancel()
+		if err != nil {
+			if ctx.Err() != nil {
+				return streamed, ctx.Err()
+			}
+			if pgconn.Timeout(err) {
+				continue // time for a status update
+			}
+			return streamed, fmt.Errorf("receiving: %w", err)
+		}
+		switch msg := msg.(type) {
+		case *pgproto3.CopyData:
+			reply, err := s.receive(ctx, conn, dec, msg.Data)
+			if err != nil {
+				return streamed, err
+			}
+			if reply {
+				if err := s.sendStatus(conn); err != nil {
+					return streamed, err
+				}
+				nextStatus = time.Now().Add(s.cfg.StatusInterval)
+			}
+		case *pgproto3.ErrorResponse:
+			return streamed, fmt.Errorf("replication stream: %w", pgconn.ErrorResponseToPgError(msg))
+		case *pgproto3.CopyDone:
+			return streamed, errors.New("server ended the replication stream")
+		default:
+			s.log.Debug().Str("type", fmt.Sprintf("%T", msg)).Msg("ignoring unexpected message")
+		}
+	}
+}
+
+// receive processes one CopyData payload and reports whether a status
+// update should be sent now.
+func (s *Stream) receive(ctx context.Context, conn *pgconn.PgConn, dec *Decoder, data []byte) (reply bool, err error) {
+	if len(data) == 0 {
+		return false, errors.New("empty CopyData from server")
+	}
+	switch data[0] {
+	case pglogrepl.PrimaryKeepaliveMessageByteID:
+		ka, err := pglogrepl.ParsePrimaryKeepaliveMessage(data[1:])
+		if err != nil {
+			return false, fmt.Errorf("keepalive: %w", err)
+		}
+		if !dec.InTxn() {
+			// Everything before the WAL end was received and handed over
+			// synchronously: with nothing pending the handler may let the
+			// flush move there (I3).
+			s.h.Idle(ledger.LSN(ka.ServerWALEnd))
+		}
+		return ka.ReplyRequested || s.h.FlushLSN() > s.sent, nil
+	case pglogrepl.XLogDataByteID:
+		xld, err := pglogrepl.ParseXLogData(data[1:])
+		if err != nil {
+			return false, fmt.Errorf("xlog data: %w", err)
+		}
+		txn, err := dec.Decode(xld.WALData)
+		if err != nil {
+			return false, fmt.Errorf("at %s: %w", xld.WALStart, err)
+		}
+		if txn == nil {
+			return false, nil
+		}
+		if err := s.handle(ctx, conn, txn); err != nil {
+			return false, fmt.Errorf("handling transaction %s: %w", txn.CommitLSN, err)
+		}
+		s.lastHanded = txn.CommitLSN
+		dec.SkipThrough = txn.CommitLSN
+		return false, nil
+	default:
+		return false, fmt.Errorf("unknown replication message %q", data[0])
+	}
+}
+
+// handle hands txn to the Handler. While HandleTxn blocks (backpressure),
+// the connection is lent to a timer that keeps sending status updates, so
+// that wal_sender_timeout does not end the session; it is taken back before
+// handle returns, so only one goroutine uses the connection at a time.
+func (s *Stream) handle(ctx context.Context, conn *pgconn.PgConn, txn *Txn) error {
+	var (
+		mu       sync.Mutex // guards the lent connection and returned
+		returned bool
+		timer    *time.Timer
+	)
+	mu.Lock()
+	timer = time.AfterFunc(s.cfg.StatusInterval, func() {
+		mu.Lock()
+		defer mu.Unlock()
+		if returned {
+			return
+		}
+		if err := s.sendStatus(conn); err != nil {
+			s.log.Warn().Err(err).Msg("status update while handler blocks")
+		}
+		timer.Reset(s.cfg.StatusInterval)
+	})
+	mu.Unlock()
+	err := s.h.HandleTxn(ctx, txn)
+	mu.Lock()
+	returned = true
+	timer.Stop()
+	mu.Unlock()
+	return err
+}
+
+// sendStatus confirms Handler.FlushLSN() as write, flush and apply
+// position, never less than what was confirmed before (I6).
+func (s *Stream) sendStatus(conn *pgconn.PgConn) error {
+	pos := s.h.FlushLSN()
+	if pos < s.sent {
+		pos = s.sent
+	}
+	if pos == 0 {
+		return nil // nothing known yet; 0 means "invalid" to Postgres
+	}
+	err := pglogrepl.SendStandbyStatusUpdate(context.Background(), conn, pglogrepl.StandbyStatusUpdate{
+		WALWritePosition: pglogrepl.LSN(pos),
+		WALFlushPosition: pglogrepl.LSN(pos),
+		WALApplyPosition: pglogrepl.LSN(pos),
+	})
+	if err != nil {
+		return fmt.Errorf("sending status update: %w", err)
+	}
+	s.sent = pos
+	return nil
+}
