@@ -377,4 +377,3 @@ func checkBuckets(tx *bolt.Tx) error {
 	}
 	return nil
 }
-

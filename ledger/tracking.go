@@ -1,7 +1,5 @@
 package ledger
 
-
-
 // Track records a transaction (commit LSN, end LSN) routed by the router to
 // shapes and returns the shapes that must receive it: live shapes whose
 // flushed LSN is below commit. Shapes that already flushed it are skipped
@@ -101,4 +99,3 @@ func (l *Ledger) PendingCount() int {
 	defer l.mu.Unlock()
 	return len(l.t.heap)
 }
-
