@@ -158,7 +158,7 @@ func (s *Stream) checkSlot(ctx context.Context, conn *pgconn.PgConn, db string, 
 			}
 			return slotState{}, fmt.Errorf("creating slot %q: %w", slot, err)
 		}
-		s.log.Info().Str("slot", slot).Msg("created replication slot")
+		s.log.Info().Msg("created replication slot")
 		if rows, err = query(ctx, conn, cols+quoteLiteral(slot)); err != nil {
 			return slotState{}, err
 		}

@@ -110,8 +110,8 @@ func TestDecodeEveryOp(t *testing.T) {
 			}
 		}
 	}
-	if h.dups != 0 {
-		t.Errorf("%d transactions handed twice", h.dups)
+	if h.duplicates() != 0 {
+		t.Errorf("%d transactions handed twice", h.duplicates())
 	}
 }
 

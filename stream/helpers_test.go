@@ -48,7 +48,9 @@ type recorder struct {
 	idle  ledger.LSN
 	dups  int // transactions handed twice (by commit LSN)
 	seen  map[ledger.LSN]bool
-	onTxn func(*stream.Txn)
+	// ignoreIdle makes auto mode report only handled transactions, so the
+	// slot can advance only through transactions (heartbeats).
+	ignoreIdle bool
 }
 
 func newRecorder(auto bool) *recorder {
@@ -64,16 +66,15 @@ func (r *recorder) HandleTxn(_ context.Context, txn *stream.Txn) error {
 	r.seen[txn.CommitLSN] = true
 	r.txns = append(r.txns, txn)
 	r.last = max(r.last, txn.EndLSN)
-	if r.onTxn != nil {
-		r.onTxn(txn)
-	}
 	return nil
 }
 
 func (r *recorder) Idle(walEnd ledger.LSN) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.idle = max(r.idle, walEnd)
+	if !r.ignoreIdle {
+		r.idle = max(r.idle, walEnd)
+	}
 }
 
 func (r *recorder) FlushLSN() ledger.LSN {
@@ -95,6 +96,13 @@ func (r *recorder) setAuto() {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.auto = true
+}
+
+// duplicates is the number of transactions handed more than once.
+func (r *recorder) duplicates() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.dups
 }
 
 // snapshot returns the transactions recorded so far.
