@@ -95,6 +95,9 @@ func Open(cfg Config) (*Ledger, error) {
 	}
 	if err != nil {
 		_ = db.Close()
+		if errors.Is(err, ErrCorrupt) {
+			err = fmt.Errorf("%w; restore it from a backup or move it away to start a new ledger (inspect verify shows the damage)", err)
+		}
 		return nil, err
 	}
 	go l.run()
@@ -110,6 +113,9 @@ func openBolt(path string, readOnly bool) (*bolt.DB, error) {
 	}
 	var db *bolt.DB
 	err := guard(func() error {
+		if err := precheckSize(path); err != nil {
+			return err
+		}
 		var err error
 		db, err = bolt.Open(path, 0o600, &bolt.Options{Timeout: lockTimeout, ReadOnly: readOnly})
 		return err
@@ -123,7 +129,7 @@ func openBolt(path string, readOnly bool) (*bolt.DB, error) {
 		}
 		return nil, fmt.Errorf("%w: %s is held by another process; stop it or use another -db file", ErrLocked, path)
 	case errors.Is(err, ErrCorrupt):
-		return nil, fmt.Errorf("opening ledger %s: %w", path, err)
+		return nil, fmt.Errorf("opening ledger %s: %w; restore it from a backup or move it away to start a new ledger", path, err)
 	case errors.Is(err, bolt.ErrInvalid), errors.Is(err, bolt.ErrVersionMismatch), errors.Is(err, bolt.ErrChecksum):
 		return nil, fmt.Errorf("opening ledger %s: %w: %v; restore it from a backup or move it away to start a new ledger",
 			path, ErrCorrupt, err)
