@@ -3,6 +3,7 @@ package stream_test
 import (
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -23,6 +24,10 @@ import (
 var cluster *pgtest.Cluster
 
 func TestMain(m *testing.M) {
+	flag.Parse()
+	if f := flag.Lookup("test.fuzzworker"); f != nil && f.Value.String() == "true" {
+		os.Exit(m.Run()) // fuzz workers run FuzzDecode only: no Postgres
+	}
 	c, err := pgtest.Start(pgtest.Options{})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
