@@ -109,7 +109,8 @@ func (l *Ledger) CheckLease(id, lease string) error {
 // of shapes the consumer still holds; it is kept with the time it came and
 // the previous heartbeat's time, so the reconciler judges only shapes created
 // before that previous heartbeat. The heartbeat is durable with the next group
-// commit.
+// commit. A lease past its expiry that the reconciler has not ended yet is
+// renewed: the process is evidently alive, and its token still fences it.
 func (l *Ledger) Heartbeat(id, lease string, inventory []string) (Consumer, error) {
 	now := l.now().UTC()
 	l.mu.Lock()
