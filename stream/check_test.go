@@ -121,3 +121,34 @@ func TestNewRejectsIncompleteConfig(t *testing.T) {
 		}
 	}
 }
+
+// TestCheckSlotInvalidated: a slot that lost its WAL (max_slot_wal_keep_size
+// exceeded) is reported as invalidated, terminal.
+func TestCheckSlotInvalidated(t *testing.T) {
+	c, err := pgtest.Start(pgtest.Options{Settings: map[string]string{"max_slot_wal_keep_size": "1MB", "wal_keep_size": "0"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	ctx := context.Background()
+	cfg := stream.Config{ConnString: c.ConnString("postgres"), Slot: "lost", Publication: "p", CreatePublication: "all"}
+	for _, sql := range []string{
+		`SELECT pg_create_logical_replication_slot('lost', 'pgoutput')`,
+		`CREATE TABLE fill (v text)`,
+	} {
+		if err := c.Exec(ctx, "postgres", sql); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, "the slot to be invalidated", func() bool {
+		for _, sql := range []string{`INSERT INTO fill SELECT repeat('x', 1000) FROM generate_series(1, 2000)`, `SELECT pg_switch_wal()`, `CHECKPOINT`} {
+			if err := c.Exec(ctx, "postgres", sql); err != nil {
+				t.Fatal(err)
+			}
+		}
+		_, err := check(t, cfg)
+		return errors.Is(err, stream.ErrSlotInvalidated)
+	})
+	_, err = check(t, cfg)
+	wantCheckError(t, err, stream.ErrSlotInvalidated, "pg_drop_replication_slot", true)
+}

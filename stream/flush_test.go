@@ -112,3 +112,55 @@ func TestIdleDatabaseHeartbeat(t *testing.T) {
 		t.Error("no heartbeat message received")
 	}
 }
+
+// blocker is a Handler whose HandleTxn blocks until released.
+type blocker struct {
+	*recorder
+	entered chan struct{}
+	release chan struct{}
+}
+
+func (b *blocker) HandleTxn(ctx context.Context, txn *stream.Txn) error {
+	select {
+	case b.entered <- struct{}{}:
+	default:
+	}
+	select {
+	case <-b.release:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	return b.recorder.HandleTxn(ctx, txn)
+}
+
+// TestBlockedHandlerKeepsSession: while HandleTxn blocks (backpressure)
+// for longer than wal_sender_timeout, status updates keep the walsender from
+// timing the session out; the same walsender streams on once released.
+func TestBlockedHandlerKeepsSession(t *testing.T) {
+	e := newEnv(t)
+	e.exec(`CREATE TABLE t (id int PRIMARY KEY)`)
+	e.cfg.ConnString += "&options=-c%20wal_sender_timeout%3D1s"
+	b := &blocker{recorder: newRecorder(true), entered: make(chan struct{}, 1), release: make(chan struct{})}
+	e.start(b)
+	var pid int32
+	waitFor(t, "the slot to be active", func() bool {
+		return e.sql.QueryRow(context.Background(),
+			"SELECT coalesce(active_pid, 0) FROM pg_replication_slots WHERE slot_name = $1", e.cfg.Slot).Scan(&pid) == nil && pid != 0
+	})
+	e.exec(`INSERT INTO t VALUES (1)`)
+	<-b.entered
+	blocked := time.Now()
+	// Blocked for three timeouts, with the server still hearing from us.
+	waitFor(t, "status updates while blocked", func() bool { return e.lastReply().After(blocked.Add(3 * time.Second)) })
+	close(b.release)
+	e.exec(`INSERT INTO t VALUES (2)`)
+	waitFor(t, "both transactions", func() bool { return len(b.dataTxns()) == 2 })
+	var now int32
+	if err := e.sql.QueryRow(context.Background(),
+		"SELECT coalesce(active_pid, 0) FROM pg_replication_slots WHERE slot_name = $1", e.cfg.Slot).Scan(&now); err != nil {
+		t.Fatal(err)
+	}
+	if now != pid {
+		t.Errorf("walsender changed from pid %d to %d: the session timed out while the handler blocked", pid, now)
+	}
+}
