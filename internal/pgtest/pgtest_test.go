@@ -4,6 +4,9 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
 	"testing"
 	"time"
 
@@ -100,5 +103,32 @@ func TestDBName(t *testing.T) {
 	}
 	if got := pgtest.DBName("TestA/sub-case"); got != "t_testa_sub_case" {
 		t.Errorf("DBName = %q", got)
+	}
+}
+
+// TestLeftoversRemoved: a cluster directory whose owning process is gone (a
+// killed test run) is removed by the next Start.
+func TestLeftoversRemoved(t *testing.T) {
+	dead := exec.Command("true")
+	if err := dead.Run(); err != nil {
+		t.Fatal(err)
+	}
+	dir, err := os.MkdirTemp("", "ledgerd-pgtest-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "owner.pid"), []byte(strconv.Itoa(dead.Process.Pid)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	c, err := pgtest.Start(pgtest.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := os.Stat(dir); !os.IsNotExist(err) {
+		t.Errorf("leftover %s still there: %v", dir, err)
+	}
+	if _, err := os.Stat(filepath.Dir(c.DataDir())); err != nil {
+		t.Errorf("own cluster directory: %v", err)
 	}
 }
