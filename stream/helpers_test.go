@@ -136,6 +136,7 @@ type env struct {
 	name string
 	sql  *pgx.Conn
 	cfg  stream.Config
+	run  *stream.Stream // set by start
 }
 
 func newEnv(t *testing.T) *env {
@@ -219,6 +220,7 @@ func (e *env) start(h stream.Handler) (stop func() error) {
 	if err != nil {
 		e.t.Fatal(err)
 	}
+	e.run = s
 	ctx, cancel := context.WithCancel(context.Background())
 	cctx, ccancel := context.WithTimeout(ctx, time.Minute)
 	defer ccancel()

@@ -134,7 +134,11 @@ func TestResumeAfterTerminateAndCrash(t *testing.T) {
 	if h.duplicates() != 0 {
 		t.Errorf("%d transactions handed twice", h.duplicates())
 	}
-	t.Logf("%d committed rows all observed", n)
+	st := e.run.Stats()
+	if st.Sessions < 4 || !st.Streaming || st.Confirmed == 0 || st.LastCommit == 0 {
+		t.Errorf("stats %+v: want 4 sessions (start, 2 terminations, crash), streaming, positions", st)
+	}
+	t.Logf("%d committed rows all observed, stats %+v", n, st)
 }
 
 func itoa(i int) string { return strconv.Itoa(i) }

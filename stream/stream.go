@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pglogrepl"
@@ -29,6 +30,35 @@ type Stream struct {
 	lastHanded ledger.LSN // commit LSN of the last transaction HandleTxn accepted
 	sent       ledger.LSN // highest position confirmed to Postgres
 	started    bool       // a session passed its preflight: never create the slot again
+
+	stats struct { // read by Stats from any goroutine
+		streaming  atomic.Bool
+		confirmed  atomic.Uint64
+		walEnd     atomic.Uint64
+		lastCommit atomic.Uint64
+		sessions   atomic.Uint64
+	}
+}
+
+// Stats is a snapshot of the stream's progress, for status pages, metrics
+// and readiness.
+type Stats struct {
+	Streaming  bool       // a session is streaming now
+	Confirmed  ledger.LSN // highest position confirmed to Postgres
+	WALEnd     ledger.LSN // server WAL end from the last keepalive or data message
+	LastCommit ledger.LSN // commit LSN of the last transaction handed over
+	Sessions   uint64     // sessions that reached streaming (1 + reconnects)
+}
+
+// Stats returns the current progress. It is safe for concurrent use.
+func (s *Stream) Stats() Stats {
+	return Stats{
+		Streaming:  s.stats.streaming.Load(),
+		Confirmed:  ledger.LSN(s.stats.confirmed.Load()),
+		WALEnd:     ledger.LSN(s.stats.walEnd.Load()),
+		LastCommit: ledger.LSN(s.stats.lastCommit.Load()),
+		Sessions:   s.stats.sessions.Load(),
+	}
 }
 
 // New returns a Stream for cfg feeding h. It does not connect.
@@ -99,6 +129,7 @@ func (s *Stream) session(ctx context.Context) (streamed bool, err error) {
 		return false, err
 	}
 	defer func() {
+		s.stats.streaming.Store(false)
 		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), closeTimeout)
 		defer cancel()
 		if streamed && ctx.Err() != nil {
@@ -133,6 +164,8 @@ func (s *Stream) session(ctx context.Context) (streamed bool, err error) {
 		return false, fmt.Errorf("starting replication at %s: %w", start, err)
 	}
 	streamed = true
+	s.stats.streaming.Store(true)
+	s.stats.sessions.Add(1)
 	s.log.Info().Stringer("start_lsn", start).Stringer("last_handed", s.lastHanded).Msg("streaming")
 
 	dec := NewDecoder()
@@ -194,6 +227,7 @@ func (s *Stream) receive(ctx context.Context, conn *pgconn.PgConn, dec *Decoder,
 		if err != nil {
 			return false, fmt.Errorf("keepalive: %w", err)
 		}
+		s.stats.walEnd.Store(uint64(ka.ServerWALEnd))
 		if !dec.InTxn() {
 			// Everything before the WAL end was received and handed over
 			// synchronously: with nothing pending the handler may let the
@@ -206,6 +240,7 @@ func (s *Stream) receive(ctx context.Context, conn *pgconn.PgConn, dec *Decoder,
 		if err != nil {
 			return false, fmt.Errorf("xlog data: %w", err)
 		}
+		s.stats.walEnd.Store(uint64(xld.ServerWALEnd))
 		txn, err := dec.Decode(xld.WALData)
 		if err != nil {
 			return false, fmt.Errorf("at %s: %w", xld.WALStart, err)
@@ -217,6 +252,7 @@ func (s *Stream) receive(ctx context.Context, conn *pgconn.PgConn, dec *Decoder,
 			return false, fmt.Errorf("handling transaction %s: %w", txn.CommitLSN, err)
 		}
 		s.lastHanded = txn.CommitLSN
+		s.stats.lastCommit.Store(uint64(txn.CommitLSN))
 		dec.SkipThrough = txn.CommitLSN
 		return false, nil
 	default:
@@ -274,5 +310,6 @@ func (s *Stream) sendStatus(conn *pgconn.PgConn) error {
 		return fmt.Errorf("sending status update: %w", err)
 	}
 	s.sent = pos
+	s.stats.confirmed.Store(uint64(pos))
 	return nil
 }
