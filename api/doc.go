@@ -1,0 +1,19 @@
+// Package api is ledgerd's HTTP API v1 (SPEC §6): consumer registration and
+// leases, shapes, the NDJSON change stream, acks, read-only views of the
+// ledger, the debug snapshot, Prometheus metrics and health probes.
+//
+// Every handler validates before it changes anything: a body over 1 MiB is
+// 413, malformed JSON, unknown fields and malformed LSNs are 400, a wrong
+// bearer token 401, a missing, wrong or stale Ledger-Lease 403, and errors
+// are always the JSON object {"error": code, "message": text}; no input
+// reaches the ledger unless it is valid, so none can corrupt it.
+//
+// A 200 answer to an ack is sent only after the ack is durable in the ledger
+// (deliver.Hub.Ack waits for the group commit), so a consumer may discard
+// what it acked as soon as it has the answer (I2, I6). An open change stream
+// holds the consumer's lease (ledger.SetStreaming).
+//
+// The wire bodies live in package api/wire, shared with the Go client. PG
+// answers the questions the API asks Postgres (does a table exist, what does
+// pg_replication_slots say); tests may pass their own.
+package api

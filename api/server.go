@@ -1,0 +1,153 @@
+package api
+
+import (
+	"context"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/rs/zerolog"
+
+	"github.com/ledgerd/ledgerd/api/wire"
+	"github.com/ledgerd/ledgerd/deliver"
+	"github.com/ledgerd/ledgerd/ledger"
+)
+
+// TableChecker says whether a table may be the table of a shape. It returns
+// an error wrapping ErrUnknownTable (422) when the table does not exist or
+// cannot reach the stream, any other error when it could not find out (503).
+type TableChecker interface {
+	CheckTable(ctx context.Context, table string) error
+}
+
+// SlotStatus is what pg_replication_slots and the server say of the slot.
+type SlotStatus struct {
+	ConfirmedFlush ledger.LSN
+	RestartLSN     ledger.LSN
+	WALEnd         ledger.LSN // pg_current_wal_lsn()
+	WALStatus      string
+	Active         bool
+	ActivePID      int
+	RetainedBytes  int64 // WAL kept for the slot: WALEnd - RestartLSN
+}
+
+// SlotReader reads the slot's state from Postgres.
+type SlotReader interface {
+	SlotStatus(ctx context.Context) (SlotStatus, error)
+}
+
+// Config configures a Server. Ledger and Hub are required.
+type Config struct {
+	Ledger *ledger.Ledger
+	Hub    *deliver.Hub
+	// Tables checks the table of a new shape; nil accepts every table.
+	Tables TableChecker
+	// Slot reads pg_replication_slots for status and metrics; nil leaves
+	// those fields empty.
+	Slot SlotReader
+	// SlotName is reported by /v1/status.
+	SlotName string
+	// Token, when set, is the bearer token every call must carry.
+	Token string
+	// Streaming reports whether the replication stream is open (/readyz);
+	// nil means ready.
+	Streaming func() bool
+	// Reconnects returns the stream's reconnect count for /metrics; nil
+	// exports 0.
+	Reconnects func() uint64
+	// Defer records a consumer's answer to a challenge (SPEC §5.3); nil
+	// accepts and ignores it.
+	Defer func(consumer string, shapes []string) error
+	// Clock gives the time for ages and expiry; nil means the system clock.
+	Clock ledger.Clock
+	// Logger receives log lines; a "component" field is added.
+	Logger zerolog.Logger
+}
+
+// Server serves API v1. Create it with New and mount Handler.
+type Server struct {
+	cfg Config
+	l   *ledger.Ledger
+	hub *deliver.Hub
+	log zerolog.Logger
+	reg *prometheus.Registry
+	mux *http.ServeMux
+
+	streamsMu sync.Mutex
+	streams   map[string]int // open change streams by consumer
+
+	requests atomic.Uint64
+}
+
+type systemClock struct{}
+
+func (systemClock) Now() time.Time { return time.Now() }
+
+// New returns a Server.
+func New(cfg Config) *Server {
+	if cfg.Clock == nil {
+		cfg.Clock = systemClock{}
+	}
+	s := &Server{
+		cfg:     cfg,
+		l:       cfg.Ledger,
+		hub:     cfg.Hub,
+		log:     cfg.Logger.With().Str("component", "api").Logger(),
+		reg:     prometheus.NewRegistry(),
+		mux:     http.NewServeMux(),
+		streams: map[string]int{},
+	}
+	s.reg.MustRegister(newCollector(s))
+	s.routes()
+	return s
+}
+
+// Registry is the Prometheus registry /metrics serves; add collectors of
+// other components to it.
+func (s *Server) Registry() *prometheus.Registry { return s.reg }
+
+// Handler returns the API's HTTP handler.
+func (s *Server) Handler() http.Handler {
+	return s.recoverPanics(s.auth(s.mux))
+}
+
+func (s *Server) routes() {
+	m := s.mux
+	m.HandleFunc("POST /v1/consumers", s.register)
+	m.HandleFunc("GET /v1/consumers", s.listConsumers)
+	m.HandleFunc("GET /v1/consumers/{id}", s.getConsumer)
+	m.HandleFunc("POST /v1/consumers/{id}/heartbeat", s.heartbeat)
+	m.HandleFunc("DELETE /v1/consumers/{id}", s.release)
+	m.HandleFunc("GET /v1/consumers/{id}/stream", s.stream)
+	m.HandleFunc("POST /v1/consumers/{id}/ack", s.ack)
+	m.HandleFunc("PUT /v1/shapes/{id}", s.putShape)
+	m.HandleFunc("DELETE /v1/shapes/{id}", s.deleteShape)
+	m.HandleFunc("GET /v1/shapes", s.listShapes)
+	m.HandleFunc("GET /v1/shapes/{id}", s.getShape)
+	m.HandleFunc("POST /v1/shapes/{id}/evict", s.evict)
+	m.HandleFunc("GET /v1/status", s.status)
+	m.HandleFunc("GET /v1/evictions", s.evictions)
+	m.HandleFunc("GET /v1/events", s.events)
+	m.HandleFunc("GET /v1/debug/snapshot", s.snapshot)
+	m.Handle("GET /metrics", promhttp.HandlerFor(s.reg, promhttp.HandlerOpts{ErrorLog: nil}))
+	m.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	})
+	m.HandleFunc("GET /readyz", s.readyz)
+	m.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, errorf(http.StatusNotFound, wire.CodeNotFound, "no such call: %s %s; see SPEC §6", r.Method, r.URL.Path))
+	})
+}
+
+func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
+	if s.cfg.Streaming != nil && !s.cfg.Streaming() {
+		writeError(w, errorf(http.StatusServiceUnavailable, wire.CodeUnavailable, "the replication stream is not open yet; see the daemon's log"))
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
+}
+
+func (s *Server) now() time.Time { return s.cfg.Clock.Now() }

@@ -1,0 +1,128 @@
+package deliver
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+
+	"github.com/ledgerd/ledgerd/ledger"
+)
+
+// AckResult is what an ack achieved.
+type AckResult struct {
+	// FlushLSN is the position that may now be confirmed to Postgres.
+	FlushLSN ledger.LSN
+	// Gone maps shapes named by the ack that were evicted to the reason.
+	Gone map[string]ledger.Reason
+}
+
+// Ack records the consumer's acks (shape -> commit LSN: everything routed to
+// the shape up to that position is flushed) and returns once they are
+// durable in the ledger (I6). Nothing is applied unless every ack is valid:
+// an ack past what was written to the consumer's stream is a *BeyondError,
+// a shape of another consumer ErrNotOwner. A lower ack than the shape's
+// flushed position is accepted and ignored. Evicted shapes are reported in
+// AckResult.Gone rather than failing the call.
+func (h *Hub) Ack(ctx context.Context, consumer string, acks map[string]ledger.LSN) (AckResult, error) {
+	res := AckResult{Gone: map[string]ledger.Reason{}}
+	o := h.outbox(consumer, false)
+	var delivered ledger.LSN
+	if o != nil {
+		o.mu.Lock()
+		delivered = o.delivered
+		o.mu.Unlock()
+	}
+	ids := make([]string, 0, len(acks))
+	for id := range acks {
+		ids = append(ids, id)
+	}
+	sort.Strings(ids)
+	apply := ids[:0:0]
+	for _, id := range ids {
+		lsn := acks[id]
+		sh, ok := h.l.Shape(id)
+		if !ok || sh.Consumer != consumer {
+			if ts, ok := h.l.Tombstone(id); ok && ts.Consumer == consumer {
+				res.Gone[id] = ts.Reason
+				continue
+			}
+			return res, fmt.Errorf("shape %s: %w %s", id, ErrNotOwner, consumer)
+		}
+		if lsn <= sh.FlushedLSN {
+			continue // a lower ack is accepted and ignored (I6)
+		}
+		if lsn > delivered {
+			return res, &BeyondError{Consumer: consumer, Shape: id, LSN: lsn, Delivered: delivered}
+		}
+		apply = append(apply, id)
+	}
+	return h.apply(ctx, o, consumer, apply, acks, res)
+}
+
+// AckAll acks lsn for every shape of the consumer: each shape is acked up
+// to the last transaction it was sent, if that is not past lsn.
+func (h *Hub) AckAll(ctx context.Context, consumer string, lsn ledger.LSN) (AckResult, error) {
+	res := AckResult{Gone: map[string]ledger.Reason{}}
+	o := h.outbox(consumer, false)
+	var delivered ledger.LSN
+	if o != nil {
+		o.mu.Lock()
+		delivered = o.delivered
+		o.mu.Unlock()
+	}
+	acks := map[string]ledger.LSN{}
+	var ids []string
+	for _, sh := range h.l.Shapes() {
+		if sh.Consumer != consumer || lsn <= sh.FlushedLSN {
+			continue
+		}
+		if lsn > delivered {
+			return res, &BeyondError{Consumer: consumer, LSN: lsn, Delivered: delivered}
+		}
+		a := min(lsn, sh.LastSent)
+		if a <= sh.FlushedLSN {
+			continue
+		}
+		acks[sh.ID] = a
+		ids = append(ids, sh.ID)
+	}
+	return h.apply(ctx, o, consumer, ids, acks, res)
+}
+
+func (h *Hub) apply(ctx context.Context, o *outbox, consumer string, ids []string, acks map[string]ledger.LSN, res AckResult) (AckResult, error) {
+	for _, id := range ids {
+		lsn := acks[id]
+		err := h.l.Ack(id, lsn)
+		var gone *ledger.GoneError
+		switch {
+		case err == nil:
+			h.acks.Add(1)
+		case errors.As(err, &gone):
+			res.Gone[id] = gone.Reason
+			continue
+		case errors.Is(err, ledger.ErrAckBeyondSent):
+			return res, &BeyondError{Consumer: consumer, Shape: id, LSN: lsn, Delivered: sentOf(err)}
+		default:
+			return res, fmt.Errorf("acking shape %s at %s: %w", id, lsn, err)
+		}
+		if o != nil {
+			o.mu.Lock()
+			h.pruneLocked(o, lsn, false, id)
+			o.mu.Unlock()
+		}
+	}
+	if err := h.l.Sync(ctx); err != nil {
+		return res, fmt.Errorf("waiting for the ack to be durable: %w", err)
+	}
+	res.FlushLSN = h.l.FlushLSN()
+	return res, nil
+}
+
+func sentOf(err error) ledger.LSN {
+	var ae *ledger.AckError
+	if errors.As(err, &ae) {
+		return ae.LastSent
+	}
+	return 0
+}

@@ -1,0 +1,24 @@
+// Package deliver hands routed transactions to consumers (SPEC §5.4).
+//
+// Hub implements stream.Handler. For every decoded transaction it asks the
+// router which shapes it reaches, lets the ledger track it (ledger.Track
+// drops shapes that already acked it, I2) and appends it to the outbox of
+// each consumer that owns one of the remaining shapes. A transaction that
+// reaches no shape is accounted at once by Track with an empty list, so an
+// idle or untracked table never holds the slot (I3).
+//
+// An outbox holds the transactions delivered to a consumer and not yet acked
+// by all its shapes, bounded in bytes. Its NDJSON stream (Serve) writes them
+// in commit order; a reconnecting consumer is sent the whole outbox again, so
+// it gets every unacked transaction once more and nothing it acked (an acked
+// shape is removed from the entry before it is resent).
+//
+// Backpressure: when an outbox is full, HandleTxn (and so the reading of the
+// slot) waits for acks up to Config.SlowConsumerTimeout. Past it the
+// consumer's stream is closed and its outbox marked overflowed: later
+// transactions for it are dropped from memory, never from the ledger, where
+// they stay pending and hold the flush (I1). Once the consumer has caught up
+// the Hub asks for a replay from the slot (Replay), and the replayed
+// transactions fill the gap in order. Memory therefore stays bounded by the
+// outbox size whatever a consumer does.
+package deliver

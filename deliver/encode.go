@@ -1,0 +1,165 @@
+package deliver
+
+import (
+	"strconv"
+	"time"
+	"unicode/utf8"
+
+	"github.com/ledgerd/ledgerd/stream"
+)
+
+// Frames are encoded by hand rather than through encoding/json: they are the
+// hot path of delivery (one encoding per transaction and consumer) and their
+// shape is fixed. The output is what wire.Frame decodes.
+
+var (
+	keepaliveLine = []byte(`{"type":"keepalive"}` + "\n")
+)
+
+// appendTxnFrame appends the txn frame of e, restricted to the shapes still
+// pending in e, and a newline.
+func appendTxnFrame(b []byte, e *entry) []byte {
+	t := e.txn
+	b = append(b, `{"type":"txn","lsn":"`...)
+	b = append(b, e.commit.String()...)
+	b = append(b, `","end_lsn":"`...)
+	b = append(b, e.end.String()...)
+	b = append(b, `","xid":`...)
+	b = strconv.AppendUint(b, uint64(t.Xid), 10)
+	b = append(b, `,"commit_time":"`...)
+	b = t.CommitTime.UTC().AppendFormat(b, time.RFC3339Nano)
+	b = append(b, `","changes":[`...)
+	first := true
+	for i, ci := range e.changes {
+		ch := &t.Changes[ci]
+		n := 0
+		for _, id := range e.shapes[i] {
+			if e.pendingHas(id) {
+				n++
+			}
+		}
+		if n == 0 {
+			continue
+		}
+		if !first {
+			b = append(b, ',')
+		}
+		first = false
+		b = append(b, `{"shapes":[`...)
+		k := 0
+		for _, id := range e.shapes[i] {
+			if !e.pendingHas(id) {
+				continue
+			}
+			if k > 0 {
+				b = append(b, ',')
+			}
+			k++
+			b = appendString(b, id)
+		}
+		b = append(b, `],"op":`...)
+		b = appendString(b, string(ch.Op))
+		b = append(b, `,"table":`...)
+		b = appendString(b, ch.Table)
+		if ch.New != nil {
+			b = append(b, `,"new":`...)
+			b = appendRow(b, ch.New)
+		}
+		if ch.Old != nil {
+			b = append(b, `,"old":`...)
+			b = appendRow(b, ch.Old)
+		}
+		b = append(b, '}')
+	}
+	b = append(b, "]}\n"...)
+	return b
+}
+
+// appendRow encodes a tuple as an object in column order: text values as
+// strings, NULL as null; unchanged TOASTed columns are left out.
+func appendRow(b []byte, cols []stream.Column) []byte {
+	b = append(b, '{')
+	first := true
+	for _, c := range cols {
+		if c.Kind == stream.KindUnchanged {
+			continue
+		}
+		if !first {
+			b = append(b, ',')
+		}
+		first = false
+		b = appendString(b, c.Name)
+		b = append(b, ':')
+		if c.Kind == stream.KindNull {
+			b = append(b, "null"...)
+		} else {
+			b = appendString(b, c.Value)
+		}
+	}
+	return append(b, '}')
+}
+
+// appendControl appends a challenge or evicted frame.
+func appendControl(b []byte, typ, shape, reason string) []byte {
+	b = append(b, `{"type":`...)
+	b = appendString(b, typ)
+	b = append(b, `,"shape":`...)
+	b = appendString(b, shape)
+	if reason != "" {
+		b = append(b, `,"reason":`...)
+		b = appendString(b, reason)
+	}
+	return append(b, "}\n"...)
+}
+
+const hexDigits = "0123456789abcdef"
+
+// appendString appends s as a JSON string. Invalid UTF-8 becomes U+FFFD, as
+// encoding/json does, so every frame is valid JSON whatever a row holds.
+func appendString(b []byte, s string) []byte {
+	b = append(b, '"')
+	start := 0
+	for i := 0; i < len(s); {
+		c := s[i]
+		if c < utf8.RuneSelf {
+			if c >= 0x20 && c != '"' && c != '\\' {
+				i++
+				continue
+			}
+			b = append(b, s[start:i]...)
+			switch c {
+			case '"', '\\':
+				b = append(b, '\\', c)
+			case '\n':
+				b = append(b, '\\', 'n')
+			case '\r':
+				b = append(b, '\\', 'r')
+			case '\t':
+				b = append(b, '\\', 't')
+			default:
+				b = append(b, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&0xF])
+			}
+			i++
+			start = i
+			continue
+		}
+		r, size := utf8.DecodeRuneInString(s[i:])
+		if r == utf8.RuneError && size == 1 {
+			b = append(b, s[start:i]...)
+			b = append(b, `\ufffd`...)
+			i += size
+			start = i
+			continue
+		}
+		if r == '\u2028' || r == '\u2029' {
+			b = append(b, s[start:i]...)
+			b = append(b, '\\', 'u', '2', '0', '2', hexDigits[r&0xF])
+			i += size
+			start = i
+			continue
+		}
+		i += size
+	}
+	b = append(b, s[start:]...)
+	return append(b, '"')
+}

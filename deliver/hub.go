@@ -1,0 +1,401 @@
+package deliver
+
+import (
+	"context"
+	"slices"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/ledgerd/ledgerd/ledger"
+	"github.com/ledgerd/ledgerd/route"
+	"github.com/ledgerd/ledgerd/stream"
+)
+
+// Defaults applied to zero Config fields.
+const (
+	DefaultOutboxBytes         = 64 << 20
+	DefaultSlowConsumerTimeout = 30 * time.Second
+	DefaultKeepaliveInterval   = 5 * time.Second
+	// maxControl bounds the challenge/evicted frames queued for a consumer
+	// whose stream is not open; the oldest are dropped first (the state they
+	// announce stays readable through the API).
+	maxControl = 1024
+	// entryOverhead is the bookkeeping counted per outbox entry on top of
+	// its encoded frame.
+	entryOverhead = 128
+)
+
+// Config configures a Hub. Zero values mean the documented default.
+type Config struct {
+	// Ledger tracks and acks; required.
+	Ledger *ledger.Ledger
+	// Router maps transactions to shapes; nil means a new, empty one. The Hub
+	// keeps it in step with the ledger's shapes (PutShape, RemoveShape, Sync).
+	Router *route.Router
+	// OutboxBytes bounds each consumer's outbox of delivered, unacked
+	// transactions. Default 64 MiB.
+	OutboxBytes int64
+	// SlowConsumerTimeout is how long a full outbox may pause the stream
+	// before the consumer's change stream is closed. It also bounds a single
+	// write to a consumer that does not read. Default 30s.
+	SlowConsumerTimeout time.Duration
+	// KeepaliveInterval is the longest a change stream stays silent; a
+	// keepalive frame is written when nothing else was. Default 5s.
+	KeepaliveInterval time.Duration
+	// Logger receives log lines; a "component" field is added.
+	Logger zerolog.Logger
+}
+
+// Hub routes transactions to consumers' outboxes and serves their change
+// streams. It implements stream.Handler. Create it with New.
+type Hub struct {
+	cfg    Config
+	l      *ledger.Ledger
+	router *route.Router
+	log    zerolog.Logger
+
+	mu        sync.Mutex
+	consumers map[string]*outbox
+	closed    bool
+
+	lastCommit ledger.LSN // stream goroutine only
+	replaying  bool       // stream goroutine only: the stream is re-sending what it sent before
+	replay     chan struct{}
+
+	deliveries  atomic.Uint64
+	sentBytes   atomic.Uint64
+	outboxBytes atomic.Int64
+	overflows   atomic.Uint64
+	dropped     atomic.Uint64
+	slowCloses  atomic.Uint64
+	replays     atomic.Uint64
+	acks        atomic.Uint64
+}
+
+
+// New returns a Hub over the given ledger.
+func New(cfg Config) *Hub {
+	if cfg.Router == nil {
+		cfg.Router = route.New()
+	}
+	if cfg.OutboxBytes <= 0 {
+		cfg.OutboxBytes = DefaultOutboxBytes
+	}
+	if cfg.SlowConsumerTimeout <= 0 {
+		cfg.SlowConsumerTimeout = DefaultSlowConsumerTimeout
+	}
+	if cfg.KeepaliveInterval <= 0 {
+		cfg.KeepaliveInterval = DefaultKeepaliveInterval
+	}
+	return &Hub{
+		cfg:       cfg,
+		l:         cfg.Ledger,
+		router:    cfg.Router,
+		log:       cfg.Logger.With().Str("component", "deliver").Logger(),
+		consumers: map[string]*outbox{},
+		replay:    make(chan struct{}, 1),
+	}
+}
+
+// Router returns the router the Hub keeps in step with the ledger.
+func (h *Hub) Router() *route.Router { return h.router }
+
+// outbox is one consumer's delivered-but-unacked transactions.
+type outbox struct {
+	id string
+
+	mu          sync.Mutex
+	entries     []*entry // commit order
+	bytes       int64
+	seq         uint64     // seq of the next entry
+	high        ledger.LSN // commit LSN of the last transaction enqueued
+	delivered   ledger.LSN // commit LSN of the last transaction written to a stream
+	overflowed  bool       // transactions after dropFrom were dropped; waiting for a replay
+	dropFrom    ledger.LSN
+	replayAsked bool
+	control     [][]byte
+	session     *session
+	space       chan struct{} // signalled when bytes shrink; the stream goroutine waits on it
+	removed     bool
+}
+
+// entry is one transaction in an outbox.
+type entry struct {
+	seq         uint64
+	commit, end ledger.LSN
+	txn         *stream.Txn
+	changes     []int      // indexes of the txn's changes that reach this consumer
+	shapes      [][]string // for each of them, the consumer's shapes reached (sorted)
+	pending     []string   // the consumer's shapes that have not acked it (sorted)
+	frame       []byte     // encoded frame for pending; immutable, replaced when pending shrinks
+	size        int64
+}
+
+func (e *entry) pendingHas(id string) bool {
+	_, ok := slices.BinarySearch(e.pending, id)
+	return ok
+}
+
+// session is one open change stream.
+type session struct {
+	wake   chan struct{}
+	done   chan struct{}
+	err    error
+	cursor uint64 // seq of the next entry to write
+}
+
+func (s *session) end(err error) {
+	select {
+	case <-s.done:
+	default:
+		s.err = err
+		close(s.done)
+	}
+}
+
+func (s *session) poke() {
+	select {
+	case s.wake <- struct{}{}:
+	default:
+	}
+}
+
+func (h *Hub) outbox(id string, create bool) *outbox {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	o := h.consumers[id]
+	if o == nil && create && !h.closed {
+		o = &outbox{id: id, space: make(chan struct{}, 1)}
+		h.consumers[id] = o
+	}
+	return o
+}
+
+// HandleTxn routes txn, tracks it in the ledger and appends it to the
+// outbox of every consumer owning a shape that must receive it. It blocks
+// while such an outbox is full, up to Config.SlowConsumerTimeout.
+func (h *Hub) HandleTxn(ctx context.Context, txn *stream.Txn) error {
+	if h.lastCommit != 0 && txn.CommitLSN <= h.lastCommit {
+		if !h.replaying {
+			h.replaying = true
+			h.replays.Add(1)
+		}
+		h.onReplay()
+	}
+	if txn.CommitLSN > h.lastCommit {
+		h.lastCommit = txn.CommitLSN
+		h.replaying = false
+	}
+	res := h.router.Route(txn)
+	targets := h.l.Track(txn.CommitLSN, txn.EndLSN, res.Shapes)
+	if len(targets) == 0 {
+		return nil
+	}
+	byConsumer := map[string][]string{}
+	for _, id := range targets {
+		if c := h.router.Consumer(id); c != "" {
+			byConsumer[c] = append(byConsumer[c], id)
+		}
+	}
+	ids := make([]string, 0, len(byConsumer))
+	for id := range byConsumer {
+		ids = append(ids, id)
+	}
+	sort.Strings(ids)
+	for _, cid := range ids {
+		shapes := byConsumer[cid]
+		sort.Strings(shapes)
+		if err := h.enqueue(ctx, cid, txn, &res, shapes); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// onReplay runs when the stream delivers a transaction at or before one it
+// delivered already: it restarted from the slot. Overflowed outboxes stop
+// dropping, since the replay brings back every transaction they dropped
+// (those are pending, so the slot's confirmed position is not past them).
+func (h *Hub) onReplay() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for _, o := range h.consumers {
+		o.mu.Lock()
+		if o.overflowed {
+			o.overflowed = false
+			o.replayAsked = false
+			h.log.Info().Str("consumer", o.id).Stringer("from_lsn", o.dropFrom).Msg("replaying dropped transactions from the slot")
+		}
+		o.mu.Unlock()
+	}
+}
+
+func (h *Hub) enqueue(ctx context.Context, cid string, txn *stream.Txn, res *route.Result, shapes []string) error {
+	o := h.outbox(cid, true)
+	if o == nil {
+		return ErrClosed
+	}
+	e := &entry{commit: txn.CommitLSN, end: txn.EndLSN, txn: txn, pending: shapes}
+	for i, ids := range res.Changes {
+		var sel []string
+		for _, id := range ids {
+			if _, ok := slices.BinarySearch(shapes, id); ok {
+				sel = append(sel, id)
+			}
+		}
+		if len(sel) > 0 {
+			e.changes = append(e.changes, i)
+			e.shapes = append(e.shapes, sel)
+		}
+	}
+	e.frame = appendTxnFrame(nil, e)
+	e.size = int64(len(e.frame)) + entryOverhead
+
+	var timer *time.Timer
+	defer func() {
+		if timer != nil {
+			timer.Stop()
+		}
+	}()
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	for {
+		if o.removed {
+			return nil
+		}
+		if e.commit <= o.high {
+			return nil // in the outbox already or acked: a replay from the slot
+		}
+		if o.overflowed {
+			h.dropped.Add(1)
+			return nil
+		}
+		if o.bytes == 0 || o.bytes+e.size <= h.cfg.OutboxBytes {
+			break
+		}
+		if timer == nil {
+			timer = time.NewTimer(h.cfg.SlowConsumerTimeout)
+		}
+		space := o.space
+		o.mu.Unlock()
+		var timedOut bool
+		select {
+		case <-space:
+		case <-timer.C:
+			timedOut = true
+		case <-ctx.Done():
+			o.mu.Lock()
+			return ctx.Err()
+		}
+		o.mu.Lock()
+		if timedOut && !o.removed && o.bytes > 0 && o.bytes+e.size > h.cfg.OutboxBytes {
+			h.overflowLocked(o, e.commit)
+			h.dropped.Add(1)
+			return nil
+		}
+	}
+	e.seq = o.seq
+	o.seq++
+	o.entries = append(o.entries, e)
+	o.bytes += e.size
+	h.outboxBytes.Add(e.size)
+	o.high = e.commit
+	if o.session != nil {
+		o.session.poke()
+	}
+	return nil
+}
+
+// overflowLocked gives up on keeping o complete: its stream is closed and
+// transactions from commit on are dropped until a replay from the slot.
+func (h *Hub) overflowLocked(o *outbox, commit ledger.LSN) {
+	o.overflowed = true
+	o.dropFrom = commit
+	o.replayAsked = false
+	h.overflows.Add(1)
+	if o.session != nil {
+		o.session.end(ErrSlowConsumer)
+		o.session = nil
+		h.slowCloses.Add(1)
+	}
+	h.log.Warn().Str("consumer", o.id).Int64("outbox_bytes", o.bytes).Stringer("drop_from_lsn", commit).
+		Dur("slow_consumer_timeout", h.cfg.SlowConsumerTimeout).
+		Msg("outbox full past the slow-consumer timeout: stream closed, later transactions will be replayed from the slot")
+}
+
+// Idle passes the server WAL end to the ledger (nothing in flight).
+func (h *Hub) Idle(walEnd ledger.LSN) { h.l.Idle(walEnd) }
+
+// FlushLSN returns the position that may be confirmed to Postgres.
+func (h *Hub) FlushLSN() ledger.LSN { return h.l.FlushLSN() }
+
+// Replay delivers a value when an overflowed consumer has caught up and the
+// transactions it missed must be read from the slot again: the owner of the
+// stream should restart it (the slot resumes at its confirmed position,
+// which is never past a dropped transaction).
+func (h *Hub) Replay() <-chan struct{} { return h.replay }
+
+// removeEntries drops pending shapes from entries for which drop returns
+// true, and entries left with no pending shape. Called with o.mu held.
+func (h *Hub) pruneLocked(o *outbox, upTo ledger.LSN, all bool, shape string) {
+	kept := o.entries[:0]
+	var freed int64
+	for _, e := range o.entries {
+		if all || e.commit <= upTo {
+			if i, ok := slices.BinarySearch(e.pending, shape); ok {
+				p := make([]string, 0, len(e.pending)-1)
+				p = append(p, e.pending[:i]...)
+				p = append(p, e.pending[i+1:]...)
+				e.pending = p
+				if len(p) > 0 {
+					frame := appendTxnFrame(nil, e)
+					e.frame = frame
+				}
+			}
+		}
+		if len(e.pending) == 0 {
+			freed += e.size
+			continue
+		}
+		kept = append(kept, e)
+	}
+	clear(o.entries[len(kept):])
+	o.entries = kept
+	if freed > 0 {
+		o.bytes -= freed
+		h.outboxBytes.Add(-freed)
+		select {
+		case o.space <- struct{}{}:
+		default:
+		}
+		if o.overflowed && !o.replayAsked && o.bytes <= h.cfg.OutboxBytes/2 {
+			o.replayAsked = true
+			select {
+			case h.replay <- struct{}{}:
+			default:
+			}
+			h.log.Info().Str("consumer", o.id).Msg("overflowed consumer caught up: asking for a replay from the slot")
+		}
+	}
+}
+
+// Close ends every change stream. Calls after Close find no consumers.
+func (h *Hub) Close() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.closed = true
+	for id, o := range h.consumers {
+		o.mu.Lock()
+		if o.session != nil {
+			o.session.end(ErrClosed)
+		}
+		o.removed = true
+		h.outboxBytes.Add(-o.bytes)
+		o.mu.Unlock()
+		delete(h.consumers, id)
+	}
+}

@@ -1,0 +1,157 @@
+package deliver
+
+import (
+	"context"
+	"io"
+	"net/http"
+	"sort"
+	"time"
+)
+
+// Flusher is what Serve writes to: an io.Writer whose Flush pushes the
+// written frames to the consumer. An http.ResponseWriter qualifies through
+// NewHTTPWriter.
+type Flusher interface {
+	io.Writer
+	Flush() error
+}
+
+type httpWriter struct {
+	rc *http.ResponseController
+	w  http.ResponseWriter
+}
+
+// NewHTTPWriter adapts a streaming HTTP answer for Serve; writes get a
+// deadline so that a consumer that stops reading cannot hold a goroutine.
+func NewHTTPWriter(w http.ResponseWriter) Flusher {
+	return &httpWriter{rc: http.NewResponseController(w), w: w}
+}
+
+func (h *httpWriter) Write(p []byte) (int, error) { return h.w.Write(p) }
+func (h *httpWriter) Flush() error                { return h.rc.Flush() }
+func (h *httpWriter) SetWriteDeadline(t time.Time) error {
+	return h.rc.SetWriteDeadline(t)
+}
+
+type deadliner interface{ SetWriteDeadline(time.Time) error }
+
+// maxWriteBatch bounds the frames written between two flushes.
+const maxWriteBatch = 256 << 10
+
+// Serve writes the consumer's change stream to w until ctx ends (nil), the
+// Hub ends it (ErrReplaced, ErrSlowConsumer, ErrConsumerGone, ErrClosed) or
+// a write fails. It first writes the whole outbox, oldest first: a
+// reconnecting consumer gets every transaction it has not acked again.
+// Only one stream per consumer is open at a time; a new one replaces the
+// old.
+func (h *Hub) Serve(ctx context.Context, consumer string, w Flusher) error {
+	o := h.outbox(consumer, true)
+	if o == nil {
+		return ErrClosed
+	}
+	s := &session{wake: make(chan struct{}, 1), done: make(chan struct{})}
+	o.mu.Lock()
+	if o.removed {
+		o.mu.Unlock()
+		return ErrConsumerGone
+	}
+	if o.session != nil {
+		o.session.end(ErrReplaced)
+	}
+	o.session = s
+	o.mu.Unlock()
+	defer func() {
+		o.mu.Lock()
+		if o.session == s {
+			o.session = nil
+		}
+		o.mu.Unlock()
+	}()
+
+	dl, _ := w.(deadliner)
+	write := func(frames [][]byte) error {
+		if dl != nil {
+			_ = dl.SetWriteDeadline(time.Now().Add(h.cfg.SlowConsumerTimeout))
+		}
+		for _, f := range frames {
+			if _, err := w.Write(f); err != nil {
+				return err
+			}
+		}
+		return w.Flush()
+	}
+	// Answer headers at once, so the consumer knows the stream is open.
+	if err := w.Flush(); err != nil {
+		return err
+	}
+	keepalive := time.NewTicker(h.cfg.KeepaliveInterval)
+	defer keepalive.Stop()
+	wrote := false
+	var frames [][]byte
+	for {
+		frames = frames[:0]
+		n, size := 0, 0
+		o.mu.Lock()
+		frames = append(frames, o.control...)
+		o.control = nil
+		i := sort.Search(len(o.entries), func(i int) bool { return o.entries[i].seq >= s.cursor })
+		for ; i < len(o.entries) && size < maxWriteBatch; i++ {
+			e := o.entries[i]
+			frames = append(frames, e.frame)
+			size += len(e.frame)
+			n++
+			s.cursor = e.seq + 1
+			if e.commit > o.delivered {
+				o.delivered = e.commit
+			}
+		}
+		o.mu.Unlock()
+		if len(frames) > 0 {
+			if err := write(frames); err != nil {
+				return err
+			}
+			h.deliveries.Add(uint64(n))
+			h.sentBytes.Add(uint64(size))
+			wrote = true
+			continue
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-s.done:
+			return s.err
+		case <-s.wake:
+		case <-keepalive.C:
+			if !wrote {
+				if err := write([][]byte{keepaliveLine}); err != nil {
+					return err
+				}
+			}
+			wrote = false
+		}
+	}
+}
+
+// Challenge queues a challenge frame for the shape on its consumer's stream
+// (SPEC §5.3 progress probe).
+func (h *Hub) Challenge(consumer, shape string) {
+	h.control(consumer, appendControl(nil, "challenge", shape, ""))
+}
+
+// control queues a frame for the consumer's stream, ahead of transactions
+// not yet written.
+func (h *Hub) control(consumer string, frame []byte) {
+	o := h.outbox(consumer, true)
+	if o == nil {
+		return
+	}
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if len(o.control) >= maxControl {
+		o.control = o.control[1:]
+	}
+	o.control = append(o.control, frame)
+	if o.session != nil {
+		o.session.poke()
+	}
+}

@@ -1,0 +1,171 @@
+package deliver
+
+import (
+	"github.com/ledgerd/ledgerd/ledger"
+	"github.com/ledgerd/ledgerd/route"
+)
+
+// PutShape starts routing to a shape the ledger created (or redefined).
+func (h *Hub) PutShape(sh ledger.Shape) {
+	h.router.Put(route.Shape{ID: sh.ID, Consumer: sh.Consumer, Table: sh.Table, Filter: sh.Filter})
+}
+
+// RemoveShape stops routing to a shape the ledger evicted: its transactions
+// leave its consumer's outbox and, when reason is set, an evicted frame is
+// queued on the consumer's stream.
+func (h *Hub) RemoveShape(id string, reason ledger.Reason) {
+	sh, ok := h.router.Shape(id)
+	if !ok {
+		return
+	}
+	h.router.Remove(id)
+	if o := h.outbox(sh.Consumer, false); o != nil {
+		o.mu.Lock()
+		h.pruneLocked(o, 0, true, id)
+		o.mu.Unlock()
+	}
+	if reason != "" {
+		h.control(sh.Consumer, appendControl(nil, "evicted", id, string(reason)))
+	}
+}
+
+// DropConsumer ends the consumer's stream with ErrConsumerGone and forgets
+// its outbox: its lease is gone or it was released, and its shapes with it.
+func (h *Hub) DropConsumer(id string) {
+	h.mu.Lock()
+	o := h.consumers[id]
+	delete(h.consumers, id)
+	h.mu.Unlock()
+	if o == nil {
+		return
+	}
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.removed = true
+	if o.session != nil {
+		o.session.end(ErrConsumerGone)
+		o.session = nil
+	}
+	h.outboxBytes.Add(-o.bytes)
+	o.bytes = 0
+	o.entries = nil
+	select {
+	case o.space <- struct{}{}:
+	default:
+	}
+}
+
+// Sync brings the router and the outboxes in step with the ledger: shapes
+// created elsewhere are routed, shapes evicted elsewhere (the reconciler)
+// are removed with an evicted frame, and consumers that are gone are
+// dropped. Call it at start-up and after every reconcile pass; it is
+// idempotent.
+func (h *Hub) Sync() {
+	live := map[string]struct{}{}
+	for _, sh := range h.l.Shapes() {
+		live[sh.ID] = struct{}{}
+		cur, ok := h.router.Shape(sh.ID)
+		if !ok || cur.Consumer != sh.Consumer || cur.Table != sh.Table || !sameFilter(cur.Filter, sh.Filter) {
+			h.PutShape(sh)
+		}
+	}
+	for _, id := range h.router.IDs() {
+		if _, ok := live[id]; ok {
+			continue
+		}
+		reason := ledger.ReasonReleased
+		if ts, ok := h.l.Tombstone(id); ok {
+			reason = ts.Reason
+		}
+		h.RemoveShape(id, reason)
+	}
+	h.mu.Lock()
+	ids := make([]string, 0, len(h.consumers))
+	for id := range h.consumers {
+		ids = append(ids, id)
+	}
+	h.mu.Unlock()
+	for _, id := range ids {
+		if c, ok := h.l.Consumer(id); !ok || c.Gone {
+			h.DropConsumer(id)
+		}
+	}
+}
+
+func sameFilter(a, b map[string][]string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for k, va := range a {
+		vb, ok := b[k]
+		if !ok || len(va) != len(vb) {
+			return false
+		}
+		for i := range va {
+			if va[i] != vb[i] {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// Stats are the Hub's counters and gauges.
+type Stats struct {
+	Deliveries     uint64 // txn frames written to streams (resends included)
+	DeliveredBytes uint64 // bytes of those frames
+	Acks           uint64 // shape acks applied
+	OutboxBytes    int64  // bytes held by every outbox
+	OutboxTxns     int    // entries held by every outbox
+	Streams        int    // open change streams
+	Overflows      uint64 // outboxes that overflowed
+	Dropped        uint64 // transactions dropped from an overflowed outbox (replayed later)
+	SlowCloses     uint64 // streams closed by the slow-consumer timeout
+	Replays        uint64 // restarts of the stream observed (replays from the slot)
+}
+
+// ConsumerStats describe one consumer's outbox.
+type ConsumerStats struct {
+	OutboxTxns  int
+	OutboxBytes int64
+	Streaming   bool
+	Overflowed  bool
+	Delivered   ledger.LSN // commit LSN of the last transaction written to its stream
+}
+
+// Stats returns the current counters.
+func (h *Hub) Stats() Stats {
+	st := Stats{
+		Deliveries:     h.deliveries.Load(),
+		DeliveredBytes: h.sentBytes.Load(),
+		Acks:           h.acks.Load(),
+		OutboxBytes:    h.outboxBytes.Load(),
+		Overflows:      h.overflows.Load(),
+		Dropped:        h.dropped.Load(),
+		SlowCloses:     h.slowCloses.Load(),
+		Replays:        h.replays.Load(),
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for _, o := range h.consumers {
+		o.mu.Lock()
+		st.OutboxTxns += len(o.entries)
+		if o.session != nil {
+			st.Streams++
+		}
+		o.mu.Unlock()
+	}
+	return st
+}
+
+// Consumer returns the outbox state of one consumer.
+func (h *Hub) Consumer(id string) (ConsumerStats, bool) {
+	o := h.outbox(id, false)
+	if o == nil {
+		return ConsumerStats{}, false
+	}
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return ConsumerStats{OutboxTxns: len(o.entries), OutboxBytes: o.bytes, Streaming: o.session != nil,
+		Overflowed: o.overflowed, Delivered: o.delivered}, true
+}
