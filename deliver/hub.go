@@ -76,7 +76,6 @@ type Hub struct {
 	acks        atomic.Uint64
 }
 
-
 // New returns a Hub over the given ledger.
 func New(cfg Config) *Hub {
 	if cfg.Router == nil {

@@ -101,7 +101,9 @@ type sink struct {
 	raw    chan string
 }
 
-func newSink() *sink { return &sink{frames: make(chan wire.Frame, 10000), raw: make(chan string, 10000)} }
+func newSink() *sink {
+	return &sink{frames: make(chan wire.Frame, 10000), raw: make(chan string, 10000)}
+}
 
 func (s *sink) Write(p []byte) (int, error) {
 	s.mu.Lock()
