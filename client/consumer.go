@@ -1,0 +1,200 @@
+package client
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"os"
+	"time"
+
+	"github.com/ledgerd/ledgerd/api/wire"
+	"github.com/ledgerd/ledgerd/ledger"
+)
+
+// ConsumerConfig describes a consumer to register.
+type ConsumerConfig struct {
+	ID string
+	// TTL of the lease; 0 means the daemon's -ttl.
+	TTL time.Duration
+	// Host and PID identify the process for the daemon's process probe;
+	// PID 0 means this process.
+	Host string
+	PID  int
+}
+
+// Consumer is a registered consumer holding a lease.
+type Consumer struct {
+	c     *Client
+	id    string
+	lease string
+	ttl   time.Duration
+}
+
+// Register registers a consumer and returns it with its new lease. A live
+// lease on the same id is an *Error with code consumer_exists.
+func (c *Client) Register(ctx context.Context, cfg ConsumerConfig) (*Consumer, error) {
+	pid := cfg.PID
+	if pid == 0 {
+		pid = os.Getpid()
+	}
+	host := cfg.Host
+	if host == "" {
+		host, _ = os.Hostname()
+	}
+	var res wire.RegisterResponse
+	_, err := c.Do(ctx, http.MethodPost, "/v1/consumers", "", wire.RegisterRequest{ID: cfg.ID, TTLMS: cfg.TTL.Milliseconds(), PID: pid, Host: host}, &res)
+	if err != nil {
+		return nil, err
+	}
+	return &Consumer{c: c, id: res.ID, lease: res.Lease, ttl: time.Duration(res.TTLMS) * time.Millisecond}, nil
+}
+
+// ID returns the consumer id.
+func (k *Consumer) ID() string { return k.id }
+
+// Lease returns the lease token.
+func (k *Consumer) Lease() string { return k.lease }
+
+// TTL returns the lease TTL the daemon granted.
+func (k *Consumer) TTL() time.Duration { return k.ttl }
+
+func (k *Consumer) path(suffix string) string { return "/v1/consumers/" + url.PathEscape(k.id) + suffix }
+
+// PutShape creates (or confirms) a shape of this consumer on table
+// ("schema.table") with an optional filter (column -> allowed values).
+func (k *Consumer) PutShape(ctx context.Context, id, table string, filter map[string][]string) (wire.ShapeResponse, error) {
+	var res wire.ShapeResponse
+	_, err := k.c.Do(ctx, http.MethodPut, "/v1/shapes/"+url.PathEscape(id), k.lease,
+		wire.ShapeRequest{Consumer: k.id, Table: table, Filter: filter}, &res)
+	return res, err
+}
+
+// DeleteShape deletes one of the consumer's shapes.
+func (k *Consumer) DeleteShape(ctx context.Context, id string) error {
+	_, err := k.c.Do(ctx, http.MethodDelete, "/v1/shapes/"+url.PathEscape(id), k.lease, nil, nil)
+	return err
+}
+
+// Heartbeat extends the lease. shapes, when not nil, is the inventory of
+// shapes the consumer still holds.
+func (k *Consumer) Heartbeat(ctx context.Context, shapes []string) (wire.HeartbeatResponse, error) {
+	var res wire.HeartbeatResponse
+	_, err := k.c.Do(ctx, http.MethodPost, k.path("/heartbeat"), k.lease, wire.HeartbeatRequest{Shapes: shapes}, &res)
+	return res, err
+}
+
+// Ack acks commit LSNs per shape and returns once the daemon made them
+// durable.
+func (k *Consumer) Ack(ctx context.Context, acks map[string]ledger.LSN) (wire.AckResponse, error) {
+	body := wire.AckRequest{Acks: make(map[string]string, len(acks))}
+	for sh, l := range acks {
+		body.Acks[sh] = l.String()
+	}
+	var res wire.AckResponse
+	_, err := k.c.Do(ctx, http.MethodPost, k.path("/ack"), k.lease, body, &res)
+	return res, err
+}
+
+// AckAll acks lsn for every shape of the consumer.
+func (k *Consumer) AckAll(ctx context.Context, lsn ledger.LSN) (wire.AckResponse, error) {
+	var res wire.AckResponse
+	_, err := k.c.Do(ctx, http.MethodPost, k.path("/ack"), k.lease, wire.AckRequest{LSN: lsn.String()}, &res)
+	return res, err
+}
+
+// Defer answers a challenge: the shapes are alive and working.
+func (k *Consumer) Defer(ctx context.Context, shapes []string) error {
+	_, err := k.c.Do(ctx, http.MethodPost, k.path("/ack"), k.lease, wire.AckRequest{Defer: shapes}, nil)
+	return err
+}
+
+// Release deletes the consumer; its shapes are evicted as released.
+func (k *Consumer) Release(ctx context.Context) error {
+	_, err := k.c.Do(ctx, http.MethodDelete, k.path(""), k.lease, nil, nil)
+	return err
+}
+
+// Txn is a transaction frame of the change stream.
+type Txn struct {
+	LSN        ledger.LSN // commit LSN: ack this
+	EndLSN     ledger.LSN
+	Xid        uint32
+	CommitTime time.Time
+	Changes    []wire.Change
+}
+
+// Shapes returns the shapes the transaction reaches, each once.
+func (t *Txn) Shapes() []string {
+	seen := map[string]bool{}
+	var out []string
+	for _, ch := range t.Changes {
+		for _, s := range ch.Shapes {
+			if !seen[s] {
+				seen[s] = true
+				out = append(out, s)
+			}
+		}
+	}
+	return out
+}
+
+// Stream is one open change stream.
+type Stream struct {
+	body io.ReadCloser
+	r    *bufio.Reader
+}
+
+// OpenStream opens the consumer's change stream. While it is open the lease
+// does not run out. Close it when done.
+func (k *Consumer) OpenStream(ctx context.Context) (*Stream, error) {
+	resp, err := k.c.send(ctx, http.MethodGet, k.path("/stream"), k.lease, nil)
+	if err != nil {
+		return nil, err
+	}
+	if resp.StatusCode != http.StatusOK {
+		defer resp.Body.Close()
+		return nil, decodeError(resp)
+	}
+	return &Stream{body: resp.Body, r: bufio.NewReaderSize(resp.Body, 256<<10)}, nil
+}
+
+// Next returns the next frame. A txn frame is also returned decoded as Txn.
+// Keepalives are returned like any frame. io.EOF means the daemon ended the
+// stream.
+func (s *Stream) Next() (wire.Frame, *Txn, error) {
+	line, err := s.r.ReadBytes('\n')
+	if err != nil {
+		if errors.Is(err, io.EOF) && len(line) == 0 {
+			return wire.Frame{}, nil, io.EOF
+		}
+		if len(line) == 0 || errors.Is(err, io.EOF) {
+			return wire.Frame{}, nil, fmt.Errorf("client: reading the change stream: %w", err)
+		}
+	}
+	var f wire.Frame
+	if err := json.Unmarshal(line, &f); err != nil {
+		return f, nil, fmt.Errorf("client: decoding a frame: %w", err)
+	}
+	if f.Type != wire.FrameTxn {
+		return f, nil, nil
+	}
+	t := &Txn{Xid: f.Xid, Changes: f.Changes}
+	if t.LSN, err = ledger.ParseLSN(f.LSN); err != nil {
+		return f, nil, fmt.Errorf("client: txn frame: %w", err)
+	}
+	if t.EndLSN, err = ledger.ParseLSN(f.EndLSN); err != nil {
+		return f, nil, fmt.Errorf("client: txn frame: %w", err)
+	}
+	if f.CommitTime != nil {
+		t.CommitTime = *f.CommitTime
+	}
+	return f, t, nil
+}
+
+// Close closes the stream.
+func (s *Stream) Close() error { return s.body.Close() }

@@ -1,0 +1,16 @@
+// Package client is the Go client of ledgerd's HTTP API v1 (SPEC §6), for
+// consumer processes.
+//
+// A Client talks to one daemon (http://host:port or unix:/path). Register
+// returns a Consumer holding a lease; the Consumer creates shapes, reads its
+// NDJSON change stream and acks. Run does it all: it keeps the lease alive
+// with heartbeats, reads the stream, calls the handler for each transaction
+// in commit order, acks what the handler accepted in batches (one request in
+// flight, the next one carrying everything handled meanwhile), and
+// reconnects with backoff after a broken stream. After a reconnect the
+// daemon sends again every transaction not yet acked, so a handler sees each
+// transaction at least once and, once its ack was answered, never again.
+//
+// Lower-level calls (OpenStream, Ack, Heartbeat) are there for consumers
+// that manage acks themselves.
+package client

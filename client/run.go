@@ -1,0 +1,272 @@
+package client
+
+import (
+	"context"
+	"errors"
+	"io"
+	"sync"
+	"time"
+
+	"github.com/ledgerd/ledgerd/api/wire"
+	"github.com/ledgerd/ledgerd/ledger"
+)
+
+// Handler processes one transaction. Returning nil marks it done: its
+// shapes are acked. An error stops Run (the transaction is not acked and
+// will be delivered again).
+type Handler func(ctx context.Context, txn *Txn) error
+
+// RunOptions tune Run. Zero values mean the documented default.
+type RunOptions struct {
+	// HeartbeatInterval is the period of lease heartbeats. Default TTL/3.
+	HeartbeatInterval time.Duration
+	// Inventory, when set, is called before each heartbeat for the list of
+	// shapes the consumer still holds (SPEC §5.3 inventory probe).
+	Inventory func() []string
+	// ReconnectMin and ReconnectMax bound the backoff between stream
+	// reconnects. Defaults 100ms and 5s.
+	ReconnectMin, ReconnectMax time.Duration
+	// OnEvicted is called when the daemon reports one of the shapes
+	// evicted.
+	OnEvicted func(shape, reason string)
+	// OnAck is called after each durable ack batch with the daemon's flush
+	// position.
+	OnAck func(acks map[string]ledger.LSN, flush ledger.LSN)
+	// OnError is called with errors Run recovers from (broken stream,
+	// failed heartbeat or ack).
+	OnError func(err error)
+}
+
+// Run streams the consumer's changes to h until ctx ends (then it returns
+// nil after a last ack), the handler fails (its error), or the lease is gone
+// (an *Error with status 410).
+//
+// Acks are batched: one ack request is in flight at a time and the next one
+// carries everything handled meanwhile, coalesced to the highest LSN per
+// shape.
+func (k *Consumer) Run(ctx context.Context, h Handler, opt RunOptions) error {
+	if opt.HeartbeatInterval <= 0 {
+		opt.HeartbeatInterval = max(k.ttl/3, 100*time.Millisecond)
+		if k.ttl <= 0 {
+			opt.HeartbeatInterval = 3 * time.Second
+		}
+	}
+	if opt.ReconnectMin <= 0 {
+		opt.ReconnectMin = 100 * time.Millisecond
+	}
+	if opt.ReconnectMax <= 0 {
+		opt.ReconnectMax = 5 * time.Second
+	}
+	report := func(err error) {
+		if opt.OnError != nil && err != nil {
+			opt.OnError(err)
+		}
+	}
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+
+	ack := &acker{k: k, wake: make(chan struct{}, 1), pending: map[string]ledger.LSN{}, onAck: opt.OnAck, report: report,
+		fatal: func(err error) { cancel(err) }}
+	var wg sync.WaitGroup
+	wg.Go(func() { ack.loop(ctx) })
+	wg.Go(func() { k.heartbeats(ctx, opt, report, func(err error) { cancel(err) }) })
+
+	err := k.streamLoop(ctx, h, opt, ack, report)
+	cancel(err)
+	wg.Wait()
+	// A last ack of what was handled, so the next run does not get it again.
+	final, fc := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	ack.flush(final)
+	fc()
+	if cause := context.Cause(ctx); cause != nil && !errors.Is(cause, context.Canceled) && err == nil {
+		return cause
+	}
+	if errors.Is(err, context.Canceled) {
+		return nil
+	}
+	return err
+}
+
+func (k *Consumer) streamLoop(ctx context.Context, h Handler, opt RunOptions, ack *acker, report func(error)) error {
+	backoff := opt.ReconnectMin
+	for {
+		s, err := k.OpenStream(ctx)
+		if err == nil {
+			backoff = opt.ReconnectMin
+			err = k.readStream(ctx, s, h, opt, ack)
+			s.Close()
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		var he *handlerError
+		if errors.As(err, &he) {
+			return he.err
+		}
+		if IsGone(err) {
+			return err
+		}
+		var ae *Error
+		if errors.As(err, &ae) && (ae.Status == 401 || ae.Status == 403 || ae.Status == 404) {
+			return err // wrong token or lease: reconnecting cannot help
+		}
+		report(err)
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, opt.ReconnectMax)
+	}
+}
+
+type handlerError struct{ err error }
+
+func (e *handlerError) Error() string { return e.err.Error() }
+
+func (k *Consumer) readStream(ctx context.Context, s *Stream, h Handler, opt RunOptions, ack *acker) error {
+	stop := context.AfterFunc(ctx, func() { s.Close() })
+	defer stop()
+	for {
+		f, txn, err := s.Next()
+		if err != nil {
+			if errors.Is(err, io.EOF) {
+				return errors.New("client: the daemon ended the change stream")
+			}
+			return err
+		}
+		switch f.Type {
+		case wire.FrameTxn:
+			if err := h(ctx, txn); err != nil {
+				return &handlerError{err}
+			}
+			ack.add(txn)
+		case wire.FrameChallenge:
+			// Alive and working: send what is handled, or say so.
+			go func() {
+				if err := k.Defer(ctx, []string{f.Shape}); err != nil && opt.OnError != nil {
+					opt.OnError(err)
+				}
+			}()
+			ack.poke()
+		case wire.FrameEvicted:
+			if opt.OnEvicted != nil {
+				opt.OnEvicted(f.Shape, f.Reason)
+			}
+		}
+	}
+}
+
+func (k *Consumer) heartbeats(ctx context.Context, opt RunOptions, report, fatal func(error)) {
+	t := time.NewTicker(opt.HeartbeatInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		var inv []string
+		if opt.Inventory != nil {
+			inv = opt.Inventory()
+			if inv == nil {
+				inv = []string{}
+			}
+		}
+		res, err := k.Heartbeat(ctx, inv)
+		if err != nil {
+			if IsGone(err) {
+				fatal(err)
+				return
+			}
+			report(err)
+			continue
+		}
+		if opt.OnEvicted != nil {
+			for _, e := range res.Evicted {
+				opt.OnEvicted(e.Shape, e.Reason)
+			}
+		}
+	}
+}
+
+// acker batches acks: one request in flight, the next carrying everything
+// handled meanwhile.
+type acker struct {
+	k      *Consumer
+	mu     sync.Mutex
+	wake   chan struct{}
+	onAck  func(map[string]ledger.LSN, ledger.LSN)
+	report func(error)
+	fatal  func(error)
+
+	pending map[string]ledger.LSN
+}
+
+func (a *acker) add(t *Txn) {
+	a.mu.Lock()
+	for _, ch := range t.Changes {
+		for _, s := range ch.Shapes {
+			if t.LSN > a.pending[s] {
+				a.pending[s] = t.LSN
+			}
+		}
+	}
+	a.mu.Unlock()
+	a.poke()
+}
+
+func (a *acker) poke() {
+	select {
+	case a.wake <- struct{}{}:
+	default:
+	}
+}
+
+func (a *acker) loop(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-a.wake:
+		}
+		a.flush(ctx)
+	}
+}
+
+func (a *acker) flush(ctx context.Context) {
+	a.mu.Lock()
+	batch := a.pending
+	a.pending = map[string]ledger.LSN{}
+	a.mu.Unlock()
+	if len(batch) == 0 {
+		return
+	}
+	res, err := a.k.Ack(ctx, batch)
+	switch {
+	case err == nil:
+		if a.onAck != nil {
+			flush, _ := ledger.ParseLSN(res.FlushLSN)
+			a.onAck(batch, flush)
+		}
+	case IsCode(err, wire.CodeAckBeyondDelivered):
+		// The daemon restarted since it sent these; it will send them again.
+		a.report(err)
+	case IsGone(err):
+		a.fatal(err)
+	default:
+		// Keep them for the next batch unless newer acks replaced them.
+		a.mu.Lock()
+		for s, l := range batch {
+			if l > a.pending[s] {
+				a.pending[s] = l
+			}
+		}
+		a.mu.Unlock()
+		a.report(err)
+		if ctx.Err() == nil {
+			time.Sleep(50 * time.Millisecond)
+			a.poke()
+		}
+	}
+}

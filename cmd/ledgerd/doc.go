@@ -1,0 +1,19 @@
+// Command ledgerd is the sidecar daemon: it owns a Postgres logical
+// replication slot, fans committed transactions out to leased consumers'
+// shapes over HTTP, and confirms to Postgres only what every live shape has
+// durably acked (SPEC §1-§8).
+//
+// Every flag has an environment equivalent: -pg-url is LEDGERD_PG_URL (the
+// flag name upper-cased, '-' as '_'); a flag given on the command line wins.
+// Run "ledgerd -h" for the list.
+//
+// Start-up: the replication stream's preflight (stream.Check) identifies
+// the Postgres system, then the ledger file is opened bound to that identity,
+// then the API listens and the stream runs. The first SIGTERM or SIGINT
+// drains: change streams close, queued acks are committed, a final status
+// update confirms the last durable position and the ledger is closed; a
+// second signal aborts at once.
+//
+// The package only wires the components together: flags and environment
+// (config.go), logging, listening and signals.
+package main
