@@ -63,7 +63,9 @@ func (k *Consumer) Lease() string { return k.lease }
 // TTL returns the lease TTL the daemon granted.
 func (k *Consumer) TTL() time.Duration { return k.ttl }
 
-func (k *Consumer) path(suffix string) string { return "/v1/consumers/" + url.PathEscape(k.id) + suffix }
+func (k *Consumer) path(suffix string) string {
+	return "/v1/consumers/" + url.PathEscape(k.id) + suffix
+}
 
 // PutShape creates (or confirms) a shape of this consumer on table
 // ("schema.table") with an optional filter (column -> allowed values).

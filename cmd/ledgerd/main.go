@@ -106,9 +106,11 @@ func readToken(path string) (string, error) {
 // identity the preflight returns).
 type checkOnly struct{}
 
-func (checkOnly) HandleTxn(context.Context, *stream.Txn) error { return errors.New("preflight stream does not stream") }
-func (checkOnly) Idle(ledger.LSN)                              {}
-func (checkOnly) FlushLSN() ledger.LSN                         { return 0 }
+func (checkOnly) HandleTxn(context.Context, *stream.Txn) error {
+	return errors.New("preflight stream does not stream")
+}
+func (checkOnly) Idle(ledger.LSN)      {}
+func (checkOnly) FlushLSN() ledger.LSN { return 0 }
 
 func run(ctx context.Context, args []string, getenv func(string) string, stderr io.Writer) error {
 	cfg, err := parseConfig(args, getenv, stderr)
