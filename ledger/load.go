@@ -39,7 +39,7 @@ func Load(path string) (*State, error) {
 			consumers := map[string]*Consumer{}
 			t := newTracker()
 			tombs := map[string]Tombstone{}
-			if err := loadState(tx, consumers, t, tombs); err != nil {
+			if err := loadState(tx, consumers, t, tombs, nil); err != nil {
 				return err
 			}
 			for _, c := range consumers {

@@ -38,7 +38,7 @@ func (l *Ledger) load() (fresh bool, err error) {
 			l.persistedFlush = m.LastFlush
 			l.durableSafe = m.LastFlush
 			l.startFloor = m.Position
-			return loadState(tx, l.consumers, l.t, l.tombs)
+			return loadState(tx, l.consumers, l.t, l.tombs, l.defs)
 		})
 	})
 	if err != nil {
@@ -48,7 +48,7 @@ func (l *Ledger) load() (fresh bool, err error) {
 }
 
 // loadState decodes consumers, shapes and the latest tombstone of each id.
-func loadState(tx *bolt.Tx, consumers map[string]*Consumer, t *tracker, tombs map[string]Tombstone) error {
+func loadState(tx *bolt.Tx, consumers map[string]*Consumer, t *tracker, tombs map[string]Tombstone, in *interner) error {
 	err := tx.Bucket(bucketConsumers).ForEach(func(k, v []byte) error {
 		c, err := decodeConsumer(k, v)
 		if err != nil {
@@ -60,24 +60,18 @@ func loadState(tx *bolt.Tx, consumers map[string]*Consumer, t *tracker, tombs ma
 	if err != nil {
 		return err
 	}
-	strs := make(map[string]string, len(consumers)+16)
-	for id := range consumers {
-		strs[id] = id
+	if in == nil {
+		in = newInterner()
 	}
-	intern := func(b []byte) string {
-		if s, ok := strs[string(b)]; ok {
-			return s
-		}
-		s := string(b)
-		strs[s] = s
-		return s
+	for id := range consumers {
+		in.strs[id] = id
 	}
 	c := tx.Bucket(bucketShapes).Cursor()
 	for k, v := c.First(); k != nil; k, v = c.Next() {
 		if v == nil {
 			return fmt.Errorf("%w: nested bucket %q among shapes", ErrCorrupt, k)
 		}
-		s, err := decodeShape(string(k), v, intern)
+		s, err := decodeShape(string(k), v, in)
 		if err != nil {
 			return err
 		}

@@ -51,7 +51,7 @@ func (l *Ledger) PutShape(spec ShapeSpec) (Shape, bool, error) {
 	}
 	now := l.now()
 	s := &shapeState{
-		id: spec.ID, consumer: c.ID, table: spec.Table, filter: spec.Filter,
+		id: spec.ID, shapeDef: l.defs.def(c.ID, spec.Table, spec.Filter),
 		start: max(l.t.position, l.startFloor), created: now.UnixNano(), heapIdx: -1,
 	}
 	s.flushed = s.start

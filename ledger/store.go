@@ -96,7 +96,7 @@ func appendString(b []byte, s string) []byte {
 
 // decodeShape decodes a shape record; strings are copied out of the mmap.
 // intern deduplicates repeated strings (consumer ids, table names).
-func decodeShape(id string, v []byte, intern func([]byte) string) (*shapeState, error) {
+func decodeShape(id string, v []byte, in *interner) (*shapeState, error) {
 	if len(v) < shapeHeaderLen || v[0] != shapeRecVersion {
 		return nil, fmt.Errorf("%w: shape %q: bad record header (%d bytes)", ErrCorrupt, id, len(v))
 	}
@@ -110,14 +110,15 @@ func decodeShape(id string, v []byte, intern func([]byte) string) (*shapeState, 
 		heapIdx: -1,
 	}
 	r := reader{b: v[shapeHeaderLen:]}
-	s.consumer = intern(r.bytes())
-	s.table = intern(r.bytes())
+	consumer := in.str(r.bytes())
+	table := in.str(r.bytes())
+	var filter map[string][]string
 	nf := r.uvarint()
 	if nf > 0 && r.err == nil {
 		if nf > uint64(len(r.b)) {
 			return nil, fmt.Errorf("%w: shape %q: filter count %d exceeds record", ErrCorrupt, id, nf)
 		}
-		s.filter = make(map[string][]string, nf)
+		filter = make(map[string][]string, nf)
 		for i := uint64(0); i < nf && r.err == nil; i++ {
 			k := string(r.bytes())
 			nv := r.uvarint()
@@ -129,7 +130,7 @@ func decodeShape(id string, v []byte, intern func([]byte) string) (*shapeState, 
 			for j := uint64(0); j < nv && r.err == nil; j++ {
 				vs = append(vs, string(r.bytes()))
 			}
-			s.filter[k] = vs
+			filter[k] = vs
 		}
 	}
 	if r.err == nil && len(r.b) != 0 {
@@ -138,6 +139,7 @@ func decodeShape(id string, v []byte, intern func([]byte) string) (*shapeState, 
 	if r.err != nil {
 		return nil, fmt.Errorf("%w: shape %q: %v", ErrCorrupt, id, r.err)
 	}
+	s.shapeDef = in.def(consumer, table, filter)
 	return s, nil
 }
 

@@ -19,10 +19,8 @@ type pendEntry struct {
 // It is kept small on purpose: a million of them must fit in a few hundred
 // megabytes.
 type shapeState struct {
-	id       string
-	consumer string
-	table    string
-	filter   map[string][]string
+	id string
+	*shapeDef
 
 	gen      uint64
 	start    LSN
@@ -37,6 +35,48 @@ type shapeState struct {
 	heapIdx int32 // position in tracker.heap, -1 when nothing is pending
 
 	dirty uint64 // id of the group-commit batch that carries its flushed LSN, 0 if none
+}
+
+// shapeDef is a shape's owner, table and filter. Shapes without a filter
+// share one per (consumer, table), which saves 32 bytes per shape.
+type shapeDef struct {
+	consumer string
+	table    string
+	filter   map[string][]string
+}
+
+type defKey struct{ consumer, table string }
+
+// interner deduplicates strings and filterless definitions.
+type interner struct {
+	strs map[string]string
+	defs map[defKey]*shapeDef
+}
+
+func newInterner() *interner {
+	return &interner{strs: make(map[string]string), defs: make(map[defKey]*shapeDef)}
+}
+
+func (in *interner) str(b []byte) string {
+	if s, ok := in.strs[string(b)]; ok {
+		return s
+	}
+	s := string(b)
+	in.strs[s] = s
+	return s
+}
+
+func (in *interner) def(consumer, table string, filter map[string][]string) *shapeDef {
+	if len(filter) > 0 {
+		return &shapeDef{consumer: consumer, table: table, filter: filter}
+	}
+	k := defKey{consumer, table}
+	if d := in.defs[k]; d != nil {
+		return d
+	}
+	d := &shapeDef{consumer: consumer, table: table}
+	in.defs[k] = d
+	return d
 }
 
 func (s *shapeState) pending() bool { return int(s.head) < len(s.pend) }
@@ -88,8 +128,13 @@ func (t *tracker) track(commit, end LSN, ids []string, now int64) []string {
 		if commit > s.lastSent {
 			s.lastSent = commit
 			wasPending := s.pending()
-			if !wasPending && s.head > 0 {
+			switch {
+			case !wasPending && s.head > 0:
 				s.pend, s.head = s.pend[:0], 0
+			case len(s.pend) == cap(s.pend) && int(s.head) >= len(s.pend)/2:
+				// Reuse the consumed prefix instead of growing (amortised O(1)).
+				n := copy(s.pend, s.pend[s.head:])
+				s.pend, s.head = s.pend[:n], 0
 			}
 			s.pend = append(s.pend, pendEntry{lsn: commit, at: now})
 			if !wasPending {

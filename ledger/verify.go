@@ -50,7 +50,7 @@ func Verify(path string) ([]Problem, error) {
 			consumers := map[string]*Consumer{}
 			t := newTracker()
 			tombs := map[string]Tombstone{}
-			if err := loadState(tx, consumers, t, tombs); err != nil {
+			if err := loadState(tx, consumers, t, tombs, nil); err != nil {
 				add("decode", "", "%v", err)
 				return nil
 			}

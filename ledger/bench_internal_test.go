@@ -1,0 +1,158 @@
+package ledger
+
+import (
+	"fmt"
+	"path/filepath"
+	"runtime"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+	bolt "go.etcd.io/bbolt"
+)
+
+// Internal benchmarks: the tracker without bbolt, its memory per shape, and
+// opening a large file built directly (creating a million shapes one
+// PutShape at a time would take an fsync each).
+
+func shapeID(i int) string { return fmt.Sprintf("shape-%07d", i) }
+
+// newTrackerWith returns a tracker holding n live shapes, each with one
+// pending transaction, so the heap holds every shape.
+func newTrackerWith(n int) (*tracker, [][]string, LSN) {
+	t := newTracker()
+	def := newInterner().def("consumer-1", "public.items", nil)
+	ids := make([][]string, n)
+	for i := range n {
+		id := shapeID(i)
+		ids[i] = []string{id}
+		t.add(&shapeState{id: id, shapeDef: def, heapIdx: -1})
+	}
+	lsn := LSN(1000)
+	for i := range n {
+		lsn += 16
+		t.track(lsn, lsn+8, ids[i], 1)
+	}
+	return t, ids, lsn
+}
+
+// BenchmarkTrackerAck measures the in-memory path of one acknowledged
+// transaction: Track of a transaction to one shape and the Ack of that
+// shape's oldest pending entry, with every shape pending (the minimum moves
+// through a heap of n entries). Target: >= 1M acks/s at 100k shapes.
+func BenchmarkTrackerAck(b *testing.B) {
+	for _, n := range []int{100_000, 1_000_000} {
+		b.Run(fmt.Sprintf("shapes=%d", n), func(b *testing.B) {
+			t, ids, lsn := newTrackerWith(n)
+			i := 0
+			b.ReportAllocs()
+			for b.Loop() {
+				lsn += 16
+				t.track(lsn, lsn+8, ids[i], 2)
+				s := t.shapes[ids[i][0]]
+				t.ack(s, s.firstPending().lsn)
+				if i++; i == n {
+					i = 0
+				}
+			}
+			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "acks/s")
+			if got := t.safe(); got == 0 {
+				b.Fatal("nothing pending")
+			}
+		})
+	}
+}
+
+// BenchmarkHeapPerShape measures the heap held per tracked shape (its record,
+// id, map entry, heap slot and one pending entry). Target: <= 256 B.
+func BenchmarkHeapPerShape(b *testing.B) {
+	const n = 1_000_000
+	var per float64
+	for b.Loop() {
+		var before, after runtime.MemStats
+		runtime.GC()
+		runtime.ReadMemStats(&before)
+		t, ids, _ := newTrackerWith(n)
+		ids = nil
+		runtime.GC()
+		runtime.ReadMemStats(&after)
+		per = float64(after.HeapAlloc-before.HeapAlloc) / n
+		runtime.KeepAlive(t)
+		_ = ids
+	}
+	b.ReportMetric(per, "B/shape")
+}
+
+// buildLedgerFile writes a ledger with n shapes (owned by one consumer, all
+// acked once) straight through bbolt, in large transactions.
+func buildLedgerFile(b *testing.B, path string, n int) Config {
+	cfg := Config{Path: path, Identity: Identity{SystemID: "1", Slot: "ledgerd"}, Logger: zerolog.Nop()}
+	l, err := Open(cfg)
+	if err != nil {
+		b.Fatal(err)
+	}
+	if _, err := l.Register(ConsumerSpec{ID: "consumer-1", TTL: time.Hour}); err != nil {
+		b.Fatal(err)
+	}
+	if err := l.Close(); err != nil {
+		b.Fatal(err)
+	}
+	db, err := bolt.Open(path, 0o600, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	now := time.Now().UnixNano()
+	const chunk = 100_000
+	def := newInterner().def("consumer-1", "public.items", nil)
+	for lo := 0; lo < n; lo += chunk {
+		err := db.Update(func(tx *bolt.Tx) error {
+			bk := tx.Bucket(bucketShapes)
+			bk.FillPercent = 1.0
+			for i := lo; i < min(n, lo+chunk); i++ {
+				s := &shapeState{id: shapeID(i), shapeDef: def, gen: 1,
+					start: 100, flushed: LSN(200 + i), created: now, lastAck: now}
+				if err := bk.Put([]byte(s.id), encodeShape(s)); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			b.Fatal(err)
+		}
+	}
+	if err := db.Close(); err != nil {
+		b.Fatal(err)
+	}
+	return cfg
+}
+
+// BenchmarkOpen1M measures Open (load and restart rules) of a ledger with a
+// million shapes, and the heap it then holds per shape. Target: <= 2 s.
+func BenchmarkOpen1M(b *testing.B) {
+	const n = 1_000_000
+	cfg := buildLedgerFile(b, filepath.Join(b.TempDir(), "ledger.db"), n)
+	var heapPer float64
+	for b.Loop() {
+		var before, after runtime.MemStats
+		runtime.GC()
+		runtime.ReadMemStats(&before)
+		l, err := Open(cfg)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if got := len(l.t.shapes); got != n {
+			b.Fatalf("%d shapes loaded", got)
+		}
+		b.StopTimer()
+		runtime.GC()
+		runtime.ReadMemStats(&after)
+		heapPer = float64(after.HeapAlloc-before.HeapAlloc) / n
+		b.StartTimer()
+		if err := l.Close(); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(b.Elapsed().Seconds()/float64(b.N), "s/open")
+	b.ReportMetric(heapPer, "heapB/shape")
+}
