@@ -170,20 +170,30 @@ func (s *Stream) session(ctx context.Context) (streamed bool, err error) {
 
 	dec := NewDecoder()
 	dec.SkipThrough = s.lastHanded
-	if err := s.sendStatus(conn); err != nil {
-		return streamed, err
-	}
-	nextStatus := time.Now().Add(s.cfg.StatusInterval)
+	lend := s.startLender(conn)
+	defer lend.stop()
+
+	// The read deadline, not a per-message context, bounds each receive: it
+	// is set only when the next status update time moves. Cancelling ctx
+	// moves it to the past to interrupt a blocked read.
+	netConn := conn.Conn()
+	stopWatch := context.AfterFunc(ctx, func() { _ = netConn.SetReadDeadline(time.Unix(1, 0)) })
+	defer stopWatch()
+	var deadline time.Time
 	for {
-		if now := time.Now(); !now.Before(nextStatus) {
+		if ctx.Err() != nil {
+			return streamed, ctx.Err()
+		}
+		if now := time.Now(); deadline.IsZero() || !now.Before(deadline) {
 			if err := s.sendStatus(conn); err != nil {
 				return streamed, err
 			}
-			nextStatus = now.Add(s.cfg.StatusInterval)
+			deadline = now.Add(s.cfg.StatusInterval)
+			if err := netConn.SetReadDeadline(deadline); err != nil {
+				return streamed, fmt.Errorf("setting read deadline: %w", err)
+			}
 		}
-		rctx, cancel := context.WithDeadline(ctx, nextStatus)
-		msg, err := conn.ReceiveMessage(rctx)
-		cancel()
+		msg, err := conn.ReceiveMessage(context.Background())
 		if err != nil {
 			if ctx.Err() != nil {
 				return streamed, ctx.Err()
@@ -195,15 +205,12 @@ func (s *Stream) session(ctx context.Context) (streamed bool, err error) {
 		}
 		switch msg := msg.(type) {
 		case *pgproto3.CopyData:
-			reply, err := s.receive(ctx, conn, dec, msg.Data)
+			reply, err := s.receive(ctx, conn, dec, lend, msg.Data)
 			if err != nil {
 				return streamed, err
 			}
 			if reply {
-				if err := s.sendStatus(conn); err != nil {
-					return streamed, err
-				}
-				nextStatus = time.Now().Add(s.cfg.StatusInterval)
+				deadline = time.Time{} // send now and restart the interval
 			}
 		case *pgproto3.ErrorResponse:
 			return streamed, fmt.Errorf("replication stream: %w", pgconn.ErrorResponseToPgError(msg))
@@ -217,7 +224,7 @@ func (s *Stream) session(ctx context.Context) (streamed bool, err error) {
 
 // receive processes one CopyData payload and reports whether a status
 // update should be sent now.
-func (s *Stream) receive(ctx context.Context, conn *pgconn.PgConn, dec *Decoder, data []byte) (reply bool, err error) {
+func (s *Stream) receive(ctx context.Context, conn *pgconn.PgConn, dec *Decoder, lend *lender, data []byte) (reply bool, err error) {
 	if len(data) == 0 {
 		return false, errors.New("empty CopyData from server")
 	}
@@ -248,7 +255,7 @@ func (s *Stream) receive(ctx context.Context, conn *pgconn.PgConn, dec *Decoder,
 		if txn == nil {
 			return false, nil
 		}
-		if err := s.handle(ctx, conn, txn); err != nil {
+		if err := lend.handle(ctx, txn); err != nil {
 			return false, fmt.Errorf("handling transaction %s: %w", txn.CommitLSN, err)
 		}
 		s.lastHanded = txn.CommitLSN
@@ -260,35 +267,59 @@ func (s *Stream) receive(ctx context.Context, conn *pgconn.PgConn, dec *Decoder,
 	}
 }
 
-// handle hands txn to the Handler. While HandleTxn blocks (backpressure),
-// the connection is lent to a timer that keeps sending status updates, so
-// that wal_sender_timeout does not end the session; it is taken back before
-// handle returns, so only one goroutine uses the connection at a time.
-func (s *Stream) handle(ctx context.Context, conn *pgconn.PgConn, txn *Txn) error {
-	var (
-		mu       sync.Mutex // guards the lent connection and returned
-		returned bool
-		timer    *time.Timer
-	)
-	mu.Lock()
-	timer = time.AfterFunc(s.cfg.StatusInterval, func() {
-		mu.Lock()
-		defer mu.Unlock()
-		if returned {
-			return
+// lender keeps status updates flowing while HandleTxn blocks
+// (backpressure), so that wal_sender_timeout does not end the session: the
+// session goroutine lends the connection to a ticker for the duration of
+// each HandleTxn and takes it back before touching it again, so only one
+// goroutine uses the connection at a time. mu is held across the status
+// write only on the ticker side, and only while the connection is lent.
+type lender struct {
+	s    *Stream
+	conn *pgconn.PgConn
+	mu   sync.Mutex
+	lent bool
+	done chan struct{}
+	wg   sync.WaitGroup
+}
+
+func (s *Stream) startLender(conn *pgconn.PgConn) *lender {
+	l := &lender{s: s, conn: conn, done: make(chan struct{})}
+	l.wg.Go(func() {
+		t := time.NewTicker(s.cfg.StatusInterval)
+		defer t.Stop()
+		for {
+			select {
+			case <-l.done:
+				return
+			case <-t.C:
+			}
+			l.mu.Lock()
+			if l.lent {
+				if err := s.sendStatus(conn); err != nil {
+					s.log.Warn().Err(err).Msg("status update while the handler blocks")
+				}
+			}
+			l.mu.Unlock()
 		}
-		if err := s.sendStatus(conn); err != nil {
-			s.log.Warn().Err(err).Msg("status update while handler blocks")
-		}
-		timer.Reset(s.cfg.StatusInterval)
 	})
-	mu.Unlock()
-	err := s.h.HandleTxn(ctx, txn)
-	mu.Lock()
-	returned = true
-	timer.Stop()
-	mu.Unlock()
+	return l
+}
+
+// handle hands txn to the Handler with the connection lent to the ticker.
+func (l *lender) handle(ctx context.Context, txn *Txn) error {
+	l.mu.Lock()
+	l.lent = true
+	l.mu.Unlock()
+	err := l.s.h.HandleTxn(ctx, txn)
+	l.mu.Lock()
+	l.lent = false
+	l.mu.Unlock()
 	return err
+}
+
+func (l *lender) stop() {
+	close(l.done)
+	l.wg.Wait()
 }
 
 // sendStatus confirms Handler.FlushLSN() as write, flush and apply
