@@ -36,7 +36,8 @@ type Handler interface {
 	HandleTxn(ctx context.Context, txn *Txn) error
 	// Idle reports the server's WAL end when every transaction received so
 	// far has been handled and none is open: with nothing pending, the
-	// handler may let the flush position advance to it (I3).
+	// handler may let the flush position advance to it (I3). After a
+	// reconnect it may report less than before; keep the maximum.
 	Idle(walEnd ledger.LSN)
 	// FlushLSN is the position that may be confirmed to Postgres now: it is
 	// sent as the write, flush and apply position (I1, I6).

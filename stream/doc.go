@@ -18,6 +18,10 @@
 // terminated, Postgres restarted) and resumes from the slot's confirmed
 // position, handing no transaction twice within one process.
 //
-// One goroutine (Run's) owns the connection. The Decoder is usable on its
-// own; it never panics on malformed input.
+// One goroutine (Run's) owns the connection; while HandleTxn blocks it lends
+// it to a ticker that keeps status updates going, so backpressure never
+// trips wal_sender_timeout. While catching up on a backlog, reads are
+// coalesced (see coalesce.go) so the client's wake-ups do not take the CPU
+// the walsender needs. The Decoder is usable on its own; it never panics on
+// malformed input.
 package stream
