@@ -1,9 +1,12 @@
 package ledger
 
 import (
+	"context"
 	"fmt"
 	"path/filepath"
 	"runtime"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -155,4 +158,63 @@ func BenchmarkOpen1M(b *testing.B) {
 	}
 	b.ReportMetric(b.Elapsed().Seconds()/float64(b.N), "s/open")
 	b.ReportMetric(heapPer, "heapB/shape")
+}
+
+// BenchmarkDurableAcks measures acks made durable through the group commit:
+// many concurrent ackers, each tracking and acking its own shapes and waiting
+// for durability (Sync) every 16 acks, as the HTTP ack handler does.
+// Target: >= 200k durable acks/s.
+func BenchmarkDurableAcks(b *testing.B) {
+	const shapes, ackers, perSync = 100_000, 256, 16
+	cfg := buildLedgerFile(b, filepath.Join(b.TempDir(), "ledger.db"), shapes)
+	l, err := Open(cfg)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer l.Close()
+	ids := make([][]string, shapes)
+	for i := range ids {
+		ids[i] = []string{shapeID(i)}
+	}
+	var next atomic.Uint64
+	next.Store(1 << 40)
+	per := b.N/ackers + 1
+	var failed atomic.Value
+	b.ResetTimer()
+	var wg sync.WaitGroup
+	for g := range ackers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			k := g
+			for i := range per {
+				id := ids[k]
+				lsn := LSN(next.Add(16))
+				l.Track(lsn, lsn+8, id)
+				if err := l.Ack(id[0], lsn); err != nil {
+					failed.Store(err)
+					return
+				}
+				if k += ackers; k >= shapes {
+					k = g
+				}
+				if i%perSync == perSync-1 || i == per-1 {
+					if err := l.Sync(context.Background()); err != nil {
+						failed.Store(err)
+						return
+					}
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	b.StopTimer()
+	if err := failed.Load(); err != nil {
+		b.Fatal(err)
+	}
+	b.ReportMetric(float64(per*ackers)/b.Elapsed().Seconds(), "acks/s")
+	l.mu.Lock()
+	commits := l.fill.id - 1
+	l.mu.Unlock()
+	b.ReportMetric(float64(per*ackers)/float64(commits), "acks/commit")
 }
