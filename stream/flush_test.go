@@ -139,7 +139,7 @@ func (b *blocker) HandleTxn(ctx context.Context, txn *stream.Txn) error {
 func TestBlockedHandlerKeepsSession(t *testing.T) {
 	e := newEnv(t)
 	e.exec(`CREATE TABLE t (id int PRIMARY KEY)`)
-	e.cfg.ConnString += "&options=-c%20wal_sender_timeout%3D1s"
+	e.cfg.ConnString += "&options=-c%20wal_sender_timeout%3D2s"
 	b := &blocker{recorder: newRecorder(true), entered: make(chan struct{}, 1), release: make(chan struct{})}
 	e.start(b)
 	var pid int32
@@ -150,8 +150,8 @@ func TestBlockedHandlerKeepsSession(t *testing.T) {
 	e.exec(`INSERT INTO t VALUES (1)`)
 	<-b.entered
 	blocked := time.Now()
-	// Blocked for three timeouts, with the server still hearing from us.
-	waitFor(t, "status updates while blocked", func() bool { return e.lastReply().After(blocked.Add(3 * time.Second)) })
+	// Blocked for two timeouts, with the server still hearing from us.
+	waitFor(t, "status updates while blocked", func() bool { return e.lastReply().After(blocked.Add(4 * time.Second)) })
 	close(b.release)
 	e.exec(`INSERT INTO t VALUES (2)`)
 	waitFor(t, "both transactions", func() bool { return len(b.dataTxns()) == 2 })
