@@ -29,6 +29,7 @@ type batch struct {
 	shapes    []*shapeState   // shapes whose flushed LSN changed (coalesced via shapeState.dirty)
 	consumers map[string]bool // consumers whose lease state changed
 	tick      time.Time       // reconcile tick to record, zero if none
+	events    []Event         // journal events recorded by other components
 	wantFlush LSN             // a committed-backed flush position to record (FlushLSN idle path)
 	force     bool            // a Sync is waiting: commit even if empty
 	done      chan struct{}   // closed once committed (or failed)
@@ -40,10 +41,10 @@ func newBatch(id uint64) *batch {
 }
 
 func (b *batch) empty() bool {
-	return len(b.shapes) == 0 && len(b.consumers) == 0 && b.tick.IsZero() && b.wantFlush == 0 && !b.force
+	return len(b.shapes) == 0 && len(b.consumers) == 0 && len(b.events) == 0 && b.tick.IsZero() && b.wantFlush == 0 && !b.force
 }
 
-func (b *batch) ops() int { return len(b.shapes) + len(b.consumers) }
+func (b *batch) ops() int { return len(b.shapes) + len(b.consumers) + len(b.events) }
 
 // queued signals the committer after an operation was added to the fill
 // batch. Caller holds mu.
@@ -147,6 +148,7 @@ func (l *Ledger) commitOnce() bool {
 			cons = append(cons, cloneConsumer(c))
 		}
 	}
+	events := b.events
 	m := l.meta
 	m.LastFlush = max(l.persistedFlush, sCut, b.wantFlush)
 	m.Position = max(l.t.position, l.startFloor, m.Position)
@@ -155,15 +157,21 @@ func (l *Ledger) commitOnce() bool {
 	}
 	l.mu.Unlock()
 
-	err := l.writeBatch(writes, cons, m, now)
+	began := time.Now()
+	err := l.writeBatch(writes, cons, events, m, now)
+	took := time.Since(began)
 
 	l.mu.Lock()
 	l.inflight = nil
+	l.stats.Commits++
+	l.stats.LastCommitDuration = took
+	l.stats.LastBatchOps = len(writes) + len(cons) + len(events)
 	if err == nil {
 		l.durableSafe = max(l.durableSafe, sCut)
 		l.persistedFlush = m.LastFlush
 		l.meta.LastFlush, l.meta.Position, l.meta.Tick = m.LastFlush, m.Position, m.Tick
 	} else {
+		l.stats.CommitErrors++
 		l.log.Error().Err(err).Int("shapes", len(writes)).Msg("group commit failed; retrying with the next batch")
 		// Requeue: the changes are still in memory and must reach the file.
 		for _, w := range writes {
@@ -174,6 +182,7 @@ func (l *Ledger) commitOnce() bool {
 		for _, c := range cons {
 			l.markConsumer(c.ID)
 		}
+		l.fill.events = append(l.fill.events, events...)
 	}
 	l.mu.Unlock()
 	b.err = err
@@ -183,7 +192,7 @@ func (l *Ledger) commitOnce() bool {
 
 // writeBatch writes one batch: chunks of at most MaxBatch records, the meta
 // record (with the cut's flush position) in the last one.
-func (l *Ledger) writeBatch(writes []shapeWrite, cons []Consumer, m Meta, now time.Time) error {
+func (l *Ledger) writeBatch(writes []shapeWrite, cons []Consumer, events []Event, m Meta, now time.Time) error {
 	for first := true; first || len(writes) > 0 || len(cons) > 0; first = false {
 		n := min(len(writes), l.cfg.MaxBatch)
 		chunk := writes[:n]
@@ -202,6 +211,11 @@ func (l *Ledger) writeBatch(writes []shapeWrite, cons []Consumer, m Meta, now ti
 					return err
 				}
 				if last {
+					for _, e := range events {
+						if err := j.add(e); err != nil {
+							return err
+						}
+					}
 					return putMeta(tx, m)
 				}
 				return nil

@@ -205,3 +205,24 @@ func TestClosedLedger(t *testing.T) {
 		t.Fatalf("register after close: %v", err)
 	}
 }
+
+func TestRecordAndStats(t *testing.T) {
+	l, _, _ := newLedger(t)
+	mustRegister(t, l, "c", 0)
+	mustShapes(t, l, "c", "a", "b")
+	l.Track(100, 110, []string{"a"})
+	if err := l.Record(ledger.Event{Kind: ledger.EventChallenged, Shape: "a", Detail: "pending 60s"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Sync(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	evs := l.Events(0, 0)
+	if last := evs[len(evs)-1]; last.Kind != ledger.EventChallenged || last.Shape != "a" || last.Time.IsZero() {
+		t.Fatalf("last event = %+v", last)
+	}
+	st := l.Stats()
+	if st.Shapes != 2 || st.Pending != 1 || st.LiveConsumers != 1 || st.SafeLSN != 100 || st.FlushLSN != 100 || st.Commits == 0 {
+		t.Fatalf("stats = %+v", st)
+	}
+}

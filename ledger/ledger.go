@@ -52,6 +52,7 @@ type Ledger struct {
 	inflight       *batch
 	durableSafe    LSN // safe LSN of the last committed batch cut (I6)
 	persistedFlush LSN // meta.LastFlush as committed; what FlushLSN reports
+	stats          Stats
 	kick           chan struct{}
 	full           chan struct{}
 	stop           chan struct{}

@@ -1,0 +1,59 @@
+package ledger
+
+import (
+	"fmt"
+	"time"
+)
+
+// Stats is a point-in-time summary for metrics and status pages.
+type Stats struct {
+	Consumers          int // known consumers, gone ones included
+	LiveConsumers      int // consumers holding a lease now
+	Shapes             int // live shapes
+	Pending            int // shapes with an unacked transaction
+	Tombstones         int // ids with a tombstone within retention
+	SafeLSN            LSN // SPEC §2 safe LSN from memory
+	FlushLSN           LSN // recorded flush position (what is reported)
+	Position           LSN // end of the last processed transaction / idle WAL end
+	Commits            uint64
+	CommitErrors       uint64
+	LastCommitDuration time.Duration
+	LastBatchOps       int
+}
+
+// Stats returns counters and positions for metrics.
+func (l *Ledger) Stats() Stats {
+	now := l.now()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	st := l.stats
+	st.Consumers = len(l.consumers)
+	for _, c := range l.consumers {
+		if live(c, now) {
+			st.LiveConsumers++
+		}
+	}
+	st.Shapes, st.Pending, st.Tombstones = len(l.t.shapes), len(l.t.heap), len(l.tombs)
+	st.SafeLSN, st.FlushLSN, st.Position = l.t.safe(), l.persistedFlush, l.t.position
+	return st
+}
+
+// Record appends an event to the journal for another component (the
+// reconciler's challenges and slot audits, the stream's slot advances). It is
+// written with the next group commit; Sync waits for it.
+func (l *Ledger) Record(e Event) error {
+	if e.Kind == "" {
+		return fmt.Errorf("%w: event without a kind", ErrInvalid)
+	}
+	if e.Time.IsZero() {
+		e.Time = l.now()
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.closed {
+		return ErrClosed
+	}
+	l.fill.events = append(l.fill.events, e)
+	l.queued()
+	return nil
+}
