@@ -30,8 +30,8 @@ func appendTxnFrame(b []byte, e *entry) []byte {
 	b = t.CommitTime.UTC().AppendFormat(b, time.RFC3339Nano)
 	b = append(b, `","changes":[`...)
 	first := true
-	for i, ci := range e.changes {
-		ch := &t.Changes[ci]
+	for i := range t.Changes {
+		ch := &t.Changes[i]
 		n := 0
 		for _, id := range e.shapes[i] {
 			if e.pendingHas(id) {

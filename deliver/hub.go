@@ -24,9 +24,10 @@ const (
 	// whose stream is not open; the oldest are dropped first (the state they
 	// announce stays readable through the API).
 	maxControl = 1024
-	// entryOverhead is the bookkeeping counted per outbox entry on top of
-	// its encoded frame.
-	entryOverhead = 128
+	// entryOverhead is the bookkeeping counted per outbox entry, and
+	// changeOverhead per change, on top of the row data they hold.
+	entryOverhead  = 256
+	changeOverhead = 96
 )
 
 // Config configures a Hub. Zero values mean the documented default.
@@ -126,12 +127,10 @@ type outbox struct {
 type entry struct {
 	seq         uint64
 	commit, end ledger.LSN
-	txn         *stream.Txn
-	changes     []int      // indexes of the txn's changes that reach this consumer
-	shapes      [][]string // for each of them, the consumer's shapes reached (sorted)
-	pending     []string   // the consumer's shapes that have not acked it (sorted)
-	frame       []byte     // encoded frame for pending; immutable, replaced when pending shrinks
-	size        int64
+	txn         *stream.Txn // a copy holding only the changes that reach this consumer
+	shapes      [][]string  // for each of its changes, the consumer's shapes reached (sorted)
+	pending     []string    // the consumer's shapes that have not acked it (sorted)
+	size        int64       // memory held, as counted against Config.OutboxBytes
 }
 
 func (e *entry) pendingHas(id string) bool {
@@ -238,7 +237,11 @@ func (h *Hub) enqueue(ctx context.Context, cid string, txn *stream.Txn, res *rou
 	if o == nil {
 		return ErrClosed
 	}
-	e := &entry{commit: txn.CommitLSN, end: txn.EndLSN, txn: txn, pending: shapes}
+	// The entry keeps only the changes this consumer gets, so that a large
+	// transaction mostly for others is not held in memory on its behalf, and
+	// its size (what the outbox bound counts) is what it really holds.
+	e := &entry{commit: txn.CommitLSN, end: txn.EndLSN, pending: shapes, size: entryOverhead}
+	own := &stream.Txn{Xid: txn.Xid, CommitLSN: txn.CommitLSN, EndLSN: txn.EndLSN, CommitTime: txn.CommitTime}
 	for i, ids := range res.Changes {
 		var sel []string
 		for _, id := range ids {
@@ -247,12 +250,16 @@ func (h *Hub) enqueue(ctx context.Context, cid string, txn *stream.Txn, res *rou
 			}
 		}
 		if len(sel) > 0 {
-			e.changes = append(e.changes, i)
+			ch := txn.Changes[i]
+			own.Changes = append(own.Changes, ch)
 			e.shapes = append(e.shapes, sel)
+			e.size += changeOverhead + int64(len(ch.Table)) + rowSize(ch.New) + rowSize(ch.Old)
+			for _, id := range sel {
+				e.size += int64(len(id)) + 16
+			}
 		}
 	}
-	e.frame = appendTxnFrame(nil, e)
-	e.size = int64(len(e.frame)) + entryOverhead
+	e.txn = own
 
 	var timer *time.Timer
 	defer func() {
@@ -350,10 +357,6 @@ func (h *Hub) pruneLocked(o *outbox, upTo ledger.LSN, all bool, shape string) {
 				p = append(p, e.pending[:i]...)
 				p = append(p, e.pending[i+1:]...)
 				e.pending = p
-				if len(p) > 0 {
-					frame := appendTxnFrame(nil, e)
-					e.frame = frame
-				}
 			}
 		}
 		if len(e.pending) == 0 {
@@ -397,4 +400,13 @@ func (h *Hub) Close() {
 		o.mu.Unlock()
 		delete(h.consumers, id)
 	}
+}
+
+// rowSize is the memory a decoded row holds.
+func rowSize(cols []stream.Column) int64 {
+	n := int64(24 * len(cols))
+	for _, c := range cols {
+		n += int64(len(c.Name)+len(c.Value)) + 40
+	}
+	return n
 }

@@ -512,7 +512,7 @@ func TestFrameEncoding(t *testing.T) {
 // loses its stream; what it missed is replayed from the slot once it acks.
 func TestBackpressurePausesThenOverflows(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		e := newEnv(t, deliver.Config{OutboxBytes: 2000, SlowConsumerTimeout: 30 * time.Second, KeepaliveInterval: time.Hour})
+		e := newEnv(t, deliver.Config{OutboxBytes: 2500, SlowConsumerTimeout: 30 * time.Second, KeepaliveInterval: time.Hour})
 		e.consumer("slow")
 		e.consumer("fast")
 		e.shape("s", "slow", "public.t", nil)
@@ -606,7 +606,7 @@ func TestBackpressurePausesThenOverflows(t *testing.T) {
 // at once, without losing anything.
 func TestBackpressureReleasedByAck(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		e := newEnv(t, deliver.Config{OutboxBytes: 2000, SlowConsumerTimeout: 30 * time.Second, KeepaliveInterval: time.Hour})
+		e := newEnv(t, deliver.Config{OutboxBytes: 2500, SlowConsumerTimeout: 30 * time.Second, KeepaliveInterval: time.Hour})
 		e.consumer("c")
 		e.shape("s", "c", "public.t", nil)
 		big := strings.Repeat("x", 700)

@@ -69,14 +69,12 @@ func (h *Hub) Serve(ctx context.Context, consumer string, w Flusher) error {
 	}()
 
 	dl, _ := w.(deadliner)
-	write := func(frames [][]byte) error {
+	write := func(b []byte) error {
 		if dl != nil {
 			_ = dl.SetWriteDeadline(time.Now().Add(h.cfg.SlowConsumerTimeout))
 		}
-		for _, f := range frames {
-			if _, err := w.Write(f); err != nil {
-				return err
-			}
+		if _, err := w.Write(b); err != nil {
+			return err
 		}
 		return w.Flush()
 	}
@@ -87,18 +85,22 @@ func (h *Hub) Serve(ctx context.Context, consumer string, w Flusher) error {
 	keepalive := time.NewTicker(h.cfg.KeepaliveInterval)
 	defer keepalive.Stop()
 	wrote := false
-	var frames [][]byte
+	// Frames are encoded here, on the consumer's own goroutine, rather than
+	// on the stream goroutine: fan-out to many consumers encodes in parallel,
+	// and an entry whose shapes partly acked is resent for the rest only.
+	var buf []byte
 	for {
-		frames = frames[:0]
-		n, size := 0, 0
+		buf = buf[:0]
+		n := 0
 		o.mu.Lock()
-		frames = append(frames, o.control...)
+		for _, c := range o.control {
+			buf = append(buf, c...)
+		}
 		o.control = nil
 		i := sort.Search(len(o.entries), func(i int) bool { return o.entries[i].seq >= s.cursor })
-		for ; i < len(o.entries) && size < maxWriteBatch; i++ {
+		for ; i < len(o.entries) && len(buf) < maxWriteBatch; i++ {
 			e := o.entries[i]
-			frames = append(frames, e.frame)
-			size += len(e.frame)
+			buf = appendTxnFrame(buf, e)
 			n++
 			s.cursor = e.seq + 1
 			if e.commit > o.delivered {
@@ -106,13 +108,16 @@ func (h *Hub) Serve(ctx context.Context, consumer string, w Flusher) error {
 			}
 		}
 		o.mu.Unlock()
-		if len(frames) > 0 {
-			if err := write(frames); err != nil {
+		if len(buf) > 0 {
+			h.deliveries.Add(uint64(n))
+			h.sentBytes.Add(uint64(len(buf)))
+			if err := write(buf); err != nil {
 				return err
 			}
-			h.deliveries.Add(uint64(n))
-			h.sentBytes.Add(uint64(size))
 			wrote = true
+			if cap(buf) > 4*maxWriteBatch {
+				buf = nil // one huge transaction: do not keep its buffer
+			}
 			continue
 		}
 		select {
@@ -123,7 +128,7 @@ func (h *Hub) Serve(ctx context.Context, consumer string, w Flusher) error {
 		case <-s.wake:
 		case <-keepalive.C:
 			if !wrote {
-				if err := write([][]byte{keepaliveLine}); err != nil {
+				if err := write(keepaliveLine); err != nil {
 					return err
 				}
 			}
