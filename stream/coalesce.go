@@ -15,7 +15,7 @@ import (
 // ever applies to a stream that is already busy, and adds at most
 // coalesceDelay of latency to it.
 const (
-	coalesceDelay = 300 * time.Microsecond
+	coalesceDelay = 600 * time.Microsecond
 	// coalesceGap: a short read that follows the previous one by less than
 	// this is dense traffic.
 	coalesceGap = 200 * time.Microsecond
