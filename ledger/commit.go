@@ -216,6 +216,10 @@ func (l *Ledger) writeBatch(writes []shapeWrite, cons []Consumer, events []Event
 							return err
 						}
 					}
+					// Keep the journal bounded even without reconcile ticks.
+					if _, err := trimJournal(tx, now, l.cfg.JournalMaxEvents, l.cfg.JournalMaxAge); err != nil {
+						return err
+					}
 					return putMeta(tx, m)
 				}
 				return nil

@@ -131,6 +131,7 @@ func (l *Ledger) start(fresh bool) error {
 				T = l.meta.CleanShutdown
 			}
 			extended := 0
+			var owned map[string][]*shapeState // by consumer, built only if someone expired
 			for _, c := range l.consumers {
 				if c.Gone {
 					continue
@@ -142,14 +143,18 @@ func (l *Ledger) start(fresh bool) error {
 					if err := goneTx(tx, j, c, ev, "restart"); err != nil {
 						return err
 					}
-					for _, s := range l.t.shapes {
-						if s.consumer == c.ID {
-							ts := tombstoneOf(s, ReasonExpiredBeforeRestart, ev, "restart", now)
-							if err := evictTx(tx, j, ts); err != nil {
-								return err
-							}
-							evicted, tss = append(evicted, s), append(tss, ts)
+					if owned == nil {
+						owned = make(map[string][]*shapeState)
+						for _, s := range l.t.shapes {
+							owned[s.consumer] = append(owned[s.consumer], s)
 						}
+					}
+					for _, s := range owned[c.ID] {
+						ts := tombstoneOf(s, ReasonExpiredBeforeRestart, ev, "restart", now)
+						if err := evictTx(tx, j, ts); err != nil {
+							return err
+						}
+						evicted, tss = append(evicted, s), append(tss, ts)
 					}
 					gone = append(gone, c)
 					continue
