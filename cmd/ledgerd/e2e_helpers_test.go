@@ -63,7 +63,7 @@ const testToken = "e2e-token"
 
 // daemon is a running ledgerd process.
 type daemon struct {
-	t      *testing.T
+	t      testing.TB
 	cmd    *exec.Cmd
 	addr   string
 	url    string
@@ -75,7 +75,7 @@ type daemon struct {
 	c      *client.Client
 }
 
-func freeAddr(t *testing.T) string {
+func freeAddr(t testing.TB) string {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -87,13 +87,13 @@ func freeAddr(t *testing.T) string {
 
 // startDaemon runs ledgerd against dsn with the test defaults; extra flags
 // override them (the flag package keeps the last value).
-func startDaemon(t *testing.T, dsn, slot, dbPath string, extra ...string) *daemon {
+func startDaemon(t testing.TB, dsn, slot, dbPath string, extra ...string) *daemon {
 	t.Helper()
 	return startDaemonOn(t, freeAddr(t), dsn, slot, dbPath, extra...)
 }
 
 // startDaemonOn is startDaemon listening on addr.
-func startDaemonOn(t *testing.T, addr, dsn, slot, dbPath string, extra ...string) *daemon {
+func startDaemonOn(t testing.TB, addr, dsn, slot, dbPath string, extra ...string) *daemon {
 	t.Helper()
 	if dbPath == "" {
 		dbPath = filepath.Join(t.TempDir(), "ledgerd.db")
@@ -196,7 +196,7 @@ func (d *daemon) stop() time.Duration {
 }
 
 // sql runs statements on the test database, each in its own transaction.
-func sql(t *testing.T, dsn string, stmts ...string) {
+func sql(t testing.TB, dsn string, stmts ...string) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
@@ -213,7 +213,7 @@ func sql(t *testing.T, dsn string, stmts ...string) {
 }
 
 // queryLSN runs a query returning one pg_lsn (as text).
-func queryLSN(t *testing.T, dsn, q string, args ...any) ledger.LSN {
+func queryLSN(t testing.TB, dsn, q string, args ...any) ledger.LSN {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
@@ -236,13 +236,13 @@ func queryLSN(t *testing.T, dsn, q string, args ...any) ledger.LSN {
 	return l
 }
 
-func confirmedFlush(t *testing.T, dsn, slot string) ledger.LSN {
+func confirmedFlush(t testing.TB, dsn, slot string) ledger.LSN {
 	t.Helper()
 	return queryLSN(t, dsn, "SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = $1", slot)
 }
 
 // waitFor polls cond until it holds or the deadline passes.
-func waitFor(t *testing.T, what string, timeout time.Duration, cond func() bool) {
+func waitFor(t testing.TB, what string, timeout time.Duration, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(timeout)
 	for !cond() {
@@ -253,7 +253,7 @@ func waitFor(t *testing.T, what string, timeout time.Duration, cond func() bool)
 	}
 }
 
-func slotName(t *testing.T) string { return strings.TrimPrefix(pgtest.DBName(t.Name()), "t_") }
+func slotName(t testing.TB) string { return strings.TrimPrefix(pgtest.DBName(t.Name()), "t_") }
 
 func newAuthRequest(method, url, body string) (*http.Request, error) {
 	req, err := http.NewRequest(method, url, strings.NewReader(body))
@@ -277,7 +277,7 @@ func httpDo(req *http.Request) (string, error) {
 	return string(b), err
 }
 
-func doError(t *testing.T, req *http.Request) (int, wire.Error) {
+func doError(t testing.TB, req *http.Request) (int, wire.Error) {
 	t.Helper()
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
