@@ -142,3 +142,39 @@ func TestResumeAfterTerminateAndCrash(t *testing.T) {
 }
 
 func itoa(i int) string { return strconv.Itoa(i) }
+
+// TestNewStreamResumesAtHandlerFlush: a new Stream (a restarted daemon)
+// receives again exactly the transactions from the one whose commit LSN the
+// previous handler reported as its flush LSN: everything strictly before it
+// was flushed, it and everything after were not (I1).
+func TestNewStreamResumesAtHandlerFlush(t *testing.T) {
+	e := newEnv(t)
+	e.exec(`CREATE TABLE rows (id int PRIMARY KEY)`)
+	first := newRecorder(false)
+	stop := e.start(first)
+	for i := range 20 {
+		e.exec(`INSERT INTO rows VALUES ($1)`, i)
+	}
+	waitFor(t, "20 transactions", func() bool { return len(first.dataTxns()) == 20 })
+	txns := first.dataTxns()
+	first.setFlush(txns[9].CommitLSN)
+	waitFor(t, "the flush LSN to be confirmed", func() bool { return e.confirmed() == txns[9].CommitLSN })
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+
+	second := newRecorder(true)
+	e.cfg.CreateSlot, e.cfg.CreatePublication = false, ""
+	e.start(second)
+	e.exec(`INSERT INTO rows VALUES (20)`)
+	waitFor(t, "the new transaction", func() bool { return observed(second)["20"] })
+	got := second.dataTxns()
+	if len(got) != 12 {
+		t.Fatalf("%d transactions after restart, want the 11 from the flushed commit LSN on, plus 1 new", len(got))
+	}
+	for i, txn := range got[:11] {
+		if txn.CommitLSN != txns[9+i].CommitLSN {
+			t.Errorf("redelivered %d: commit %s, want %s", i, txn.CommitLSN, txns[9+i].CommitLSN)
+		}
+	}
+}
