@@ -9,6 +9,7 @@ import (
 
 	"github.com/rs/zerolog"
 	bolt "go.etcd.io/bbolt"
+	berrors "go.etcd.io/bbolt/errors"
 )
 
 // lockTimeout bounds the wait for the file lock held by another process.
@@ -126,14 +127,14 @@ func openBolt(path string, readOnly bool) (*bolt.DB, error) {
 	switch {
 	case err == nil:
 		return db, nil
-	case errors.Is(err, bolt.ErrTimeout):
+	case errors.Is(err, berrors.ErrTimeout):
 		if readOnly {
 			return nil, fmt.Errorf("%w (%s)", ErrLocked, path)
 		}
 		return nil, fmt.Errorf("%w: %s is held by another process; stop it or use another -db file", ErrLocked, path)
 	case errors.Is(err, ErrCorrupt):
 		return nil, fmt.Errorf("opening ledger %s: %w; restore it from a backup or move it away to start a new ledger", path, err)
-	case errors.Is(err, bolt.ErrInvalid), errors.Is(err, bolt.ErrVersionMismatch), errors.Is(err, bolt.ErrChecksum):
+	case errors.Is(err, berrors.ErrInvalid), errors.Is(err, berrors.ErrVersionMismatch), errors.Is(err, berrors.ErrChecksum):
 		return nil, fmt.Errorf("opening ledger %s: %w: %v; restore it from a backup or move it away to start a new ledger",
 			path, ErrCorrupt, err)
 	default:
