@@ -35,6 +35,10 @@ type RunOptions struct {
 	// OnError is called with errors Run recovers from (broken stream,
 	// failed heartbeat or ack).
 	OnError func(err error)
+	// AckInterval is the least time between two ack requests: acks handled
+	// meanwhile go in one request, so the daemon commits (and syncs) its
+	// ledger once for them. Default 10ms; negative means no wait.
+	AckInterval time.Duration
 }
 
 // Run streams the consumer's changes to h until ctx ends (then it returns
@@ -51,6 +55,9 @@ func (k *Consumer) Run(ctx context.Context, h Handler, opt RunOptions) error {
 			opt.HeartbeatInterval = 3 * time.Second
 		}
 	}
+	if opt.AckInterval == 0 {
+		opt.AckInterval = 10 * time.Millisecond
+	}
 	if opt.ReconnectMin <= 0 {
 		opt.ReconnectMin = 100 * time.Millisecond
 	}
@@ -66,6 +73,7 @@ func (k *Consumer) Run(ctx context.Context, h Handler, opt RunOptions) error {
 	defer cancel(nil)
 
 	ack := &acker{k: k, wake: make(chan struct{}, 1), pending: map[string]ledger.LSN{}, onAck: opt.OnAck, report: report,
+		every: opt.AckInterval,
 		fatal: func(err error) { cancel(err) }}
 	var wg sync.WaitGroup
 	wg.Go(func() { ack.loop(ctx) })
@@ -199,6 +207,7 @@ type acker struct {
 	onAck  func(map[string]ledger.LSN, ledger.LSN)
 	report func(error)
 	fatal  func(error)
+	every  time.Duration
 
 	pending map[string]ledger.LSN
 }
@@ -230,7 +239,15 @@ func (a *acker) loop(ctx context.Context) {
 			return
 		case <-a.wake:
 		}
+		start := time.Now()
 		a.flush(ctx)
+		if wait := a.every - time.Since(start); wait > 0 {
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(wait):
+			}
+		}
 	}
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"io"
 	"net/http"
+	"runtime"
 	"sort"
 	"time"
 )
@@ -126,6 +127,9 @@ func (h *Hub) Serve(ctx context.Context, consumer string, w Flusher) error {
 		case <-s.done:
 			return s.err
 		case <-s.wake:
+			// Let the stream goroutine add what it is decoding, so that a
+			// busy stream is written in fewer, larger writes.
+			runtime.Gosched()
 		case <-keepalive.C:
 			if !wrote {
 				if err := write(keepaliveLine); err != nil {
