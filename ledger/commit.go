@@ -131,11 +131,16 @@ func (l *Ledger) commitOnce() bool {
 	now := l.now()
 	sCut := l.t.safe()
 	writes := make([]shapeWrite, 0, len(b.shapes))
+	nowNs := now.UnixNano()
+	if nowNs-l.ackEvWindow >= int64(ackEventEvery) {
+		l.ackEvWindow, l.ackEvCount = nowNs, 0
+	}
 	for _, s := range b.shapes {
 		w := shapeWrite{id: s.id, gen: s.gen, flushed: s.flushed, lastAck: s.lastAck}
-		if now.UnixNano()-s.ackEvent >= int64(ackEventEvery) {
+		if l.ackEvCount < ackEventsPerWindow && nowNs-s.ackEvent >= int64(ackEventEvery) {
 			w.event = true
-			s.ackEvent = now.UnixNano()
+			s.ackEvent = nowNs
+			l.ackEvCount++
 		}
 		if s.dirty == b.id {
 			s.dirty = 0

@@ -19,9 +19,15 @@ const lockTimeout = time.Second
 // the journal triggered by RecordTick.
 const compactEvery = time.Minute
 
-// ackEventEvery bounds the "acked" journal events: at most one per shape per
-// interval, so a busy shape does not flood the bounded journal.
-const ackEventEvery = time.Second
+// Acks are journaled sampled: at most one "acked" event per shape per
+// ackEventEvery, and at most ackEventsPerWindow of them per ackEventEvery in
+// all, so a million busy shapes cannot push evictions and restarts out of the
+// bounded journal (at the default bound it holds about 16 hours of acks
+// alone). A shape's last ack is always in its own record.
+const (
+	ackEventEvery      = time.Minute
+	ackEventsPerWindow = 100
+)
 
 // Ledger is the durable flush ledger: live shapes and consumers in memory,
 // mirrored in a bbolt file. All methods are safe for concurrent use.
@@ -54,6 +60,8 @@ type Ledger struct {
 	durableSafe    LSN // safe LSN of the last committed batch cut (I6)
 	persistedFlush LSN // meta.LastFlush as committed; what FlushLSN reports
 	stats          Stats
+	ackEvWindow    int64 // unix nanoseconds when the current ack-event window began
+	ackEvCount     int   // ack events journaled in the current window
 	kick           chan struct{}
 	full           chan struct{}
 	stop           chan struct{}
