@@ -108,7 +108,11 @@ func startDaemonOn(t testing.TB, addr, dsn, slot, dbPath string, extra ...string
 	cmd := exec.Command(binary, args...)
 	// The connection string comes from the environment, as an operator's would.
 	cmd.Env = append(os.Environ(), "LEDGERD_PG_URL="+dsn)
-	d := &daemon{t: t, cmd: cmd, addr: addr, url: "http://" + addr, dsn: dsn, slot: slot, dbPath: dbPath, log: &bytes.Buffer{},
+	url := "http://" + addr
+	if strings.HasPrefix(addr, "unix:") {
+		url = addr
+	}
+	d := &daemon{t: t, cmd: cmd, addr: addr, url: url, dsn: dsn, slot: slot, dbPath: dbPath, log: &bytes.Buffer{},
 		done: make(chan error, 1)}
 	cmd.Stderr = &lockedWriter{b: d.log}
 	cmd.Stdout = cmd.Stderr
@@ -163,14 +167,9 @@ func (d *daemon) waitReady() {
 			d.t.Fatalf("ledgerd exited before it was ready: %v", err)
 		default:
 		}
-		req, _ := http.NewRequest("GET", d.url+"/readyz", nil)
-		req.Header.Set("Authorization", "Bearer "+testToken)
-		resp, err := http.DefaultClient.Do(req)
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == 200 {
-				return
-			}
+		status, err := d.c.Do(context.Background(), "GET", "/readyz", "", nil, nil)
+		if err == nil && status == 200 {
+			return
 		}
 		time.Sleep(50 * time.Millisecond)
 	}

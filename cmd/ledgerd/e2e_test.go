@@ -3,6 +3,7 @@ package main_test
 import (
 	"context"
 	"fmt"
+	"path/filepath"
 	"slices"
 	"sort"
 	"strings"
@@ -523,7 +524,8 @@ func TestSIGTERMConfirmsLastAck(t *testing.T) {
 	dsn := pgtest.NewDB(t, cluster)
 	slot := slotName(t)
 	sql(t, dsn, "CREATE TABLE t (id int PRIMARY KEY)")
-	d := startDaemon(t, dsn, slot, "", "-status-interval", "30s")
+	// On a unix socket, as a sidecar in the same pod would reach it.
+	d := startDaemonOn(t, "unix:"+filepath.Join(t.TempDir(), "ledgerd.sock"), dsn, slot, "", "-status-interval", "30s")
 	ctx := context.Background()
 	k, err := d.c.Register(ctx, client.ConsumerConfig{ID: "c", TTL: 30 * time.Second})
 	if err != nil {

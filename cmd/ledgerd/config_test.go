@@ -1,0 +1,67 @@
+package main
+
+import (
+	"io"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestConfigEnvAndFlags(t *testing.T) {
+	env := map[string]string{
+		"LEDGERD_PG_URL":                "postgres://env/db",
+		"LEDGERD_SLOT":                  "from_env",
+		"LEDGERD_TTL":                   "20s",
+		"LEDGERD_CREATE_SLOT":           "true",
+		"LEDGERD_OUTBOX_BYTES":          "1MiB",
+		"LEDGERD_SLOW_CONSUMER_TIMEOUT": "5s",
+		"LEDGERD_HEARTBEAT_INTERVAL":    "0",
+	}
+	cfg, err := parseConfig([]string{"-slot", "from_flag", "-outbox-bytes", "2MB"}, func(k string) string { return env[k] }, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.PGURL != "postgres://env/db" || !cfg.CreateSlot || cfg.TTL != 20*time.Second || cfg.SlowConsumerTimeout != 5*time.Second {
+		t.Errorf("environment not applied: %+v", cfg)
+	}
+	if cfg.Slot != "from_flag" || cfg.OutboxBytes != 2_000_000 {
+		t.Errorf("the command line must win over the environment: slot %q outbox %d", cfg.Slot, cfg.OutboxBytes)
+	}
+	if cfg.Publication != "ledgerd" || cfg.Listen != "127.0.0.1:7070" || cfg.DB != "ledgerd.db" || cfg.HeartbeatInterval != 0 {
+		t.Errorf("defaults: %+v", cfg)
+	}
+}
+
+func TestConfigErrorsNameTheFix(t *testing.T) {
+	tests := []struct {
+		args []string
+		env  map[string]string
+		want string
+	}{
+		{nil, nil, "-pg-url (LEDGERD_PG_URL) is required"},
+		{[]string{"-pg-url", "x"}, map[string]string{"LEDGERD_TTL": "ten"}, "LEDGERD_TTL"},
+		{[]string{"-pg-url", "x", "-ttl", "0s"}, nil, "-ttl must be a positive duration"},
+		{[]string{"-pg-url", "x", "-outbox-bytes", "lots"}, nil, "not a size"},
+		{[]string{"-pg-url", "x", "-evict-max-fraction", "2"}, nil, "-evict-max-fraction must be between 0 and 1"},
+		{[]string{"-pg-url", "x", "extra"}, nil, "takes only flags"},
+	}
+	for _, tc := range tests {
+		_, err := parseConfig(tc.args, func(k string) string { return tc.env[k] }, io.Discard)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%v %v: error %v, want it to mention %q", tc.args, tc.env, err, tc.want)
+		}
+	}
+}
+
+func TestParseSize(t *testing.T) {
+	for in, want := range map[string]int64{"4096": 4096, "64MiB": 64 << 20, "64M": 64 << 20, "1GB": 1e9, "512k": 512 << 10, "0": 0} {
+		if got, err := parseSize(in); err != nil || got != want {
+			t.Errorf("parseSize(%q) = %d, %v; want %d", in, got, err, want)
+		}
+	}
+	for _, in := range []string{"", "MiB", "-1", "1.5GB", "12parsecs"} {
+		if _, err := parseSize(in); err == nil {
+			t.Errorf("parseSize(%q) accepted", in)
+		}
+	}
+}
