@@ -45,11 +45,13 @@ type Config struct {
 	// DefaultTTL is the consumer lease TTL when a registration gives none.
 	// Default 10s.
 	DefaultTTL time.Duration
-	// CommitDelay is the longest an ack waits in memory before its batch is
-	// committed. Default 1ms.
+	// CommitDelay is how long the committer waits, after the first change of
+	// an idle period, for more changes to share the bbolt transaction. Under
+	// load a batch is cut as soon as the previous one is written. Default 1ms.
 	CommitDelay time.Duration
-	// MaxBatch is the most queued operations written in one bbolt
-	// transaction. Default 10000.
+	// MaxBatch is the most records written in one bbolt transaction; a batch
+	// that reaches it is committed at once, a larger one (queued while the
+	// previous was written) is split. Default 10000.
 	MaxBatch int
 	// TombstoneRetention is how long tombstones are kept. Default 7 days.
 	TombstoneRetention time.Duration

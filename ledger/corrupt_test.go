@@ -50,6 +50,7 @@ func closedLedger(t *testing.T, shapes int) string {
 	if err := l.Close(); err != nil {
 		t.Fatal(err)
 	}
+	checkBolt(t, path)
 	return path
 }
 
