@@ -139,4 +139,3 @@ type metaRec struct {
 func (m Meta) rec() metaRec {
 	return metaRec{m.Identity, nanos(m.CreatedAt), m.LastFlush, m.Position, nanos(m.Tick), nanos(m.CleanShutdown), nanos(m.OpenedAt)}
 }
-
