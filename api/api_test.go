@@ -196,6 +196,7 @@ func TestBadInput(t *testing.T) {
 		{"ack an unknown shape", "POST", "/v1/consumers/c1/ack", lease, bearer, `{"acks":{"nope":"0/1"}}`, 404, wire.CodeShapeNotFound},
 		{"shape of an unknown consumer", "PUT", "/v1/shapes/s9", "x", bearer, `{"consumer":"nobody","table":"public.orders"}`, 404, wire.CodeConsumerNotFound},
 		{"unknown path", "GET", "/v2/anything", "", bearer, ``, 404, wire.CodeNotFound},
+		{"wrong method", "GET", "/v1/consumers/c1/ack", lease, bearer, ``, 405, wire.CodeMethodNotAllowed},
 		{"duplicate consumer", "POST", "/v1/consumers", "", bearer, `{"id":"c1","ttl_ms":1000}`, 409, wire.CodeConsumerExists},
 		{"conflicting shape definition", "PUT", "/v1/shapes/s1", lease, bearer, `{"consumer":"c1","table":"public.items"}`, 409, wire.CodeShapeConflict},
 		{"conflicting shape filter", "PUT", "/v1/shapes/s1", lease, bearer, `{"consumer":"c1","table":"public.orders","filter":{"tenant":["b"]}}`, 409, wire.CodeShapeConflict},

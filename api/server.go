@@ -137,6 +137,16 @@ func (s *Server) routes() {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	})
 	m.HandleFunc("GET /readyz", s.readyz)
+	// Known paths with another method get a JSON 405 rather than the
+	// mux's plain-text one.
+	for _, p := range []string{"/v1/consumers", "/v1/consumers/{id}", "/v1/consumers/{id}/heartbeat",
+		"/v1/consumers/{id}/stream", "/v1/consumers/{id}/ack", "/v1/shapes", "/v1/shapes/{id}", "/v1/shapes/{id}/evict",
+		"/v1/status", "/v1/evictions", "/v1/events", "/v1/debug/snapshot", "/metrics", "/healthz", "/readyz"} {
+		m.HandleFunc(p, func(w http.ResponseWriter, r *http.Request) {
+			writeError(w, errorf(http.StatusMethodNotAllowed, wire.CodeMethodNotAllowed,
+				"%s is not a method of %s; see SPEC §6", r.Method, r.URL.Path))
+		})
+	}
 	m.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, errorf(http.StatusNotFound, wire.CodeNotFound, "no such call: %s %s; see SPEC §6", r.Method, r.URL.Path))
 	})
