@@ -4,7 +4,6 @@ import (
 	"context"
 	"net/http"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -78,8 +77,6 @@ type Server struct {
 
 	streamsMu sync.Mutex
 	streams   map[string]int // open change streams by consumer
-
-	requests atomic.Uint64
 }
 
 type systemClock struct{}

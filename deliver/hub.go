@@ -345,8 +345,10 @@ func (h *Hub) FlushLSN() ledger.LSN { return h.l.FlushLSN() }
 // which is never past a dropped transaction).
 func (h *Hub) Replay() <-chan struct{} { return h.replay }
 
-// removeEntries drops pending shapes from entries for which drop returns
-// true, and entries left with no pending shape. Called with o.mu held.
+// pruneLocked removes shape from the pending list of every entry up to upTo
+// (or of all entries) and drops the entries left with no pending shape. It
+// wakes a HandleTxn waiting for room and, once an overflowed outbox is half
+// empty, asks for a replay from the slot. Called with o.mu held.
 func (h *Hub) pruneLocked(o *outbox, upTo ledger.LSN, all bool, shape string) {
 	kept := o.entries[:0]
 	var freed int64
