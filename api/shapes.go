@@ -66,12 +66,11 @@ func (s *Server) putShape(w http.ResponseWriter, r *http.Request) {
 		slices.Sort(vals)
 		filter[col] = slices.Compact(vals)
 	}
-	sh, created, err := s.l.PutShape(ledger.ShapeSpec{ID: id, Consumer: req.Consumer, Table: table, Filter: filter})
+	sh, created, err := s.hub.CreateShape(ledger.ShapeSpec{ID: id, Consumer: req.Consumer, Table: table, Filter: filter})
 	if err != nil {
 		writeError(w, fromLedger(err, "shape "+id))
 		return
 	}
-	s.hub.PutShape(sh)
 	status := http.StatusOK
 	if created {
 		status = http.StatusCreated

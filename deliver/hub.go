@@ -63,6 +63,12 @@ type Hub struct {
 	consumers map[string]*outbox
 	closed    bool
 
+	// routeMu makes routing and tracking a transaction atomic with respect
+	// to creating a shape (CreateShape): a shape created at processed
+	// position P is in the router before any transaction after P is routed,
+	// so it cannot miss one (I1).
+	routeMu sync.Mutex
+
 	lastCommit ledger.LSN // stream goroutine only
 	replaying  bool       // stream goroutine only: the stream is re-sending what it sent before
 	replay     chan struct{}
@@ -188,8 +194,10 @@ func (h *Hub) HandleTxn(ctx context.Context, txn *stream.Txn) error {
 		h.lastCommit = txn.CommitLSN
 		h.replaying = false
 	}
+	h.routeMu.Lock()
 	res := h.router.Route(txn)
 	targets := h.l.Track(txn.CommitLSN, txn.EndLSN, res.Shapes)
+	h.routeMu.Unlock()
 	if len(targets) == 0 {
 		return nil
 	}

@@ -657,3 +657,46 @@ func (e *env) autoAck(t *testing.T, consumer, shape string, s *sink) <-chan stri
 	}()
 	return out
 }
+
+// TestShapeCreatedWhileStreaming: a shape created while transactions flow
+// gets every transaction committed after its StartLSN, none missed (I1).
+func TestShapeCreatedWhileStreaming(t *testing.T) {
+	e := newEnv(t, deliver.Config{})
+	e.consumer("c")
+	s, stop := e.serve("c")
+	defer stop()
+	const n = 2000
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for i := 1; i <= n; i++ {
+			if err := e.hub.HandleTxn(context.Background(), txn(ledger.LSN(i*0x100), insert("public.t", "id", "x"))); err != nil {
+				t.Error(err)
+				return
+			}
+		}
+	}()
+	// Create the shape somewhere in the middle of the flow.
+	for e.l.Position() < n/2*0x100 {
+		time.Sleep(10 * time.Microsecond)
+	}
+	sh, created, err := e.hub.CreateShape(ledger.ShapeSpec{ID: "late", Consumer: "c", Table: "public.t"})
+	if err != nil || !created {
+		t.Fatal(err, created)
+	}
+	<-done
+	var want []string
+	for i := 1; i <= n; i++ {
+		if l := ledger.LSN(i * 0x100); l > sh.StartLSN {
+			want = append(want, l.String())
+		}
+	}
+	if len(want) == 0 || len(want) == n {
+		t.Fatalf("shape created at %s: not in the middle of the flow", sh.StartLSN)
+	}
+	for _, w := range want {
+		if f := s.next(t); f.LSN != w {
+			t.Fatalf("the shape got %s where %s was due: a transaction was missed", f.LSN, w)
+		}
+	}
+}

@@ -5,7 +5,23 @@ import (
 	"github.com/ledgerd/ledgerd/route"
 )
 
+// CreateShape creates the shape in the ledger (ledger.PutShape) and starts
+// routing to it in one step with respect to HandleTxn: the shape receives
+// every transaction committed after its StartLSN, none is routed in between
+// without it (I1).
+func (h *Hub) CreateShape(spec ledger.ShapeSpec) (ledger.Shape, bool, error) {
+	h.routeMu.Lock()
+	defer h.routeMu.Unlock()
+	sh, created, err := h.l.PutShape(spec)
+	if err != nil {
+		return sh, created, err
+	}
+	h.PutShape(sh)
+	return sh, created, nil
+}
+
 // PutShape starts routing to a shape the ledger created (or redefined).
+// Shapes created while the stream runs should go through CreateShape.
 func (h *Hub) PutShape(sh ledger.Shape) {
 	h.router.Put(route.Shape{ID: sh.ID, Consumer: sh.Consumer, Table: sh.Table, Filter: sh.Filter})
 }
