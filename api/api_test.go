@@ -3,6 +3,7 @@ package api_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -282,9 +283,14 @@ func TestConsumerLifecycle(t *testing.T) {
 	if err != nil || len(hb.Evicted) != 1 || hb.Evicted[0].Shape != "s2" || hb.Evicted[0].Reason != "manual" {
 		t.Errorf("heartbeat after the eviction: %+v %v", hb, err)
 	}
-	res, err := k.Ack(ctx, map[string]ledger.LSN{"s2": 0x10})
-	if err != nil || res.Gone["s2"] != "manual" {
-		t.Errorf("ack of the evicted shape: %+v %v", res, err)
+	_, err = k.Ack(ctx, map[string]ledger.LSN{"s2": 0x10})
+	var ce *client.Error
+	if !errors.As(err, &ce) || ce.Status != 410 || ce.Code != wire.CodeShapeGone || ce.Reason != "manual" {
+		t.Errorf("ack naming only the evicted shape: %v, want 410 shape_gone (manual)", err)
+	}
+	res, err := k.Ack(ctx, map[string]ledger.LSN{"s2": 0x10, "s1": 0})
+	if err != nil || res.Gone["s2"] != "manual" || len(res.Gone) != 1 {
+		t.Errorf("ack naming an evicted and a live shape: %+v %v, want 200 with s2 in gone", res, err)
 	}
 	if status, we := e.raw("GET", "/v1/shapes/s2", "", "Bearer "+token, ""); status != 410 || we.Reason != "manual" {
 		t.Errorf("GET evicted shape: %d %+v", status, we)

@@ -2,6 +2,7 @@ package api
 
 import (
 	"errors"
+	"fmt"
 	"net/http"
 	"sort"
 	"strings"
@@ -250,6 +251,20 @@ func (s *Server) ack(w http.ResponseWriter, r *http.Request) {
 	gone := make(map[string]string, len(res.Gone))
 	for sh, reason := range res.Gone {
 		gone[sh] = string(reason)
+	}
+	// Every shape the ack named is evicted: nothing was acked, so the answer
+	// is 410 with the reason (I4); a partly evicted ack is a 200 that lists
+	// the evicted shapes in "gone".
+	if req.Acks != nil && len(req.Acks) > 0 && len(gone) == len(req.Acks) {
+		first := ""
+		for sh := range gone {
+			if first == "" || sh < first {
+				first = sh
+			}
+		}
+		writeError(w, &apiError{status: http.StatusGone, code: wire.CodeShapeGone, reason: gone[first],
+			message: fmt.Sprintf("shape %s was evicted (%s); every shape of this ack is gone: create it again with PUT /v1/shapes/%s", first, gone[first], first)})
+		return
 	}
 	writeJSON(w, http.StatusOK, wire.AckResponse{FlushLSN: res.FlushLSN.String(), Gone: gone})
 }

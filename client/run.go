@@ -269,6 +269,9 @@ func (a *acker) flush(ctx context.Context) {
 	case IsCode(err, wire.CodeAckBeyondDelivered):
 		// The daemon restarted since it sent these; it will send them again.
 		a.report(err)
+	case IsCode(err, wire.CodeShapeGone):
+		// The shapes were evicted; the daemon also says so on the stream.
+		a.report(err)
 	case IsGone(err):
 		a.fatal(err)
 	default:
