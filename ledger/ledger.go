@@ -124,14 +124,29 @@ func openBolt(path string, readOnly bool) (*bolt.DB, error) {
 		}
 	}
 	var db *bolt.DB
+	var file *os.File
+	opts := &bolt.Options{Timeout: lockTimeout, ReadOnly: readOnly,
+		OpenFile: func(name string, flag int, perm os.FileMode) (*os.File, error) {
+			f, err := os.OpenFile(name, flag, perm)
+			file = f
+			return f, err
+		}}
 	err := guard(func() error {
 		if err := precheckSize(path); err != nil {
 			return err
 		}
 		var err error
-		db, err = bolt.Open(path, 0o600, &bolt.Options{Timeout: lockTimeout, ReadOnly: readOnly})
+		db, err = bolt.Open(path, 0o600, opts)
 		return err
 	})
+	if err != nil && file != nil {
+		// bbolt closes the file when it fails, but not when it panics on a
+		// damaged page (its freelist, say). Its memory map then keeps the open
+		// file alive, and with it the lock: release the lock explicitly, or the
+		// file would stay locked for the life of the process.
+		releaseLock(file)
+		_ = file.Close()
+	}
 	switch {
 	case err == nil:
 		return db, nil
