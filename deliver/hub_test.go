@@ -665,34 +665,48 @@ func TestShapeCreatedWhileStreaming(t *testing.T) {
 	e.consumer("c")
 	s, stop := e.serve("c")
 	defer stop()
-	const n = 2000
-	done := make(chan struct{})
+	created := make(chan struct{})
+	last := make(chan ledger.LSN, 1)
 	go func() {
-		defer close(done)
-		for i := 1; i <= n; i++ {
-			if err := e.hub.HandleTxn(context.Background(), txn(ledger.LSN(i*0x100), insert("public.t", "id", "x"))); err != nil {
+		// Feed until 200 transactions after the shape exists.
+		after := -1
+		for i := 1; ; i++ {
+			l := ledger.LSN(i * 0x100)
+			if err := e.hub.HandleTxn(context.Background(), txn(l, insert("public.t", "id", "x"))); err != nil {
 				t.Error(err)
+				last <- l
+				return
+			}
+			if after < 0 {
+				select {
+				case <-created:
+					after = 0
+				default:
+				}
+			} else if after++; after == 200 {
+				last <- l
 				return
 			}
 		}
 	}()
-	// Create the shape somewhere in the middle of the flow.
-	for e.l.Position() < n/2*0x100 {
+	// Create the shape while the flow runs.
+	for e.l.Position() < 0x10000 {
 		time.Sleep(10 * time.Microsecond)
 	}
-	sh, created, err := e.hub.CreateShape(ledger.ShapeSpec{ID: "late", Consumer: "c", Table: "public.t"})
-	if err != nil || !created {
-		t.Fatal(err, created)
+	sh, ok, err := e.hub.CreateShape(ledger.ShapeSpec{ID: "late", Consumer: "c", Table: "public.t"})
+	if err != nil || !ok {
+		t.Fatal(err, ok)
 	}
-	<-done
+	close(created)
+	end := <-last
 	var want []string
-	for i := 1; i <= n; i++ {
-		if l := ledger.LSN(i * 0x100); l > sh.StartLSN {
+	for l := ledger.LSN(0x100); l <= end; l += 0x100 {
+		if l > sh.StartLSN {
 			want = append(want, l.String())
 		}
 	}
-	if len(want) == 0 || len(want) == n {
-		t.Fatalf("shape created at %s: not in the middle of the flow", sh.StartLSN)
+	if len(want) < 200 {
+		t.Fatalf("shape created at %s, flow ended at %s: want at least 200 transactions after it", sh.StartLSN, end)
 	}
 	for _, w := range want {
 		if f := s.next(t); f.LSN != w {
