@@ -74,9 +74,14 @@ type Ledger struct {
 // as expired_before_restart; every other live lease is extended to now+TTL.
 //
 // It fails with *ForeignError for a file bound to another system or slot,
-// ErrCorrupt for a file that is not a readable ledger, ErrSchema for a newer
-// layout and ErrLocked when another process holds the file. On any of these
-// the file is left unchanged.
+// ErrCorrupt for a file that is not a readable ledger (not bbolt, truncated,
+// failing bbolt's consistency check, or holding records that do not decode),
+// ErrSchema for a newer layout and ErrLocked when another process holds the
+// file. On any of these the file is left unchanged.
+//
+// Config.Identity must name the system and the slot; a new file is bound to
+// them. Position starts at zero after Open: the stream replays from the
+// slot's confirmed_flush_lsn and Track re-creates what is pending.
 func Open(cfg Config) (*Ledger, error) {
 	cfg = cfg.withDefaults()
 	if cfg.Path == "" {
