@@ -18,7 +18,9 @@
 // consumer's stream is closed and its outbox marked overflowed: later
 // transactions for it are dropped from memory, never from the ledger, where
 // they stay pending and hold the flush (I1). Once the consumer has caught up
-// the Hub asks for a replay from the slot (Replay), and the replayed
-// transactions fill the gap in order. Memory therefore stays bounded by the
-// outbox size whatever a consumer does.
+// the Hub asks for a replay from the slot (Replay); Runner, which runs the
+// replication stream, then starts a fresh stream.Stream at the slot's
+// confirmed position, and the replayed transactions fill the gap in order
+// (the others are recognised and skipped). Memory therefore stays bounded by
+// the outbox size whatever a consumer does.
 package deliver

@@ -11,7 +11,6 @@ import (
 	"os/signal"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -168,9 +167,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	}
 	defer pg.Close()
 
-	var streams streamRunner
+	streams := hub.NewRunner(scfg)
 	srv := api.New(api.Config{Ledger: led, Hub: hub, Tables: pg, Slot: pg, SlotName: cfg.Slot, Token: token,
-		Streaming: streams.streaming, Reconnects: streams.reconnects, Logger: log})
+		Streaming: streams.Streaming, Reconnects: streams.Reconnects, Logger: log})
 	httpSrv := &http.Server{Handler: srv.Handler(), ReadHeaderTimeout: 10 * time.Second,
 		ErrorLog: nil, BaseContext: func(net.Listener) context.Context { return context.WithoutCancel(ctx) }}
 	httpDone := make(chan error, 1)
@@ -181,7 +180,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	streamCtx, stopStream := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopStream()
 	streamDone := make(chan error, 1)
-	go func() { streamDone <- streams.run(streamCtx, scfg, hub, log) }()
+	go func() { streamDone <- streams.Run(streamCtx) }()
 
 	var wg sync.WaitGroup
 	tickCtx, stopTicks := context.WithCancel(ctx)
@@ -268,57 +267,6 @@ func tick(ctx context.Context, every time.Duration, led *ledger.Ledger, hub *del
 				log.Warn().Err(err).Msg("recording the liveness tick")
 			}
 			hub.Sync()
-		}
-	}
-}
-
-// streamRunner runs the replication stream, starting a fresh one when the
-// hub asks for a replay from the slot (a Stream never hands a transaction
-// twice, so a replay needs a new one).
-type streamRunner struct {
-	cur   atomic.Pointer[stream.Stream]
-	prior atomic.Uint64 // sessions of the streams replaced so far
-}
-
-func (r *streamRunner) streaming() bool {
-	s := r.cur.Load()
-	return s != nil && s.Stats().Streaming
-}
-
-func (r *streamRunner) reconnects() uint64 {
-	n := r.prior.Load()
-	if s := r.cur.Load(); s != nil {
-		n += s.Stats().Sessions
-	}
-	if n > 0 {
-		n-- // the first session is not a reconnect
-	}
-	return n
-}
-
-func (r *streamRunner) run(ctx context.Context, scfg stream.Config, hub *deliver.Hub, log zerolog.Logger) error {
-	for {
-		st, err := stream.New(scfg, hub)
-		if err != nil {
-			return err
-		}
-		if old := r.cur.Swap(st); old != nil {
-			r.prior.Add(old.Stats().Sessions)
-		}
-		runCtx, cancel := context.WithCancel(ctx)
-		done := make(chan error, 1)
-		go func() { done <- st.Run(runCtx) }()
-		select {
-		case err := <-done:
-			cancel()
-			return err
-		case <-hub.Replay():
-			log.Info().Msg("restarting the stream to replay from the slot")
-			cancel()
-			if err := <-done; err != nil {
-				return err
-			}
-			scfg.CreateSlot, scfg.CreatePublication = false, ""
 		}
 	}
 }
