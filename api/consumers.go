@@ -255,7 +255,7 @@ func (s *Server) ack(w http.ResponseWriter, r *http.Request) {
 	// Every shape the ack named is evicted: nothing was acked, so the answer
 	// is 410 with the reason (I4); a partly evicted ack is a 200 that lists
 	// the evicted shapes in "gone".
-	if req.Acks != nil && len(req.Acks) > 0 && len(gone) == len(req.Acks) {
+	if len(req.Acks) > 0 && len(gone) == len(req.Acks) {
 		first := ""
 		for sh := range gone {
 			if first == "" || sh < first {

@@ -519,7 +519,7 @@ func TestBackpressurePausesThenOverflows(t *testing.T) {
 		e.shape("f", "fast", "public.t", nil)
 		big := strings.Repeat("x", 700)
 		mk := func(l ledger.LSN) *stream.Txn { return txn(l, insert("public.t", "v", big)) }
-		s, stop := e.serve("slow")
+		_, stop := e.serve("slow")
 		defer stop()
 		fs, fstop := e.serve("fast")
 		defer fstop()
@@ -566,7 +566,7 @@ func TestBackpressurePausesThenOverflows(t *testing.T) {
 		}
 
 		// The slow consumer reconnects, gets its outbox and acks it.
-		s, stop = e.serve("slow")
+		s, stop := e.serve("slow")
 		defer stop()
 		s.next(t)
 		s.next(t)

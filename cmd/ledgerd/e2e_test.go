@@ -323,7 +323,7 @@ func TestReconnectRedelivers(t *testing.T) {
 	if took := d.stop(); took > 5*time.Second {
 		t.Errorf("SIGTERM took %v", took)
 	}
-	d = startDaemonOn(t, d.addr, dsn, slot, d.dbPath)
+	startDaemonOn(t, d.addr, dsn, slot, d.dbPath)
 	s, err = k.OpenStream(ctx) // same lease: leases survive a restart (I5)
 	if err != nil {
 		t.Fatal(err)
