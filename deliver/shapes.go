@@ -30,11 +30,27 @@ func (h *Hub) PutShape(sh ledger.Shape) {
 // leave its consumer's outbox and, when reason is set, an evicted frame is
 // queued on the consumer's stream.
 func (h *Hub) RemoveShape(id string, reason ledger.Reason) {
+	h.removeShape(id, reason, false)
+}
+
+// removeShape is RemoveShape; with onlyIfGone it first checks, atomically
+// with respect to CreateShape, that the ledger no longer has the shape, so
+// that a shape created meanwhile is not dropped from routing (I1).
+func (h *Hub) removeShape(id string, reason ledger.Reason, onlyIfGone bool) {
+	h.routeMu.Lock()
 	sh, ok := h.router.Shape(id)
+	if ok && onlyIfGone {
+		if _, live := h.l.Shape(id); live {
+			ok = false
+		}
+	}
+	if ok {
+		h.router.Remove(id)
+	}
+	h.routeMu.Unlock()
 	if !ok {
 		return
 	}
-	h.router.Remove(id)
 	if o := h.outbox(sh.Consumer, false); o != nil {
 		o.mu.Lock()
 		h.pruneLocked(o, 0, true, id)
@@ -93,7 +109,7 @@ func (h *Hub) Sync() {
 		if ts, ok := h.l.Tombstone(id); ok {
 			reason = ts.Reason
 		}
-		h.RemoveShape(id, reason)
+		h.removeShape(id, reason, true)
 	}
 	h.mu.Lock()
 	ids := make([]string, 0, len(h.consumers))
