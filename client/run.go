@@ -3,8 +3,10 @@ package client
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/ledgerd/ledgerd/api/wire"
@@ -35,6 +37,10 @@ type RunOptions struct {
 	// OnError is called with errors Run recovers from (broken stream,
 	// failed heartbeat or ack).
 	OnError func(err error)
+	// IdleTimeout is how long the stream may stay silent (the daemon sends
+	// a keepalive at least every 5s) before it is taken for dead and
+	// reconnected. Default 30s.
+	IdleTimeout time.Duration
 	// AckInterval is the least time between two ack requests: acks handled
 	// meanwhile go in one request, so the daemon commits (and syncs) its
 	// ledger once for them. Default 10ms; negative means no wait.
@@ -54,6 +60,9 @@ func (k *Consumer) Run(ctx context.Context, h Handler, opt RunOptions) error {
 		if k.ttl <= 0 {
 			opt.HeartbeatInterval = 3 * time.Second
 		}
+	}
+	if opt.IdleTimeout <= 0 {
+		opt.IdleTimeout = 30 * time.Second
 	}
 	if opt.AckInterval == 0 {
 		opt.AckInterval = 10 * time.Millisecond
@@ -135,20 +144,31 @@ func (e *handlerError) Error() string { return e.err.Error() }
 func (k *Consumer) readStream(ctx context.Context, s *Stream, h Handler, opt RunOptions, ack *acker) error {
 	stop := context.AfterFunc(ctx, func() { s.Close() })
 	defer stop()
+	// A daemon that vanished without closing the connection (a partition)
+	// is noticed by its silence: keepalives stop.
+	var silent atomic.Bool
+	idle := time.AfterFunc(opt.IdleTimeout, func() { silent.Store(true); s.Close() })
+	defer idle.Stop()
 	for {
 		f, txn, err := s.Next()
 		if err != nil {
+			if silent.Load() {
+				return fmt.Errorf("client: the change stream was silent for %v; reconnecting", opt.IdleTimeout)
+			}
 			if errors.Is(err, io.EOF) {
 				return errors.New("client: the daemon ended the change stream")
 			}
 			return err
 		}
+		idle.Reset(opt.IdleTimeout)
 		switch f.Type {
 		case wire.FrameTxn:
+			idle.Stop() // a slow handler is not a silent daemon
 			if err := h(ctx, txn); err != nil {
 				return &handlerError{err}
 			}
 			ack.add(txn)
+			idle.Reset(opt.IdleTimeout)
 		case wire.FrameChallenge:
 			// Alive and working: send what is handled, or say so.
 			go func() {
