@@ -148,9 +148,10 @@ func (h *Hub) Challenge(consumer, shape string) {
 }
 
 // control queues a frame for the consumer's stream, ahead of transactions
-// not yet written.
+// not yet written. A consumer the hub holds nothing for gets none: what the
+// frame says is also in its next heartbeat answer.
 func (h *Hub) control(consumer string, frame []byte) {
-	o := h.outbox(consumer, true)
+	o := h.outbox(consumer, false)
 	if o == nil {
 		return
 	}
