@@ -143,6 +143,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		StatusInterval: cfg.StatusInterval, HeartbeatInterval: hb, Logger: log}
 
 	sys, err := preflight(ctx, scfg, log)
+	if ctx.Err() != nil {
+		log.Info().Msg("signal received before the stream was checked: nothing to drain")
+		return nil
+	}
 	if err != nil {
 		return err
 	}
