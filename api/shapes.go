@@ -84,12 +84,7 @@ func (s *Server) deleteShape(w http.ResponseWriter, r *http.Request) {
 	id := r.PathValue("id")
 	sh, ok := s.l.Shape(id)
 	if !ok {
-		if ts, ok := s.l.Tombstone(id); ok {
-			writeError(w, &apiError{status: http.StatusGone, code: wire.CodeShapeGone,
-				message: "shape " + id + " was already evicted (" + string(ts.Reason) + ")", reason: string(ts.Reason)})
-			return
-		}
-		writeError(w, errorf(http.StatusNotFound, wire.CodeShapeNotFound, "shape %s does not exist", id))
+		writeError(w, s.missingShape(id))
 		return
 	}
 	if e := s.checkLease(r, sh.Consumer); e != nil {
@@ -108,12 +103,7 @@ func (s *Server) getShape(w http.ResponseWriter, r *http.Request) {
 	id := r.PathValue("id")
 	sh, ok := s.l.Shape(id)
 	if !ok {
-		if ts, ok := s.l.Tombstone(id); ok {
-			writeError(w, &apiError{status: http.StatusGone, code: wire.CodeShapeGone,
-				message: "shape " + id + " was evicted (" + string(ts.Reason) + "); see GET /v1/evictions", reason: string(ts.Reason)})
-			return
-		}
-		writeError(w, errorf(http.StatusNotFound, wire.CodeShapeNotFound, "shape %s does not exist", id))
+		writeError(w, s.missingShape(id))
 		return
 	}
 	writeJSON(w, http.StatusOK, s.shapeView(sh, s.walEnd(r.Context())))
@@ -192,12 +182,7 @@ func (s *Server) evict(w http.ResponseWriter, r *http.Request) {
 	}
 	sh, ok := s.l.Shape(id)
 	if !ok {
-		if ts, ok := s.l.Tombstone(id); ok {
-			writeError(w, &apiError{status: http.StatusGone, code: wire.CodeShapeGone,
-				message: "shape " + id + " was already evicted (" + string(ts.Reason) + ")", reason: string(ts.Reason)})
-			return
-		}
-		writeError(w, errorf(http.StatusNotFound, wire.CodeShapeNotFound, "shape %s does not exist", id))
+		writeError(w, s.missingShape(id))
 		return
 	}
 	if req.DryRun {
@@ -235,4 +220,14 @@ func (s *Server) safeWithout(id string) ledger.LSN {
 func tombstoneView(ts ledger.Tombstone) wire.Tombstone {
 	return wire.Tombstone{Shape: ts.Shape, Generation: ts.Generation, Consumer: ts.Consumer, Reason: string(ts.Reason),
 		Evidence: ts.Evidence, Actor: ts.Actor, At: ts.At, FlushedLSN: ts.FlushedLSN.String()}
+}
+
+// missingShape is the answer for a shape id the ledger does not track: 410
+// with the eviction reason when it has a tombstone (I4), else 404.
+func (s *Server) missingShape(id string) *apiError {
+	if ts, ok := s.l.Tombstone(id); ok {
+		return &apiError{status: http.StatusGone, code: wire.CodeShapeGone, reason: string(ts.Reason),
+			message: "shape " + id + " was evicted (" + string(ts.Reason) + "); see GET /v1/evictions"}
+	}
+	return errorf(http.StatusNotFound, wire.CodeShapeNotFound, "shape %s does not exist", id)
 }

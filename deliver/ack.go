@@ -27,12 +27,7 @@ type AckResult struct {
 func (h *Hub) Ack(ctx context.Context, consumer string, acks map[string]ledger.LSN) (AckResult, error) {
 	res := AckResult{Gone: map[string]ledger.Reason{}}
 	o := h.outbox(consumer, false)
-	var delivered ledger.LSN
-	if o != nil {
-		o.mu.Lock()
-		delivered = o.delivered
-		o.mu.Unlock()
-	}
+	delivered := o.deliveredLSN()
 	ids := make([]string, 0, len(acks))
 	for id := range acks {
 		ids = append(ids, id)
@@ -65,12 +60,7 @@ func (h *Hub) Ack(ctx context.Context, consumer string, acks map[string]ledger.L
 func (h *Hub) AckAll(ctx context.Context, consumer string, lsn ledger.LSN) (AckResult, error) {
 	res := AckResult{Gone: map[string]ledger.Reason{}}
 	o := h.outbox(consumer, false)
-	var delivered ledger.LSN
-	if o != nil {
-		o.mu.Lock()
-		delivered = o.delivered
-		o.mu.Unlock()
-	}
+	delivered := o.deliveredLSN()
 	acks := map[string]ledger.LSN{}
 	var ids []string
 	for _, sh := range h.l.Shapes() {
@@ -125,4 +115,15 @@ func sentOf(err error) ledger.LSN {
 		return ae.LastSent
 	}
 	return 0
+}
+
+// deliveredLSN is the commit LSN of the last transaction written to the
+// consumer's stream; 0 for a consumer without an outbox.
+func (o *outbox) deliveredLSN() ledger.LSN {
+	if o == nil {
+		return 0
+	}
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.delivered
 }

@@ -97,7 +97,7 @@ func (h *Hub) Sync() {
 	for _, sh := range h.l.Shapes() {
 		live[sh.ID] = struct{}{}
 		cur, ok := h.router.Shape(sh.ID)
-		if !ok || cur.Consumer != sh.Consumer || cur.Table != sh.Table || !sameFilter(cur.Filter, sh.Filter) {
+		if !ok || !ledger.ShapeSpec(cur).SameDefinition(sh.ShapeSpec) {
 			h.PutShape(sh)
 		}
 	}
@@ -122,24 +122,6 @@ func (h *Hub) Sync() {
 			h.DropConsumer(id)
 		}
 	}
-}
-
-func sameFilter(a, b map[string][]string) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for k, va := range a {
-		vb, ok := b[k]
-		if !ok || len(va) != len(vb) {
-			return false
-		}
-		for i := range va {
-			if va[i] != vb[i] {
-				return false
-			}
-		}
-	}
-	return true
 }
 
 // Stats are the Hub's counters and gauges.

@@ -46,6 +46,12 @@ func cloneFilter(f map[string][]string) map[string][]string {
 	return out
 }
 
+// SameDefinition reports whether o defines the same shape as s: the same
+// owner, table and filter, compared value by value. The id is not compared.
+func (s ShapeSpec) SameDefinition(o ShapeSpec) bool {
+	return s.Consumer == o.Consumer && s.Table == o.Table && equalFilter(s.Filter, o.Filter)
+}
+
 func equalFilter(a, b map[string][]string) bool {
 	if len(a) != len(b) {
 		return false

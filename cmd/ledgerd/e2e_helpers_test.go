@@ -49,14 +49,7 @@ func testMain(m *testing.M) int {
 		fmt.Fprintf(os.Stderr, "building ledgerd: %v\n%s", err, out)
 		return 1
 	}
-	c, err := pgtest.Start(pgtest.Options{})
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	cluster = c
-	defer c.Close()
-	return m.Run()
+	return pgtest.Run(m, pgtest.Options{}, &cluster)
 }
 
 const testToken = "e2e-token"

@@ -76,6 +76,24 @@ type Cluster struct {
 	running bool
 }
 
+// Run is the body of a test package's TestMain: it starts the package's one
+// cluster, stores it in *c, runs the tests and closes the cluster. Use it as
+// os.Exit(pgtest.Run(m, pgtest.Options{}, &cluster)).
+func Run(m *testing.M, opts Options, c **Cluster) int {
+	cl, err := Start(opts)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	*c = cl
+	defer func() {
+		if err := cl.Close(); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+		}
+	}()
+	return m.Run()
+}
+
 // Start initialises a new cluster in a temporary directory and starts it.
 // The caller must Close it.
 func Start(opts Options) (*Cluster, error) {
