@@ -5,7 +5,7 @@ PKGS      ?= ./...
 # Postgres-backed packages each start one throw-away cluster; keep two at a time on 2 cores.
 TESTFLAGS ?= -count=1 -timeout 15m -p 2
 
-.PHONY: all build test bench chaos lint fmt demo clean
+.PHONY: all build test bench chaos lint fmt clean
 
 all: build
 
