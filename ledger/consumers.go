@@ -181,7 +181,7 @@ func (l *Ledger) Release(id, lease string) error {
 	if err != nil {
 		return err
 	}
-	return l.endConsumer(id, lease, ReasonReleased, "released by the consumer", "consumer")
+	return l.endConsumer(id, lease, nil, ReasonReleased, "released by the consumer", "consumer")
 }
 
 // ExpireConsumer ends a consumer whose liveness failed (lease expired,
@@ -189,12 +189,30 @@ func (l *Ledger) Release(id, lease string) error {
 // reason, in one bbolt transaction, so no shape of a dead consumer pins the
 // slot (I3) and none comes back (I4).
 func (l *Ledger) ExpireConsumer(id string, reason Reason, evidence string) error {
-	return l.endConsumer(id, "", reason, evidence, "reconciler")
+	return l.endConsumer(id, "", nil, reason, evidence, "reconciler")
+}
+
+// ExpireConsumerIf is ExpireConsumer conditional on the observation the
+// decision was made from: it ends the consumer only if it is still the lease
+// seen (same epoch and token) and has neither heartbeated nor opened or
+// closed its change stream since (same LastHeartbeat and Streaming). Without
+// this a decision taken on an old read could end a consumer that had just
+// registered again or renewed its lease. Otherwise it returns an error
+// wrapping ErrChanged and changes nothing; the caller looks again.
+func (l *Ledger) ExpireConsumerIf(seen Consumer, reason Reason, evidence string) error {
+	same := func(c *Consumer) error {
+		if c.Epoch != seen.Epoch || c.Lease != seen.Lease || !c.LastHeartbeat.Equal(seen.LastHeartbeat) || c.Streaming != seen.Streaming {
+			return fmt.Errorf("%w: consumer %q (epoch %d, seen epoch %d)", ErrChanged, c.ID, c.Epoch, seen.Epoch)
+		}
+		return nil
+	}
+	return l.endConsumer(seen.ID, "", same, reason, evidence, "reconciler")
 }
 
 // endConsumer marks a consumer gone and evicts its shapes in one
-// transaction. A non-empty lease must still be the current one.
-func (l *Ledger) endConsumer(id, lease string, reason Reason, evidence, actor string) error {
+// transaction. A non-empty lease must still be the current one; a non-nil
+// check must accept the consumer, under the same lock as the change.
+func (l *Ledger) endConsumer(id, lease string, check func(*Consumer) error, reason Reason, evidence, actor string) error {
 	l.writeMu.Lock()
 	defer l.writeMu.Unlock()
 	l.mu.Lock()
@@ -214,6 +232,12 @@ func (l *Ledger) endConsumer(id, lease string, reason Reason, evidence, actor st
 	if c.Gone {
 		l.mu.Unlock()
 		return &GoneError{Consumer: id, Reason: c.GoneReason, At: c.GoneAt}
+	}
+	if check != nil {
+		if err := check(c); err != nil {
+			l.mu.Unlock()
+			return err
+		}
 	}
 	now := l.now().UTC()
 	nc := cloneConsumer(c)

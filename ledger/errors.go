@@ -36,6 +36,10 @@ var (
 	// ErrLocked is returned by Load and Verify when a running daemon holds the
 	// file's lock.
 	ErrLocked = errors.New("ledger: file is locked by a running ledgerd; use inspect -url to ask the daemon instead")
+	// ErrChanged is returned by ExpireConsumerIf when the consumer is no
+	// longer as observed (registered again, heartbeated, stream opened or
+	// closed): the decision is stale; look again.
+	ErrChanged = errors.New("ledger: consumer changed since it was observed")
 	// ErrClosed is returned by calls made after Close.
 	ErrClosed = errors.New("ledger: closed")
 	// ErrSchema is returned, wrapped, when the file was written by a newer
