@@ -1,0 +1,42 @@
+// Package reconcile is ledgerd's liveness and progress policy (SPEC §5.3):
+// one loop that, every pass, looks at the whole current state of the ledger
+// and evicts what no live consumer holds any more, so that a dead consumer's
+// shapes stop pinning the slot within TTL + 2 x the reconcile interval (I3).
+//
+// A pass is level-based and idempotent: it reads every consumer and shape,
+// decides from what it sees, and acts. Nothing is queued between passes
+// except what the progress probe needs to remember (a challenge sent, a
+// defer answer received); losing that on a restart only restarts a grace.
+//
+// Probes, in the order a pass applies them:
+//
+//   - lease: no heartbeat and no open stream for the TTL -> the consumer is
+//     ended (lease_expired) with all its shapes, in one ledger transaction.
+//     The expiry is conditional on the lease observed (ExpireConsumerIf), so
+//     a consumer that registered again or heartbeated meanwhile is left alone.
+//   - process (same host only): the registered pid is gone or started at
+//     another time (pid reuse) -> process_gone.
+//   - orphan: a shape whose consumer is gone or unknown is evicted with the
+//     consumer's reason.
+//   - inventory: a heartbeat's shape list omits a shape created before the
+//     consumer's previous heartbeat -> not_in_inventory.
+//   - WAL budget (optional): a pending shape pinning more than the budget of
+//     pg_current_wal_lsn() - its pending LSN -> wal_budget.
+//   - progress: pending past the stall grace without ack progress -> a
+//     challenge on the consumer's stream; no ack progress or defer answer
+//     within the challenge timeout -> stalled. A defer restarts the grace.
+//
+// Every eviction carries a reason, the evidence it was decided on and the
+// actor "reconciler". Automatic evictions pass a circuit breaker (I5): at
+// most max(EvictMaxFraction x shapes, 10) a rolling minute; when it trips the
+// rest of the pass is skipped, logged once per trip and counted.
+//
+// Each pass also audits the slot (confirmed_flush, restart_lsn, wal_status,
+// safe_wal_size, active pid, retained bytes), flags a confirmed flush that
+// went backwards or that moved beyond what ledgerd reported, records the
+// ledger's liveness tick (I5) and brings delivery in step with evictions.
+//
+// The Reconciler depends on small interfaces (Ledger, Challenger, Syncer,
+// SlotAuditor, ProcessProber) and an injected clock, so every rule is tested
+// without sleeping.
+package reconcile

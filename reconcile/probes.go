@@ -1,0 +1,336 @@
+package reconcile
+
+import (
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/ledgerd/ledgerd/ledger"
+)
+
+// pass is one reconcile pass: what it read and what it did so far.
+type pass struct {
+	r       *Reconciler
+	now     time.Time
+	limit   int
+	room    int
+	blocked bool // the breaker tripped: no more evictions this pass
+	skipped int
+
+	byID    map[string]ledger.Consumer
+	shapes  []ledger.Shape
+	owned   map[string][]ledger.Shape
+	ended   map[string]bool // consumers ended this pass
+	evicted map[string]bool // shapes evicted this pass
+	count   int
+	errs    []error
+}
+
+func (r *Reconciler) newPass(now time.Time) *pass {
+	p := &pass{r: r, now: now, byID: map[string]ledger.Consumer{}, owned: map[string][]ledger.Shape{},
+		ended: map[string]bool{}, evicted: map[string]bool{}}
+	for _, c := range r.cfg.Ledger.Consumers() {
+		p.byID[c.ID] = c
+	}
+	p.shapes = r.cfg.Ledger.Shapes()
+	for _, sh := range p.shapes {
+		p.owned[sh.Consumer] = append(p.owned[sh.Consumer], sh)
+	}
+	p.limit = limitFor(r.cfg.EvictMaxFraction, len(p.shapes))
+	p.room = r.breaker.room(now, p.limit)
+	return p
+}
+
+// allow asks the breaker for n evictions. When they do not fit, the rest of
+// the pass evicts nothing. A consumer owning more shapes than the whole
+// limit is let through when the window is otherwise empty: its shapes go in
+// one ledger transaction with it, and the breaker is there against many
+// consumers failing at once, not against one large one.
+func (p *pass) allow(n int) bool {
+	if n == 0 {
+		return true // ending a consumer that owns no shape evicts nothing
+	}
+	if p.blocked {
+		p.skipped += n
+		return false
+	}
+	if n <= p.room || (n > p.limit && p.room == p.limit) {
+		return true
+	}
+	p.blocked = true
+	p.skipped += n
+	return false
+}
+
+func (p *pass) spent(n int) {
+	p.room = max(p.room-n, 0)
+	p.r.breaker.spend(p.now, n)
+}
+
+// finish updates the breaker's state, metrics and log.
+func (p *pass) finish() {
+	r := p.r
+	if p.blocked {
+		r.m.skipped.Add(float64(p.skipped))
+		if !r.breaker.tripped {
+			r.breaker.tripped = true
+			r.m.breakerTrips.Inc()
+			r.m.breakerOpen.Set(1)
+			r.log.Warn().Int("limit_per_minute", p.limit).Int("evicted_this_pass", p.count).Int("held_back", p.skipped).
+				Int("shapes", len(p.shapes)).Float64("evict_max_fraction", r.cfg.EvictMaxFraction).
+				Msg("eviction circuit breaker tripped: holding back automatic evictions until the rolling minute allows them")
+		}
+		return
+	}
+	if r.breaker.tripped {
+		r.breaker.tripped = false
+		r.m.breakerOpen.Set(0)
+		r.log.Info().Msg("eviction circuit breaker closed: no eviction held back this pass")
+	}
+}
+
+func (p *pass) fail(err error) {
+	if err != nil && !errors.Is(err, ledger.ErrClosed) {
+		p.errs = append(p.errs, err)
+	}
+}
+
+// consumers applies the lease and process probes to every live consumer.
+func (p *pass) consumers() {
+	r := p.r
+	for _, id := range sortedKeys(p.byID) {
+		c := p.byID[id]
+		if c.Gone {
+			continue
+		}
+		var reason ledger.Reason
+		var evidence string
+		switch {
+		case !c.Streaming && !p.now.Before(c.ExpiresAt):
+			reason = ledger.ReasonLeaseExpired
+			evidence = fmt.Sprintf("last heartbeat %s, ttl %s, no open stream, now %s", stamp(c.LastHeartbeat), c.TTL, stamp(p.now))
+		case c.PID > 0 && c.Host != "" && c.Host == r.cfg.Host:
+			gone, ev, err := r.cfg.Process.Probe(c.PID, c.ProcStart)
+			if err != nil {
+				r.log.Debug().Err(err).Str("consumer", c.ID).Int("pid", c.PID).Msg("process probe could not tell")
+				continue
+			}
+			if !gone {
+				continue
+			}
+			reason = ledger.ReasonProcessGone
+			evidence = fmt.Sprintf("%s on host %s (consumer registered %s), now %s", ev, c.Host, stamp(c.RegisteredAt), stamp(p.now))
+		default:
+			continue
+		}
+		p.expire(c, reason, evidence)
+	}
+}
+
+// expire ends a consumer with its shapes, if the breaker allows it and the
+// consumer is still as observed.
+func (p *pass) expire(c ledger.Consumer, reason ledger.Reason, evidence string) {
+	r := p.r
+	n := len(p.owned[c.ID])
+	if !p.allow(n) {
+		return
+	}
+	err := r.cfg.Ledger.ExpireConsumerIf(c, reason, evidence)
+	var gone *ledger.GoneError
+	switch {
+	case errors.Is(err, ledger.ErrChanged), errors.As(err, &gone), errors.Is(err, ledger.ErrNotFound):
+		r.log.Debug().Err(err).Str("consumer", c.ID).Msg("consumer changed since observed; decided again next pass")
+		return
+	case err != nil:
+		p.fail(fmt.Errorf("ending consumer %s (%s): %w", c.ID, reason, err))
+		return
+	}
+	p.spent(n)
+	p.ended[c.ID] = true
+	for _, sh := range p.owned[c.ID] {
+		p.evicted[sh.ID] = true
+		p.count++
+		r.m.evictions.WithLabelValues(string(reason)).Inc()
+		r.forget(sh.ID)
+	}
+	r.log.Info().Str("consumer", c.ID).Str("reason", string(reason)).Str("evidence", evidence).
+		Int("shapes_evicted", n).Msg("consumer ended")
+}
+
+// evict evicts one shape, if the breaker allows it and check still holds on
+// a fresh read of it (same generation, same condition).
+func (p *pass) evict(sh ledger.Shape, reason ledger.Reason, evidence string, check func(ledger.Shape) bool) {
+	r := p.r
+	if p.evicted[sh.ID] || !p.allow(1) {
+		return
+	}
+	cur, ok := r.cfg.Ledger.Shape(sh.ID)
+	if !ok || cur.Generation != sh.Generation || (check != nil && !check(cur)) {
+		return
+	}
+	_, err := r.cfg.Ledger.Evict(sh.ID, reason, evidence, Actor)
+	var gone *ledger.GoneError
+	switch {
+	case errors.As(err, &gone), errors.Is(err, ledger.ErrNotFound):
+		return
+	case err != nil:
+		p.fail(fmt.Errorf("evicting shape %s (%s): %w", sh.ID, reason, err))
+		return
+	}
+	p.spent(1)
+	p.evicted[sh.ID] = true
+	p.count++
+	r.m.evictions.WithLabelValues(string(reason)).Inc()
+	r.forget(sh.ID)
+}
+
+// orphans evicts shapes whose consumer is gone or unknown (a consumer ended
+// by the restart rules or by a pass that failed half-way).
+func (p *pass) orphans() {
+	for _, sh := range p.shapes {
+		if p.evicted[sh.ID] {
+			continue
+		}
+		c, ok := p.byID[sh.Consumer]
+		switch {
+		case !ok:
+			p.evict(sh, ledger.ReasonLeaseExpired, fmt.Sprintf("consumer %s is unknown to the ledger, now %s", sh.Consumer, stamp(p.now)), nil)
+		case c.Gone:
+			p.evict(sh, c.GoneReason, fmt.Sprintf("consumer %s gone since %s (%s), now %s", c.ID, stamp(c.GoneAt), c.GoneReason, stamp(p.now)), nil)
+		}
+	}
+}
+
+// inventory judges the shapes of consumers whose last heartbeat carried a
+// shape list. Only shapes created before the previous heartbeat are judged:
+// one created since may have been missing from a list built while its PUT
+// was in flight (SPEC §5.3).
+func (p *pass) inventory() {
+	for _, id := range sortedKeys(p.byID) {
+		c := p.byID[id]
+		if c.Gone || p.ended[id] || c.Inventory == nil || c.PrevHeartbeat.IsZero() || !c.InventoryAt.Equal(c.LastHeartbeat) {
+			continue
+		}
+		for _, sh := range p.owned[id] {
+			if p.evicted[sh.ID] || slices.Contains(c.Inventory, sh.ID) || !sh.CreatedAt.Before(c.PrevHeartbeat) {
+				continue
+			}
+			ev := fmt.Sprintf("heartbeat at %s listed %d shapes without it; shape created %s, before the previous heartbeat at %s",
+				stamp(c.InventoryAt), len(c.Inventory), stamp(sh.CreatedAt), stamp(c.PrevHeartbeat))
+			p.evict(sh, ledger.ReasonNotInInventory, ev, nil)
+		}
+	}
+}
+
+// walBudget evicts pending shapes pinning more than the budget.
+func (p *pass) walBudget(walEnd ledger.LSN) {
+	budget := p.r.cfg.MaxShapeLagBytes
+	for _, sh := range p.r.cfg.Ledger.Holders(0) { // smallest pending LSN first
+		if sh.PendingLSN == 0 || walEnd <= sh.PendingLSN || int64(walEnd-sh.PendingLSN) <= budget {
+			break
+		}
+		if p.evicted[sh.ID] {
+			continue
+		}
+		pinned := int64(walEnd - sh.PendingLSN)
+		ev := fmt.Sprintf("pending %s since %s pins %d bytes (pg_current_wal_lsn %s), budget %d bytes, now %s",
+			sh.PendingLSN, stamp(sh.PendingSince), pinned, walEnd, budget, stamp(p.now))
+		pending := sh.PendingLSN
+		p.evict(sh, ledger.ReasonWALBudget, ev, func(cur ledger.Shape) bool { return cur.PendingLSN == pending })
+	}
+}
+
+// progress challenges shapes pending past the stall grace without ack
+// progress and evicts, as stalled, those that let the challenge time out.
+func (p *pass) progress() {
+	r := p.r
+	holders := r.cfg.Ledger.Holders(0)
+	pendingNow := make(map[string]bool, len(holders))
+	type todo struct {
+		sh ledger.Shape
+		ch challenge
+	}
+	var challenges []ledger.Shape
+	var expired []todo
+	r.mu.Lock()
+	for _, sh := range holders {
+		if p.evicted[sh.ID] || sh.PendingLSN == 0 {
+			continue
+		}
+		pendingNow[sh.ID] = true
+		deferAt := r.deferred[sh.ID]
+		since := latest(sh.PendingSince, sh.LastAckAt, deferAt)
+		if ch, ok := r.challenged[sh.ID]; ok && ch.gen == sh.Generation {
+			switch {
+			case sh.FlushedLSN > ch.flushed || !deferAt.Before(ch.at):
+				delete(r.challenged, sh.ID) // answered: the grace runs again from the progress
+			case !p.now.Before(ch.at.Add(r.cfg.ChallengeTimeout)):
+				expired = append(expired, todo{sh, ch})
+			}
+			continue
+		}
+		delete(r.challenged, sh.ID)
+		if r.cfg.Challenger != nil && !p.now.Before(since.Add(r.cfg.StallGrace)) {
+			r.challenged[sh.ID] = challenge{gen: sh.Generation, at: p.now, flushed: sh.FlushedLSN, pending: sh.PendingLSN}
+			challenges = append(challenges, sh)
+		}
+	}
+	for id := range r.challenged {
+		if !pendingNow[id] {
+			delete(r.challenged, id)
+		}
+	}
+	for id := range r.deferred {
+		if !pendingNow[id] {
+			delete(r.deferred, id)
+		}
+	}
+	r.mu.Unlock()
+
+	for _, sh := range challenges {
+		r.cfg.Challenger.Challenge(sh.Consumer, sh.ID)
+		r.m.challenges.Inc()
+		since := latest(sh.PendingSince, sh.LastAckAt)
+		r.record(ledger.Event{Time: p.now, Kind: ledger.EventChallenged, Consumer: sh.Consumer, Shape: sh.ID, LSN: sh.PendingLSN,
+			Detail: fmt.Sprintf("pending %s without ack progress since %s, stall grace %s; answer within %s", sh.PendingLSN, stamp(since), r.cfg.StallGrace, r.cfg.ChallengeTimeout)})
+		r.log.Info().Str("shape", sh.ID).Str("consumer", sh.Consumer).Stringer("pending_lsn", sh.PendingLSN).Msg("shape challenged")
+	}
+	for _, x := range expired {
+		sh, ch := x.sh, x.ch
+		ev := fmt.Sprintf("pending %s since %s, last ack %s, challenged %s, no ack or defer within %s, now %s",
+			sh.PendingLSN, stamp(sh.PendingSince), stamp(sh.LastAckAt), stamp(ch.at), r.cfg.ChallengeTimeout, stamp(p.now))
+		p.evict(sh, ledger.ReasonStalled, ev, func(cur ledger.Shape) bool {
+			r.mu.Lock()
+			defer r.mu.Unlock()
+			return cur.FlushedLSN <= ch.flushed && r.deferred[cur.ID].Before(ch.at)
+		})
+	}
+}
+
+// forget drops the progress memory of an evicted shape.
+func (r *Reconciler) forget(id string) {
+	r.mu.Lock()
+	delete(r.challenged, id)
+	delete(r.deferred, id)
+	r.mu.Unlock()
+}
+
+func latest(ts ...time.Time) time.Time {
+	var out time.Time
+	for _, t := range ts {
+		if t.After(out) {
+			out = t
+		}
+	}
+	return out
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	slices.Sort(out)
+	return out
+}

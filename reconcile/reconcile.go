@@ -1,0 +1,185 @@
+package reconcile
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"sync"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/ledgerd/ledgerd/ledger"
+)
+
+// Reconciler runs the liveness and progress probes of SPEC §5.3 over the
+// ledger and evicts what no live consumer holds. Create it with New; run
+// Run in a goroutine, or call Pass.
+type Reconciler struct {
+	cfg Config
+	log zerolog.Logger
+	m   *metrics
+
+	// passMu serialises passes: a pass reads everything, decides, then acts.
+	passMu      sync.Mutex
+	breaker     breaker
+	lastSlot    SlotState
+	hasLastSlot bool
+
+	// mu guards the progress probe's memory, also written by Defer from
+	// API goroutines.
+	mu         sync.Mutex
+	challenged map[string]challenge
+	deferred   map[string]time.Time
+
+	// Run's error log state.
+	failing    int
+	failingAt  time.Time
+	lastErrLog time.Time
+}
+
+// challenge is a challenge sent to a pending shape.
+type challenge struct {
+	gen     uint64
+	at      time.Time
+	flushed ledger.LSN // FlushedLSN when challenged: any ack beyond it is progress
+	pending ledger.LSN
+}
+
+// New returns a Reconciler. Config.Ledger is required (ErrNoLedger).
+func New(cfg Config) (*Reconciler, error) {
+	if cfg.Ledger == nil {
+		return nil, ErrNoLedger
+	}
+	if cfg.EvictMaxFraction > 1 || math.IsNaN(cfg.EvictMaxFraction) {
+		return nil, fmt.Errorf("reconcile: EvictMaxFraction %v: use a fraction between 0 and 1", cfg.EvictMaxFraction)
+	}
+	if cfg.MaxShapeLagBytes < 0 {
+		return nil, fmt.Errorf("reconcile: MaxShapeLagBytes %d: use 0 (off) or a positive number of bytes", cfg.MaxShapeLagBytes)
+	}
+	cfg = cfg.withDefaults()
+	return &Reconciler{
+		cfg:        cfg,
+		log:        cfg.Logger,
+		m:          newMetrics(),
+		challenged: map[string]challenge{},
+		deferred:   map[string]time.Time{},
+	}, nil
+}
+
+func (r *Reconciler) now() time.Time { return r.cfg.Clock.Now() }
+
+// Run passes every Config.Interval until ctx is done, starting with one pass
+// at once. A failing pass is retried at the next tick; failures are logged
+// at most once per Config.ErrorLogInterval, and a "recovered" line follows
+// the first pass that succeeds again. It returns nil when ctx is done.
+func (r *Reconciler) Run(ctx context.Context) error {
+	t := time.NewTicker(r.cfg.Interval)
+	defer t.Stop()
+	r.runPass(ctx)
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+			r.runPass(ctx)
+		}
+	}
+}
+
+func (r *Reconciler) runPass(ctx context.Context) {
+	err := r.Pass(ctx)
+	if ctx.Err() != nil || errors.Is(err, ledger.ErrClosed) {
+		return // shutting down
+	}
+	now := r.now()
+	if err == nil {
+		if r.failing > 0 {
+			r.log.Info().Int("failed_passes", r.failing).Dur("failing_for", now.Sub(r.failingAt)).Msg("reconcile recovered")
+			r.failing = 0
+		}
+		return
+	}
+	if r.failing == 0 {
+		r.failingAt = now
+	}
+	r.failing++
+	if r.failing == 1 || now.Sub(r.lastErrLog) >= r.cfg.ErrorLogInterval {
+		r.lastErrLog = now
+		r.log.Error().Err(err).Int("failed_passes", r.failing).Dur("retry_in", r.cfg.Interval).Msg("reconcile pass failed")
+	}
+}
+
+// Defer records a consumer's answer to a challenge: the shapes are alive
+// and working on what they hold. It restarts their stall grace. It is the
+// API's Config.Defer hook; the API has checked that the shapes are the
+// consumer's.
+func (r *Reconciler) Defer(consumer string, shapes []string) error {
+	now := r.now()
+	r.mu.Lock()
+	for _, id := range shapes {
+		r.deferred[id] = now
+	}
+	r.mu.Unlock()
+	for _, id := range shapes {
+		r.record(ledger.Event{Time: now, Kind: EventDeferred, Consumer: consumer, Shape: id, Detail: "challenge answered with defer: stall grace restarts"})
+	}
+	return nil
+}
+
+// EventDeferred is the journal kind of a defer answer.
+const EventDeferred = "deferred"
+
+func (r *Reconciler) record(e ledger.Event) {
+	if err := r.cfg.Ledger.Record(e); err != nil && !errors.Is(err, ledger.ErrClosed) {
+		r.log.Warn().Err(err).Str("kind", e.Kind).Msg("recording a journal event")
+	}
+}
+
+// Pass runs one reconcile pass over the whole current state: the slot audit,
+// every probe, the liveness tick and the delivery sync. It is idempotent: a
+// pass right after another finds nothing more to do. Errors of the parts are
+// joined; the parts that could run did.
+func (r *Reconciler) Pass(ctx context.Context) error {
+	r.passMu.Lock()
+	defer r.passMu.Unlock()
+	var errs []error
+	slot, haveSlot, err := r.audit(ctx)
+	if err != nil {
+		errs = append(errs, err)
+	}
+	now := r.now()
+	p := r.newPass(now)
+	p.consumers()
+	p.orphans()
+	p.inventory()
+	if haveSlot && r.cfg.MaxShapeLagBytes > 0 {
+		p.walBudget(slot.WALEnd)
+	}
+	p.progress()
+	errs = append(errs, p.errs...)
+	p.finish()
+
+	if err := r.cfg.Ledger.RecordTick(now); err != nil {
+		errs = append(errs, err)
+	}
+	if r.cfg.Syncer != nil {
+		r.cfg.Syncer.Sync()
+	}
+	r.m.passes.Inc()
+	r.m.lastPass.Set(float64(now.UnixNano()) / 1e9)
+	err = errors.Join(errs...)
+	if err != nil {
+		r.m.passErrors.Inc()
+	}
+	return err
+}
+
+// stamp formats a time for evidence.
+func stamp(t time.Time) string {
+	if t.IsZero() {
+		return "never"
+	}
+	return t.UTC().Format("2006-01-02 15:04:05.000Z")
+}

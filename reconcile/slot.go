@@ -1,0 +1,87 @@
+package reconcile
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/ledgerd/ledgerd/ledger"
+)
+
+// SlotState is what Postgres says of the replication slot.
+type SlotState struct {
+	ConfirmedFlush ledger.LSN
+	RestartLSN     ledger.LSN
+	WALEnd         ledger.LSN // pg_current_wal_lsn()
+	WALStatus      string     // reserved, extended, unreserved, lost
+	SafeWALSize    int64      // bytes that can still be written before the slot is in danger of losing WAL
+	HasSafeWALSize bool       // false when Postgres reports NULL (max_slot_wal_keep_size = -1) or it was not read
+	Active         bool
+	ActivePID      int
+	RetainedBytes  int64 // WALEnd - RestartLSN
+}
+
+// SlotAuditor reads the slot's row of pg_replication_slots and the server's
+// WAL end.
+type SlotAuditor interface {
+	AuditSlot(ctx context.Context) (SlotState, error)
+}
+
+// SlotAnomaly names what the audit found wrong with the confirmed flush.
+type SlotAnomaly string
+
+// Slot anomalies.
+const (
+	// AnomalyBackwards: confirmed_flush_lsn is below what an earlier audit
+	// saw (Postgres crashed before writing the slot; transactions will be
+	// replayed and skipped per shape, I2).
+	AnomalyBackwards SlotAnomaly = "confirmed_flush_backwards"
+	// AnomalyMovedElsewhere: confirmed_flush_lsn moved beyond the flush
+	// position ledgerd reported: another client moved the slot
+	// (pg_replication_slot_advance, another replication connection), which
+	// can skip transactions pending for live shapes (I1).
+	AnomalyMovedElsewhere SlotAnomaly = "confirmed_flush_moved_elsewhere"
+)
+
+// audit reads the slot, compares it with the previous audit and with the
+// ledger's reported flush, and exports it. It returns the state read, or an
+// error when the slot could not be read.
+func (r *Reconciler) audit(ctx context.Context) (SlotState, bool, error) {
+	if r.cfg.Slot == nil {
+		return SlotState{}, false, nil
+	}
+	st, err := r.cfg.Slot.AuditSlot(ctx)
+	if err != nil {
+		r.m.slotUp.Set(0)
+		return SlotState{}, false, fmt.Errorf("auditing the slot: %w", err)
+	}
+	r.m.slotUp.Set(1)
+	reported := r.cfg.Ledger.FlushLSN()
+	prev, hadPrev := r.lastSlot, r.hasLastSlot
+	r.lastSlot, r.hasLastSlot = st, true
+	r.m.exportSlot(st)
+
+	log := r.log.With().Stringer("confirmed_flush_lsn", st.ConfirmedFlush).Stringer("reported_flush_lsn", reported).Logger()
+	if hadPrev && st.ConfirmedFlush < prev.ConfirmedFlush {
+		r.m.anomalies.WithLabelValues(string(AnomalyBackwards)).Inc()
+		log.Warn().Str("anomaly", string(AnomalyBackwards)).Stringer("previous_confirmed_flush_lsn", prev.ConfirmedFlush).
+			Msg("the slot's confirmed flush went backwards; Postgres will replay from it and ledgerd skips what shapes already acked")
+		r.record(ledger.Event{Kind: EventSlotAnomaly, LSN: st.ConfirmedFlush, Reason: ledger.Reason(AnomalyBackwards),
+			Detail: fmt.Sprintf("confirmed_flush_lsn %s, previously %s", st.ConfirmedFlush, prev.ConfirmedFlush)})
+	}
+	// Only a move seen between two audits counts: at start-up the slot may be
+	// ahead of a fresh ledger that has reported nothing yet.
+	if hadPrev && st.ConfirmedFlush > prev.ConfirmedFlush && st.ConfirmedFlush > reported {
+		r.m.anomalies.WithLabelValues(string(AnomalyMovedElsewhere)).Inc()
+		log.Error().Str("anomaly", string(AnomalyMovedElsewhere)).Stringer("previous_confirmed_flush_lsn", prev.ConfirmedFlush).
+			Msg("the slot's confirmed flush moved beyond what ledgerd reported: another client is moving this slot; stop it, ledgerd must own the slot alone")
+		r.record(ledger.Event{Kind: EventSlotAnomaly, LSN: st.ConfirmedFlush, Reason: ledger.Reason(AnomalyMovedElsewhere),
+			Detail: fmt.Sprintf("confirmed_flush_lsn %s, previously %s, ledgerd reported %s", st.ConfirmedFlush, prev.ConfirmedFlush, reported)})
+	}
+	if st.WALStatus == "lost" && prev.WALStatus != "lost" {
+		log.Error().Str("wal_status", st.WALStatus).Msg("the slot is invalidated (wal_status lost): Postgres removed WAL it still needed")
+	}
+	return st, true, nil
+}
+
+// EventSlotAnomaly is the journal kind of a slot audit finding.
+const EventSlotAnomaly = "slot_anomaly"
