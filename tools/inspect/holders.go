@@ -1,0 +1,105 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"time"
+)
+
+type holdersCommand struct{ app *App }
+
+// HoldersReport is the answer of "inspect holders".
+type HoldersReport struct {
+	Source  string   `json:"source"`
+	Certain bool     `json:"certain"` // false: candidates derived from the file
+	Holders []Holder `json:"holders"`
+	Note    string   `json:"note,omitempty"`
+}
+
+func (c *holdersCommand) Run(ctx context.Context, args []string) error {
+	if _, err := c.app.commandFlags("holders", args, ""); err != nil {
+		return err
+	}
+	src, err := c.app.load(ctx, false)
+	if err != nil {
+		return err
+	}
+	rep := buildHolders(src, c.app.g.Policy)
+	if c.app.g.JSON {
+		return writeJSON(c.app.env.Stdout, rep)
+	}
+	return rep.writeText(c.app.env.Stdout)
+}
+
+func buildHolders(src *Source, p Policy) HoldersReport {
+	rep := HoldersReport{Source: src.sourceLine(), Holders: holders(src, p)}
+	if rep.Holders == nil {
+		rep.Holders = []Holder{}
+	}
+	rep.Certain = src.Daemon != nil && src.Daemon.Status != nil
+	if !rep.Certain {
+		m := src.State.Meta
+		rep.Note = fmt.Sprintf("pending positions are not in the file: these are shapes whose durable flushed LSN is below the last reported flush %s "+
+			"(processed position %s); each may hold it or may simply have received nothing since. Use -url for the daemon's live holders.",
+			m.LastFlush, m.Position)
+	}
+	return rep
+}
+
+func (r HoldersReport) writeText(w io.Writer) error {
+	fmt.Fprintln(w, r.Source)
+	if len(r.Holders) == 0 {
+		if r.Certain {
+			fmt.Fprintln(w, "no shape is pending: nothing in ledgerd pins WAL")
+		} else {
+			fmt.Fprintln(w, "no shape can be holding the flush: the last reported flush is at the processed position (or nothing was processed)")
+		}
+		return nil
+	}
+	if r.Note != "" {
+		fmt.Fprintln(w, wrap("note: "+r.Note, 100))
+	}
+	for i, h := range r.Holders {
+		fmt.Fprintln(w)
+		kind := "holder"
+		if !h.Certain {
+			kind = "possible holder"
+		}
+		fmt.Fprintf(w, "%d. %s %s (consumer %s, table %s)\n", i+1, kind, h.Shape, h.Consumer, h.Table)
+		t := newTable(w)
+		t.row("   pinned bytes", h.bytesText())
+		t.row("   pinned for", h.pinnedText())
+		if h.PendingLSN != "" {
+			t.row("   pending LSN", h.PendingLSN+"  (since "+tsp(h.PendingSince)+")")
+		}
+		t.row("   flushed LSN", h.FlushedLSN)
+		t.row("   last ack", tsp(h.LastAck))
+		t.row("   lease", h.Lease.Text)
+		next := h.Next.What
+		t.row("   reconciler", next)
+		if err := t.flush(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (h Holder) bytesText() string {
+	if h.PinnedBytes == nil {
+		return h.BytesSource
+	}
+	return fmt.Sprintf("%s (%d)  [%s]", bytesText(*h.PinnedBytes), *h.PinnedBytes, h.BytesSource)
+}
+
+func (h Holder) pinnedText() string {
+	switch h.PinnedFrom {
+	case "pending_since":
+		return dur(time.Duration(h.PinnedSeconds*float64(time.Second))) + "  [daemon: since pending]"
+	case "last_ack":
+		return "at most " + dur(time.Duration(h.PinnedSeconds*float64(time.Second))) + "  [derived: since its last ack]"
+	case "created_at":
+		return "at most " + dur(time.Duration(h.PinnedSeconds*float64(time.Second))) + "  [derived: since created, never acked]"
+	}
+	return "unknown"
+}
