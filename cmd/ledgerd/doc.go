@@ -9,7 +9,10 @@
 //
 // Start-up: the replication stream's preflight (stream.Check) identifies
 // the Postgres system, then the ledger file is opened bound to that identity,
-// then the API listens and the stream runs. The first SIGTERM or SIGINT
+// then the API listens, the stream runs and the reconciler (package
+// reconcile) passes every -reconcile-interval: it records the liveness
+// tick, evicts what no live consumer holds, audits the slot and brings
+// delivery in step. The first SIGTERM or SIGINT
 // drains: change streams close, queued acks are committed, a final status
 // update confirms the last durable position and the ledger is closed; a
 // second signal aborts at once.

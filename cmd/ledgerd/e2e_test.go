@@ -2,6 +2,7 @@ package main_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"path/filepath"
 	"slices"
@@ -675,5 +676,89 @@ func TestKillNineLosesNothing(t *testing.T) {
 	want := []string{"5", "6", "7", "8", "9", "100", "101"}
 	if !slices.Equal(got, want) {
 		t.Errorf("after SIGKILL and restart got rows %v, want %v (every unacked one, nothing acked)", got, want)
+	}
+}
+
+// TestDeadConsumerEvicted is I3 against the real binary: a consumer with a
+// short lease receives a transaction and dies without acking it (its stream
+// drops, its heartbeats stop). The reconciler ends it as lease_expired, the
+// slot's confirmed flush moves past the transaction it pinned, and the dead
+// consumer's next heartbeat gets 410 lease_gone. A healthy consumer on the
+// same table keeps working.
+func TestDeadConsumerEvicted(t *testing.T) {
+	dsn := pgtest.NewDB(t, cluster)
+	slot := slotName(t)
+	sql(t, dsn, "CREATE TABLE t (id int PRIMARY KEY, v text)")
+	d := startDaemon(t, dsn, slot, "", "-reconcile-interval", "200ms")
+	ctx := context.Background()
+	rec, _ := runConsumer(t, d, "healthy", map[string]shapeDef{"h": {"public.t", nil}})
+
+	k, err := d.c.Register(ctx, client.ConsumerConfig{ID: "doomed", TTL: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := k.PutShape(ctx, "d", "public.t", nil); err != nil {
+		t.Fatal(err)
+	}
+	s, err := k.OpenStream(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sql(t, dsn, "INSERT INTO t VALUES (1, 'pinned')")
+	var pinned ledger.LSN
+	for pinned == 0 {
+		_, txn, err := s.Next()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if txn != nil {
+			pinned = txn.LSN
+		}
+	}
+	waitFor(t, "the healthy consumer to ack the transaction", 30*time.Second, func() bool {
+		rec.mu.Lock()
+		defer rec.mu.Unlock()
+		return rec.acked > 0 && len(rec.txns["h"]) > 0
+	})
+	if got := confirmedFlush(t, dsn, slot); got > pinned {
+		t.Fatalf("confirmed flush %s passed the unacked transaction %s while its consumer lived", got, pinned)
+	}
+	s.Close() // killed: no ack, no more heartbeats
+	killed := time.Now()
+
+	var ts wire.Tombstone
+	waitFor(t, "the dead consumer's shape to be evicted", 30*time.Second, func() bool {
+		var out []wire.Tombstone
+		if _, err := d.c.Do(ctx, "GET", "/v1/evictions", "", nil, &out); err != nil {
+			t.Fatal(err)
+		}
+		for _, x := range out {
+			if x.Shape == "d" {
+				ts = x
+				return true
+			}
+		}
+		return false
+	})
+	if ts.Reason != string(ledger.ReasonLeaseExpired) || ts.Actor != "reconciler" || ts.Consumer != "doomed" ||
+		!strings.Contains(ts.Evidence, "last heartbeat") || !strings.Contains(ts.Evidence, "ttl 1s") {
+		t.Errorf("tombstone %+v, want lease_expired by the reconciler with the lease timing as evidence", ts)
+	}
+	t.Logf("evicted %v after the kill (ttl 1s, reconcile interval 200ms)", time.Since(killed).Round(time.Millisecond))
+	waitFor(t, "the confirmed flush to move past the dead consumer's transaction", 30*time.Second, func() bool {
+		return confirmedFlush(t, dsn, slot) > pinned
+	})
+	_, err = k.Heartbeat(ctx, nil)
+	var ce *client.Error
+	if !errors.As(err, &ce) || ce.Status != 410 || ce.Code != wire.CodeLeaseGone || ce.Reason != string(ledger.ReasonLeaseExpired) {
+		t.Fatalf("heartbeat of the dead consumer: %v, want 410 lease_gone (lease_expired)", err)
+	}
+	// The healthy consumer is untouched and still gets new transactions.
+	before := rec.count("h")
+	sql(t, dsn, "INSERT INTO t VALUES (2, 'after')")
+	waitFor(t, "the healthy consumer to get the next transaction", 30*time.Second, func() bool { return rec.count("h") > before })
+	m := scrape(t, d)
+	if m[`ledgerd_reconcile_evictions_total{reason="lease_expired"}`] != 1 {
+		t.Errorf("lease_expired evictions metric = %v, want 1", m[`ledgerd_reconcile_evictions_total{reason="lease_expired"}`])
 	}
 }

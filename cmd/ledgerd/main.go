@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net"
 	"net/http"
 	"os"
@@ -14,12 +15,14 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/mattn/go-isatty"
 	"github.com/rs/zerolog"
 
 	"github.com/ledgerd/ledgerd/api"
 	"github.com/ledgerd/ledgerd/deliver"
 	"github.com/ledgerd/ledgerd/ledger"
+	"github.com/ledgerd/ledgerd/reconcile"
 	"github.com/ledgerd/ledgerd/stream"
 )
 
@@ -171,9 +174,28 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	}
 	defer pg.Close()
 
+	audit, err := newSlotAudit(ctx, pg, cfg.PGURL, cfg.Slot)
+	if err != nil {
+		return err
+	}
+	defer audit.Close()
+	fraction := cfg.EvictMaxFraction
+	if fraction == 0 {
+		fraction = math.SmallestNonzeroFloat64 // 0 = only the floor of 10 a minute
+	}
+	rec, err := reconcile.New(reconcile.Config{Ledger: led, Challenger: hub, Syncer: hub, Slot: audit,
+		Interval: cfg.ReconcileInterval, StallGrace: cfg.StallGrace, ChallengeTimeout: cfg.ChallengeTimeout,
+		MaxShapeLagBytes: int64(cfg.MaxShapeLagBytes), EvictMaxFraction: fraction, Logger: log})
+	if err != nil {
+		return err
+	}
+
 	streams := hub.NewRunner(scfg)
 	srv := api.New(api.Config{Ledger: led, Hub: hub, Tables: pg, Slot: pg, SlotName: cfg.Slot, Token: token,
-		Streaming: streams.Streaming, Reconnects: streams.Reconnects, Logger: log})
+		Streaming: streams.Streaming, Reconnects: streams.Reconnects, Defer: rec.Defer, Logger: log})
+	if err := srv.Registry().Register(rec); err != nil {
+		return fmt.Errorf("registering the reconciler's metrics: %w", err)
+	}
 	httpSrv := &http.Server{Handler: srv.Handler(), ReadHeaderTimeout: 10 * time.Second,
 		ErrorLog: nil, BaseContext: func(net.Listener) context.Context { return context.WithoutCancel(ctx) }}
 	httpDone := make(chan error, 1)
@@ -187,8 +209,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	go func() { streamDone <- streams.Run(streamCtx) }()
 
 	var wg sync.WaitGroup
-	tickCtx, stopTicks := context.WithCancel(ctx)
-	wg.Go(func() { tick(tickCtx, cfg.ReconcileInterval, led, hub, log) })
+	reconcileCtx, stopReconcile := context.WithCancel(ctx)
+	wg.Go(func() { _ = rec.Run(reconcileCtx) })
 
 	var runErr error
 	select {
@@ -202,7 +224,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		runErr = fmt.Errorf("API server: %w", err)
 		httpDone <- err
 	}
-	stopTicks()
+	stopReconcile()
 	wg.Wait()
 
 	// Drain: end change streams, let in-flight calls finish, commit every
@@ -257,20 +279,46 @@ func preflight(ctx context.Context, scfg stream.Config, log zerolog.Logger) (str
 	}
 }
 
-// tick runs the periodic upkeep: the ledger's liveness tick (I5) and
-// bringing delivery in step with evictions made by the reconciler.
-func tick(ctx context.Context, every time.Duration, led *ledger.Ledger, hub *deliver.Hub, log zerolog.Logger) {
-	t := time.NewTicker(every)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case now := <-t.C:
-			if err := led.RecordTick(now); err != nil && !errors.Is(err, ledger.ErrClosed) {
-				log.Warn().Err(err).Msg("recording the liveness tick")
-			}
-			hub.Sync()
-		}
+// slotAudit is the reconciler's view of the slot: the API's read of
+// pg_replication_slots plus safe_wal_size, which that read does not carry.
+type slotAudit struct {
+	pg   *api.PG
+	pool *pgxpool.Pool
+	slot string
+}
+
+func newSlotAudit(ctx context.Context, pg *api.PG, connString, slot string) (*slotAudit, error) {
+	pcfg, err := pgxpool.ParseConfig(connString)
+	if err != nil {
+		return nil, fmt.Errorf("parsing the Postgres connection string: %w", err)
 	}
+	pcfg.MaxConns = 1
+	pool, err := pgxpool.NewWithConfig(ctx, pcfg)
+	if err != nil {
+		return nil, fmt.Errorf("connecting to Postgres for the slot audit: %w", err)
+	}
+	return &slotAudit{pg: pg, pool: pool, slot: slot}, nil
+}
+
+func (a *slotAudit) Close() { a.pool.Close() }
+
+// AuditSlot implements reconcile.SlotAuditor.
+func (a *slotAudit) AuditSlot(ctx context.Context) (reconcile.SlotState, error) {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	st, err := a.pg.SlotStatus(ctx)
+	if err != nil {
+		return reconcile.SlotState{}, err
+	}
+	out := reconcile.SlotState{ConfirmedFlush: st.ConfirmedFlush, RestartLSN: st.RestartLSN, WALEnd: st.WALEnd,
+		WALStatus: st.WALStatus, Active: st.Active, ActivePID: st.ActivePID, RetainedBytes: st.RetainedBytes}
+	var safe *int64
+	err = a.pool.QueryRow(ctx, "SELECT safe_wal_size FROM pg_catalog.pg_replication_slots WHERE slot_name = $1", a.slot).Scan(&safe)
+	if err != nil {
+		return out, fmt.Errorf("reading safe_wal_size of slot %s: %w", a.slot, err)
+	}
+	if safe != nil {
+		out.SafeWALSize, out.HasSafeWALSize = *safe, true
+	}
+	return out, nil
 }
