@@ -169,9 +169,13 @@ func (r *WhyReport) shapePin(src *Source, hs []Holder, prefix string) {
 		fmt.Fprintf(&b, "ledgerd's flush is held by shape %s (consumer %s, table %s): it has not acked the transaction at %s, pending since %s (%s ago)",
 			h.Shape, h.Consumer, h.Table, h.PendingLSN, tsp(h.PendingSince), dur(time.Duration(h.PinnedSeconds*float64(time.Second))))
 	} else {
+		acked := "it has never acked"
+		if h.LastAck != nil {
+			acked = "it last acked at " + ts(*h.LastAck)
+		}
 		fmt.Fprintf(&b, "ledgerd's flush is most likely held by shape %s (consumer %s, table %s): its durable flushed LSN %s is below the last flush ledgerd reported, %s, "+
-			"and it last acked at %s (derived from the file, which keeps no pending positions; use -url to confirm)",
-			h.Shape, h.Consumer, h.Table, h.FlushedLSN, src.State.Meta.LastFlush, tsp(h.LastAck))
+			"and %s (derived from the file, which keeps no pending positions; use -url to confirm)",
+			h.Shape, h.Consumer, h.Table, h.FlushedLSN, src.State.Meta.LastFlush, acked)
 	}
 	if h.PinnedBytes != nil {
 		fmt.Fprintf(&b, "; it pins %s", bytesText(*h.PinnedBytes))
@@ -188,7 +192,7 @@ func (r *WhyReport) shapePin(src *Source, hs []Holder, prefix string) {
 		}
 		fmt.Fprintf(&b, " %d %s %s too (inspect holders).", len(hs)-1, word, qual)
 	}
-	fmt.Fprintf(&b, " To release it now: POST /v1/shapes/%s/evict.", h.Shape)
+	fmt.Fprintf(&b, " To release it now, evict it on the running daemon: POST /v1/shapes/%s/evict.", h.Shape)
 	r.Paragraph = b.String()
 }
 
