@@ -30,10 +30,14 @@ type pass struct {
 func (r *Reconciler) newPass(now time.Time) *pass {
 	p := &pass{r: r, now: now, byID: map[string]ledger.Consumer{}, owned: map[string][]ledger.Shape{},
 		ended: map[string]bool{}, evicted: map[string]bool{}}
+	// Shapes before consumers: a shape needs its consumer registered and
+	// consumers are never forgotten, so every shape read has its consumer
+	// in the later read. The other order would see a consumer registered
+	// in between only through its shapes, as unknown.
+	p.shapes = r.cfg.Ledger.Shapes()
 	for _, c := range r.cfg.Ledger.Consumers() {
 		p.byID[c.ID] = c
 	}
-	p.shapes = r.cfg.Ledger.Shapes()
 	for _, sh := range p.shapes {
 		p.owned[sh.Consumer] = append(p.owned[sh.Consumer], sh)
 	}

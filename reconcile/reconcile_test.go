@@ -317,20 +317,53 @@ func TestBreakerLargeConsumer(t *testing.T) {
 	}
 }
 
-// racyLedger re-registers a consumer right after the reconciler read the
-// consumers: the reconciler decides on an observation that is already old.
+// racyLedger runs a hook right after the reconciler's first read of the
+// consumers or the shapes: the reconciler then decides on an observation
+// that is already old.
 type racyLedger struct {
 	*ledger.Ledger
-	onRead func()
+	afterRead      func() // after the first read of either
+	afterConsumers func() // after the read of the consumers
+}
+
+func (r *racyLedger) fire() {
+	if f := r.afterRead; f != nil {
+		r.afterRead = nil
+		f()
+	}
 }
 
 func (r *racyLedger) Consumers() []ledger.Consumer {
-	cs := r.Ledger.Consumers()
-	if r.onRead != nil {
-		r.onRead()
-		r.onRead = nil
+	defer r.fire()
+	if f := r.afterConsumers; f != nil {
+		r.afterConsumers = nil
+		defer f()
 	}
-	return cs
+	return r.Ledger.Consumers()
+}
+
+func (r *racyLedger) Shapes() []ledger.Shape {
+	defer r.fire()
+	return r.Ledger.Shapes()
+}
+
+// TestRegistrationDuringPass: a consumer that registers and creates a shape
+// while a pass reads the state is not mistaken for an unknown owner.
+func TestRegistrationDuringPass(t *testing.T) {
+	e := newEnv(t, nil)
+	racy := &racyLedger{Ledger: e.l}
+	racy.afterRead = func() {
+		e.register("late", time.Hour)
+		e.shapes("late", "lx")
+	}
+	r, err := reconcile.New(reconcile.Config{Ledger: racy, Clock: e.clk, Host: host, Process: e.proc, Logger: zerolog.Nop()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Pass(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	e.live("lx")
 }
 
 // TestEpochRace: a consumer whose expired lease the reconciler observed, but
@@ -344,7 +377,7 @@ func TestEpochRace(t *testing.T) {
 	e.clk.Advance(11 * time.Second)
 	racy := &racyLedger{Ledger: e.l}
 	var again ledger.Consumer
-	racy.onRead = func() { again = e.register("c", 10*time.Second) }
+	racy.afterConsumers = func() { again = e.register("c", 10*time.Second) }
 	r, err := reconcile.New(reconcile.Config{Ledger: racy, Clock: e.clk, Host: host, Process: e.proc, Logger: zerolog.Nop()})
 	if err != nil {
 		t.Fatal(err)

@@ -1,0 +1,148 @@
+package reconcile_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"testing/synctest"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/ledgerd/ledgerd/ledger"
+	"github.com/ledgerd/ledgerd/reconcile"
+)
+
+// TestRunLogsErrorsRateLimitedAndRecovers: Run passes every interval; while
+// passes fail it logs at most once per ErrorLogInterval, and the first pass
+// that succeeds again logs "reconcile recovered". Fake time (synctest).
+func TestRunLogsErrorsRateLimitedAndRecovers(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		path := filepath.Join(t.TempDir(), "ledger.db")
+		l, err := ledger.Open(ledger.Config{Path: path, Logger: zerolog.Nop(),
+			Identity: ledger.Identity{SystemID: "7301234567890123456", Timeline: 1, Database: "app", Slot: "ledgerd"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer l.Close()
+		sl := &slot{err: errors.New("connection refused")}
+		var logs bytes.Buffer
+		r, err := reconcile.New(reconcile.Config{Ledger: l, Slot: sl, Process: &procs{}, Host: host,
+			Interval: time.Second, ErrorLogInterval: time.Minute, Logger: zerolog.New(&logs)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		c, err := l.Register(ledger.ConsumerSpec{ID: "c", TTL: 5 * time.Second})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, _, err := l.PutShape(ledger.ShapeSpec{ID: "s", Consumer: c.ID, Table: "public.t"}); err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() { done <- r.Run(ctx) }()
+
+		time.Sleep(90 * time.Second) // passes at 0s, 1s, ... 90s, all failing
+		synctest.Wait()
+		// The lease probe ran although the audit failed.
+		if ts, ok := l.Tombstone("s"); !ok || ts.Reason != ledger.ReasonLeaseExpired {
+			t.Errorf("shape s: tombstone %+v, %v; want lease_expired while the slot audit fails", ts, ok)
+		}
+		sl.set(func(*reconcile.SlotState) {})
+		sl.mu.Lock()
+		sl.err = nil
+		sl.mu.Unlock()
+		time.Sleep(2 * time.Second)
+		synctest.Wait()
+		cancel()
+		if err := <-done; err != nil {
+			t.Fatalf("Run: %v", err)
+		}
+		text := logs.String()
+		if n := strings.Count(text, "reconcile pass failed"); n != 2 {
+			t.Errorf("failure logged %d times in 90 s of failing passes, want 2 (at 0 s and 60 s):\n%s", n, text)
+		}
+		if n := strings.Count(text, "reconcile recovered"); n != 1 {
+			t.Errorf("recovered logged %d times, want 1:\n%s", n, text)
+		}
+		if !strings.Contains(text, `"failed_passes":91`) {
+			t.Errorf("recovered line does not count the 91 failed passes:\n%s", text)
+		}
+	})
+}
+
+// TestProcFS: the /proc prober reads the start time after the command name
+// (which may hold spaces and parentheses), and tells a running process, a
+// missing one, a zombie and a reused pid apart.
+func TestProcFS(t *testing.T) {
+	root := t.TempDir()
+	stat := func(pid, line string) {
+		t.Helper()
+		if err := os.MkdirAll(filepath.Join(root, pid), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(root, pid, "stat"), []byte(line), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	fields := " 1 1 1 0 -1 4194560 100 0 0 0 5 2 0 0 20 0 1 0 %s 1000 10 18446744073709551615\n"
+	stat("10", "10 (my (odd) worker) S"+strings.Replace(fields, "%s", "12345", 1))
+	stat("11", "11 (zomb) Z"+strings.Replace(fields, "%s", "999", 1))
+	stat("12", "12 (short) S 1 2 3\n")
+	p := reconcile.ProcFS{Root: root}
+	if got, err := p.StartTime(10); err != nil || got != "12345" {
+		t.Fatalf("start time = %q, %v; want 12345", got, err)
+	}
+	for _, tc := range []struct {
+		pid      int
+		start    string
+		gone     bool
+		evidence string
+	}{
+		{10, "12345", false, "running"},
+		{10, "", false, "running"},
+		{10, "11111", true, "pid reused"},
+		{11, "", true, "exited"},
+		{13, "", true, "not found"},
+	} {
+		gone, ev, err := p.Probe(tc.pid, tc.start)
+		if err != nil || gone != tc.gone || !strings.Contains(ev, tc.evidence) {
+			t.Errorf("Probe(%d, %q) = %v, %q, %v; want gone=%v with %q", tc.pid, tc.start, gone, ev, err, tc.gone, tc.evidence)
+		}
+	}
+	if _, _, err := p.Probe(12, ""); err == nil {
+		t.Error("a truncated stat line was not an error (nothing may be decided on it)")
+	}
+	// This process, through the real /proc.
+	self := reconcile.ProcFS{}
+	start, err := self.StartTime(os.Getpid())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if gone, ev, err := self.Probe(os.Getpid(), start); gone || err != nil {
+		t.Errorf("this process probed as gone: %q, %v", ev, err)
+	}
+	if gone, _, _ := self.Probe(os.Getpid(), start+"0"); !gone {
+		t.Error("this process with another start time was not seen as a reused pid")
+	}
+}
+
+// TestNewValidates: a missing ledger or a fraction above 1 is refused with an
+// error naming the fix.
+func TestNewValidates(t *testing.T) {
+	if _, err := reconcile.New(reconcile.Config{}); !errors.Is(err, reconcile.ErrNoLedger) {
+		t.Errorf("no ledger: %v, want ErrNoLedger", err)
+	}
+	e := newEnv(t, nil)
+	if _, err := reconcile.New(reconcile.Config{Ledger: e.l, EvictMaxFraction: 1.5}); err == nil || !strings.Contains(err.Error(), "between 0 and 1") {
+		t.Errorf("fraction 1.5: %v", err)
+	}
+	if _, err := reconcile.New(reconcile.Config{Ledger: e.l, MaxShapeLagBytes: -1}); err == nil {
+		t.Error("negative WAL budget accepted")
+	}
+}
