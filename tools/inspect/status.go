@@ -16,14 +16,15 @@ type statusCommand struct{ app *App }
 type StatusReport struct {
 	Source string     `json:"source"`
 	Ledger LedgerMeta `json:"ledger"`
-	// Figure values carry where they come from: file, daemon, postgres.
-	SafeFlush      Figure         `json:"safe_flush_lsn"`
-	ReportedFlush  Figure         `json:"reported_flush_lsn"`
-	ConfirmedFlush Figure         `json:"confirmed_flush_lsn"`
-	RestartLSN     Figure         `json:"restart_lsn"`
-	WALEnd         Figure         `json:"wal_end"`
-	Retained       Figure         `json:"retained_bytes"`
-	WALStatus      Figure         `json:"wal_status"`
+	// Figure values carry where they come from: file, daemon, postgres;
+	// an unknown figure is left out.
+	SafeFlush      Figure         `json:"safe_flush_lsn,omitzero"`
+	ReportedFlush  Figure         `json:"reported_flush_lsn,omitzero"`
+	ConfirmedFlush Figure         `json:"confirmed_flush_lsn,omitzero"`
+	RestartLSN     Figure         `json:"restart_lsn,omitzero"`
+	WALEnd         Figure         `json:"wal_end,omitzero"`
+	Retained       Figure         `json:"retained_bytes,omitzero"`
+	WALStatus      Figure         `json:"wal_status,omitzero"`
 	SafeWALSize    *int64         `json:"safe_wal_size,omitempty"`
 	ActivePID      int            `json:"active_pid,omitempty"`
 	Consumers      map[string]int `json:"consumers"`
