@@ -100,7 +100,7 @@ const host = "db-host-1"
 // env is a real ledger in a temporary directory with a reconciler over it
 // whose clock, challenger, slot and process table the test controls.
 type env struct {
-	t    *testing.T
+	t    testing.TB
 	clk  *clock
 	l    *ledger.Ledger
 	r    *reconcile.Reconciler
@@ -112,7 +112,7 @@ type env struct {
 	lsn  ledger.LSN // last commit LSN tracked
 }
 
-func newEnv(t *testing.T, mod func(*reconcile.Config)) *env {
+func newEnv(t testing.TB, mod func(*reconcile.Config)) *env {
 	t.Helper()
 	e := &env{t: t, clk: &clock{t: time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)}, ch: &challenger{}, sync: &syncer{},
 		slot: &slot{}, proc: &procs{alive: map[int]string{}}, reg: prometheus.NewRegistry(), lsn: 0x1000000}

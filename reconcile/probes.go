@@ -216,8 +216,12 @@ func (p *pass) inventory() {
 		if c.Gone || p.ended[id] || c.Inventory == nil || c.PrevHeartbeat.IsZero() || !c.InventoryAt.Equal(c.LastHeartbeat) {
 			continue
 		}
+		held := make(map[string]struct{}, len(c.Inventory))
+		for _, sid := range c.Inventory {
+			held[sid] = struct{}{}
+		}
 		for _, sh := range p.owned[id] {
-			if p.evicted[sh.ID] || slices.Contains(c.Inventory, sh.ID) || !sh.CreatedAt.Before(c.PrevHeartbeat) {
+			if _, ok := held[sh.ID]; ok || p.evicted[sh.ID] || !sh.CreatedAt.Before(c.PrevHeartbeat) {
 				continue
 			}
 			ev := fmt.Sprintf("heartbeat at %s listed %d shapes without it; shape created %s, before the previous heartbeat at %s",
