@@ -23,6 +23,8 @@ type Policy struct {
 	ReconcileInterval time.Duration
 	StallGrace        time.Duration
 	ChallengeTimeout  time.Duration
+	// MaxShapeLagBytes is the daemon's -max-shape-lag-bytes (0 = off).
+	MaxShapeLagBytes int64
 }
 
 // Holder is a shape pinning (or, from a file, possibly pinning) WAL.
@@ -127,7 +129,27 @@ func nextAction(src *Source, p Policy, sh ledger.Shape, pendingSince time.Time) 
 		}
 		stallAt = base.Add(p.StallGrace)
 	}
+	// A challenge already in the journal, made after the last progress,
+	// fixes the eviction time.
+	var challenged time.Time
+	if !stallAt.IsZero() {
+		base := stallAt.Add(-p.StallGrace)
+		for _, e := range src.State.Events {
+			if e.Kind == ledger.EventChallenged && e.Shape == sh.ID && !e.Time.Before(base) {
+				challenged = e.Time
+			}
+		}
+	}
 	stall := func() Action {
+		if !challenged.IsZero() {
+			evict := challenged.Add(p.ChallengeTimeout)
+			if evict.Before(now) {
+				evict = now
+			}
+			evict = evict.Add(p.ReconcileInterval)
+			return Action{What: fmt.Sprintf("challenged at %s; evicted as stalled by %s unless it acks or defers", ts(challenged), ts(evict)),
+				Reason: string(ledger.ReasonStalled), At: tp(evict)}
+		}
 		challenge := stallAt
 		if challenge.Before(now) {
 			challenge = now
@@ -229,6 +251,10 @@ func liveHolder(src *Source, p Policy, w wire.Shape, end ledger.LSN, endFrom str
 		since = *w.PendingSince
 	}
 	h.Next = nextAction(src, p, sh, since)
+	if p.MaxShapeLagBytes > 0 && h.PinnedBytes != nil && *h.PinnedBytes > p.MaxShapeLagBytes {
+		h.Next = Action{What: fmt.Sprintf("evicted as wal_budget at the next reconcile pass: it pins %d bytes, over the %d-byte budget",
+			*h.PinnedBytes, p.MaxShapeLagBytes), Reason: string(ledger.ReasonWALBudget), At: tp(src.Now.Add(p.ReconcileInterval))}
+	}
 	return h
 }
 

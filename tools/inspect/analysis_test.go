@@ -32,6 +32,8 @@ func TestNextAction(t *testing.T) {
 			10 * time.Second, 30 * time.Second, ledger.ReasonStalled, at(100 * time.Second), "evicted as stalled by 2026-03-01T12:01:40Z"},
 		{"overdue stall is challenged now", true, &ledger.Consumer{ID: "c", Streaming: true},
 			-0, 0, ledger.ReasonStalled, at(70 * time.Second), "challenged by 2026-03-01T12:01:00Z"},
+		{"challenged already", true, &ledger.Consumer{ID: "c", Streaming: true},
+			-0, 0, ledger.ReasonStalled, at(66 * time.Second), "challenged at 2026-03-01T12:00:55Z"},
 		{"streaming, pending unknown", true, &ledger.Consumer{ID: "c", Streaming: true},
 			-1, 0, ledger.ReasonStalled, nil, "no lease eviction while its stream is open"},
 		{"expired lease", true, &ledger.Consumer{ID: "c", ExpiresAt: t0.Add(30 * time.Second)},
@@ -47,6 +49,9 @@ func TestNextAction(t *testing.T) {
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			st := &ledger.State{Meta: ledger.Meta{Tick: t0.Add(10 * time.Second)}}
+			if strings.HasPrefix(c.name, "challenged") {
+				st.Events = []ledger.Event{{Seq: 1, Time: t0.Add(55 * time.Second), Kind: ledger.EventChallenged, Consumer: "c", Shape: "s"}}
+			}
 			if c.c != nil {
 				st.Consumers = []ledger.Consumer{*c.c}
 			}

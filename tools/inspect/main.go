@@ -146,6 +146,7 @@ func (a *App) globalFlags(fs *flag.FlagSet) {
 	fs.BoolVar(&g.JSON, "json", false, "print JSON instead of text")
 	fs.DurationVar(&g.Policy.ReconcileInterval, "reconcile-interval", DefaultReconcileInterval, "the daemon's -reconcile-interval, for predictions")
 	fs.DurationVar(&g.Policy.StallGrace, "stall-grace", DefaultStallGrace, "the daemon's -stall-grace, for predictions")
+	fs.Int64Var(&g.Policy.MaxShapeLagBytes, "max-shape-lag-bytes", 0, "the daemon's -max-shape-lag-bytes, for predictions (0 = off)")
 	fs.DurationVar(&g.Policy.ChallengeTimeout, "challenge-timeout", DefaultChallengeTimeout, "the daemon's -challenge-timeout, for predictions")
 }
 
