@@ -109,13 +109,32 @@ type env struct {
 	slot *slot
 	proc *procs
 	reg  *prometheus.Registry
+	logs *logBuffer // the reconciler's log lines
 	lsn  ledger.LSN // last commit LSN tracked
+}
+
+// logBuffer collects log lines written from any goroutine.
+type logBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *logBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *logBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }
 
 func newEnv(t testing.TB, mod func(*reconcile.Config)) *env {
 	t.Helper()
 	e := &env{t: t, clk: &clock{t: time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)}, ch: &challenger{}, sync: &syncer{},
-		slot: &slot{}, proc: &procs{alive: map[int]string{}}, reg: prometheus.NewRegistry(), lsn: 0x1000000}
+		slot: &slot{}, proc: &procs{alive: map[int]string{}}, reg: prometheus.NewRegistry(), logs: &logBuffer{}, lsn: 0x1000000}
 	path := filepath.Join(t.TempDir(), "ledger.db")
 	l, err := ledger.Open(ledger.Config{Path: path, Clock: e.clk, Logger: zerolog.Nop(),
 		Identity: ledger.Identity{SystemID: "7301234567890123456", Timeline: 1, Database: "app", Slot: "ledgerd"}})
@@ -136,7 +155,7 @@ func newEnv(t testing.TB, mod func(*reconcile.Config)) *env {
 	})
 	e.l = l
 	cfg := reconcile.Config{Ledger: l, Challenger: e.ch, Syncer: e.sync, Slot: e.slot, Process: e.proc, Host: host,
-		Clock: e.clk, Interval: time.Second, StallGrace: time.Minute, ChallengeTimeout: 10 * time.Second, Logger: zerolog.Nop()}
+		Clock: e.clk, Interval: time.Second, StallGrace: time.Minute, ChallengeTimeout: 10 * time.Second, Logger: zerolog.New(e.logs)}
 	if mod != nil {
 		mod(&cfg)
 	}

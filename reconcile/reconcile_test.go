@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -242,12 +243,10 @@ func TestWALBudget(t *testing.T) {
 func TestCircuitBreaker(t *testing.T) {
 	e := newEnv(t, func(c *reconcile.Config) { c.EvictMaxFraction = 0.1 })
 	// 30 consumers with one shape each: 10% is 3, the floor 10 applies.
-	var ids []string
 	for i := range 30 {
 		id := fmt.Sprintf("c%02d", i)
 		e.register(id, 10*time.Second)
 		e.shapes(id, "s"+id)
-		ids = append(ids, "s"+id)
 	}
 	e.clk.Advance(11 * time.Second) // every lease expired at once (a network partition, say)
 	e.pass()
@@ -283,6 +282,9 @@ func TestCircuitBreaker(t *testing.T) {
 	}
 	if got := e.metric("ledgerd_reconcile_evictions_total", "reason", "lease_expired"); got != 30 {
 		t.Errorf("evictions = %v, want 30", got)
+	}
+	if n := strings.Count(e.logs.String(), "circuit breaker tripped"); n != 1 {
+		t.Errorf("trip logged %d times over one trip, want 1", n)
 	}
 
 	// With 100 shapes and fraction 0.5, 50 go in a minute.
