@@ -114,9 +114,15 @@ type result struct {
 
 func runInspect(t testing.TB, env map[string]string, args ...string) result {
 	t.Helper()
+	return runInspectAt(t, func() time.Time { return inspectNow }, env, args...)
+}
+
+// runInspectAt runs inspect with the clock now.
+func runInspectAt(t testing.TB, now func() time.Time, env map[string]string, args ...string) result {
+	t.Helper()
 	var out, errb bytes.Buffer
-	code := Main(context.Background(), args, Env{Stdout: &out, Stderr: &errb,
-		Now: func() time.Time { return inspectNow }, Getenv: func(k string) string { return env[k] }})
+	code := Main(context.Background(), args, Env{Stdout: &out, Stderr: &errb, Now: now,
+		Getenv: func(k string) string { return env[k] }})
 	return result{out.String(), errb.String(), code}
 }
 

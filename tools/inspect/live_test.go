@@ -218,6 +218,8 @@ func TestPG(t *testing.T) {
 		}
 	})
 
+	t.Run("real daemon", func(t *testing.T) { testRealDaemon(t, c) })
+
 	t.Run("slot missing", func(t *testing.T) {
 		path := makeLedger("never_created", lsnOf(`SELECT pg_current_wal_lsn()::text`), false)
 		r := runInspect(t, nil, "-db", path, "-pg", dsn, "verify")

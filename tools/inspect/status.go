@@ -31,6 +31,7 @@ type StatusReport struct {
 	Shapes         map[string]int `json:"shapes"`
 	Tombstones     map[string]int `json:"tombstones_by_reason"`
 	Notes          []string       `json:"notes,omitempty"`
+	ledgerFrom     string         // file or snapshot
 }
 
 // Figure is a value with where it comes from; an empty From means unknown.
@@ -88,6 +89,7 @@ func buildStatus(src *Source, p Policy) StatusReport {
 		Consumers: map[string]int{"total": 0, "streaming": 0, "live": 0, "expired": 0, "gone": 0},
 		Shapes:    map[string]int{"total": len(st.Shapes)}, Tombstones: map[string]int{}}
 	rep.ReportedFlush = Figure{st.Meta.LastFlush.String(), src.Kind}
+	rep.ledgerFrom = src.Kind
 	for _, cn := range st.Consumers {
 		rep.Consumers["total"]++
 		rep.Consumers[leaseState(src, cn.ID).State]++
@@ -163,7 +165,7 @@ func (r StatusReport) writeText(w io.Writer) error {
 	if r.ActivePID != 0 {
 		t.row("active pid", fmt.Sprint(r.ActivePID))
 	}
-	t.row("processed position", m.Position+"  (file)")
+	t.row("processed position", m.Position+"  ("+r.ledgerFrom+")")
 	t.row("last tick", tsp(m.LastTick))
 	t.row("clean shutdown", tsp(m.CleanShutdown))
 	t.row("consumers", fmt.Sprintf("%d: %d streaming, %d live, %d expired, %d gone", r.Consumers["total"],
