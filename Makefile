@@ -5,7 +5,7 @@ PKGS      ?= ./...
 # Postgres-backed packages each start one throw-away cluster; keep two at a time on 2 cores.
 TESTFLAGS ?= -count=1 -timeout 15m -p 2
 
-.PHONY: all build test bench chaos lint fmt clean
+.PHONY: all build test bench chaos lint fmt demo clean
 
 all: build
 
@@ -15,6 +15,12 @@ build:
 test:
 	$(GO) vet $(PKGS)
 	$(GO) test $(TESTFLAGS) $(PKGS)
+
+# The whole story on a throw-away local Postgres: consumers stream, one dies,
+# the slot is pinned, the reconciler evicts it, the slot moves, inspect explains.
+demo: build
+	$(GO) build -o $(BIN)/example ./client/example
+	$(GO) run ./tools/demo -bin $(BIN)
 
 # Benchmarks compare ratios within one run; see README for the figures.
 bench:
