@@ -3,6 +3,8 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"net"
+	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
@@ -71,6 +73,33 @@ func TestURL(t *testing.T) {
 	check(t, json.Unmarshal([]byte(r.stdout), &sr))
 	if sr.Shapes["pending"] != 1 || sr.SafeFlush.From != fromDaemon || sr.SafeFlush.Value != "0/3000" {
 		t.Errorf("status = %+v, want 1 pending shape and the daemon's safe flush 0/3000", sr)
+	}
+	// Golden text and JSON of the live views (the daemon's address is
+	// replaced, it changes with every run).
+	for _, args := range [][]string{{"status"}, {"holders"}, {"why"}, {"shape", "slow"}} {
+		name := "url_" + strings.Join(args, "_")
+		for _, js := range []bool{false, true} {
+			a := []string{"-url", srv.URL}
+			file := "stdout.txt"
+			if js {
+				a, file = append(a, "-json"), "stdout.json"
+			}
+			r := runInspect(t, env, append(a, args...)...)
+			if r.code != exitOK {
+				t.Fatalf("%v: exit %d: %s", args, r.code, r.stderr)
+			}
+			golden(t, name, file, strings.ReplaceAll(r.stdout, srv.URL, "http://127.0.0.1:7070"))
+		}
+	}
+	// A unix socket address works the same.
+	sock := filepath.Join(t.TempDir(), "api.sock")
+	ul, err := net.Listen("unix", sock)
+	check(t, err)
+	usrv := &http.Server{Handler: srv.Config.Handler}
+	go usrv.Serve(ul)
+	defer usrv.Close()
+	if r := runInspect(t, env, "-url", "unix:"+sock, "holders"); r.code != exitOK || !strings.Contains(r.stdout, "holder slow") {
+		t.Errorf("-url unix:%s: exit %d: %s%s", sock, r.code, r.stdout, r.stderr)
 	}
 	// The snapshot is read like a file: verify works on it.
 	if r := runInspect(t, env, "-url", srv.URL, "verify"); r.code != exitOK {
