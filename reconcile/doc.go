@@ -14,8 +14,11 @@
 //     ended (lease_expired) with all its shapes, in one ledger transaction.
 //     The expiry is conditional on the lease observed (ExpireConsumerIf), so
 //     a consumer that registered again or heartbeated meanwhile is left alone.
-//   - process (same host only): the registered pid is gone or started at
-//     another time (pid reuse) -> process_gone.
+//   - process (same host only): the registered pid, once seen running from
+//     here, is gone or started at another time (pid reuse) -> process_gone.
+//     A pid never seen running as registered is not judged: behind the same
+//     host name may be another pid namespace (containers), where the
+//     consumer's pid means nothing to this /proc.
 //   - orphan: a shape whose consumer is gone or unknown is evicted with the
 //     consumer's reason.
 //   - inventory: a heartbeat's shape list omits a shape created before the

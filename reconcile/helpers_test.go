@@ -2,6 +2,7 @@ package reconcile_test
 
 import (
 	"context"
+	"fmt"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -82,17 +83,24 @@ type procs struct {
 	alive map[int]string
 }
 
-func (p *procs) Probe(pid int, start string) (bool, string, error) {
+func (p *procs) StartTime(pid int) (string, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	got, ok := p.alive[pid]
+	start, ok := p.alive[pid]
 	if !ok {
-		return true, "pid not running", nil
+		return "", fmt.Errorf("%w: pid %d", reconcile.ErrNoProcess, pid)
 	}
-	if start != "" && start != got {
-		return true, "pid reused: start " + got, nil
+	return start, nil
+}
+
+func (p *procs) set(pid int, start string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if start == "" {
+		delete(p.alive, pid)
+		return
 	}
-	return false, "running", nil
+	p.alive[pid] = start
 }
 
 const host = "db-host-1"

@@ -103,6 +103,11 @@ func (p *pass) fail(err error) {
 // consumers applies the lease and process probes to every live consumer.
 func (p *pass) consumers() {
 	r := p.r
+	for id := range r.procs {
+		if c, ok := p.byID[id]; !ok || c.Gone {
+			delete(r.procs, id)
+		}
+	}
 	for _, id := range sortedKeys(p.byID) {
 		c := p.byID[id]
 		if c.Gone {
@@ -115,21 +120,62 @@ func (p *pass) consumers() {
 			reason = ledger.ReasonLeaseExpired
 			evidence = fmt.Sprintf("last heartbeat %s, ttl %s, no open stream, now %s", stamp(c.LastHeartbeat), c.TTL, stamp(p.now))
 		case c.PID > 0 && c.Host != "" && c.Host == r.cfg.Host:
-			gone, ev, err := r.cfg.Process.Probe(c.PID, c.ProcStart)
-			if err != nil {
-				r.log.Debug().Err(err).Str("consumer", c.ID).Int("pid", c.PID).Msg("process probe could not tell")
+			var ok bool
+			if reason, evidence, ok = p.process(c); !ok {
 				continue
 			}
-			if !gone {
-				continue
-			}
-			reason = ledger.ReasonProcessGone
-			evidence = fmt.Sprintf("%s on host %s (consumer registered %s), now %s", ev, c.Host, stamp(c.RegisteredAt), stamp(p.now))
 		default:
 			continue
 		}
 		p.expire(c, reason, evidence)
 	}
+}
+
+// procSeen is what the process probe saw of a consumer's pid.
+type procSeen struct {
+	epoch     uint64
+	start     string
+	at        time.Time
+	untrusted bool // the registered start time is not what this host shows
+}
+
+// process is the process probe of a consumer registered on this host. A pid
+// is judged only after the probe has seen it running, for this lease, with
+// the start time the consumer registered (if it registered one): a consumer
+// on the same host name but in another pid namespace (a container sharing
+// the host name) shows no such process, or another one, from here, and must
+// not be ended for it. After that, the pid gone or started at another time
+// (reused) is process_gone.
+func (p *pass) process(c ledger.Consumer) (ledger.Reason, string, bool) {
+	r := p.r
+	start, err := r.cfg.Process.StartTime(c.PID)
+	seen, ok := r.procs[c.ID]
+	if ok && seen.epoch != c.Epoch {
+		ok = false
+	}
+	switch {
+	case errors.Is(err, ErrNoProcess):
+		if !ok || seen.untrusted {
+			return "", "", false
+		}
+		return ledger.ReasonProcessGone, fmt.Sprintf("%v; seen running with start time %s since %s; host %s, now %s",
+			err, seen.start, stamp(seen.at), c.Host, stamp(p.now)), true
+	case err != nil:
+		r.log.Debug().Err(err).Str("consumer", c.ID).Int("pid", c.PID).Msg("process probe could not tell")
+		return "", "", false
+	case !ok:
+		seen = procSeen{epoch: c.Epoch, start: start, at: p.now, untrusted: c.ProcStart != "" && c.ProcStart != start}
+		r.procs[c.ID] = seen
+		if seen.untrusted {
+			r.log.Warn().Str("consumer", c.ID).Int("pid", c.PID).Str("registered_start", c.ProcStart).Str("start_here", start).
+				Msg("the consumer's registered process start time is not what this host shows (another pid namespace?): the process probe does not judge it")
+		}
+		return "", "", false
+	case seen.untrusted || start == seen.start:
+		return "", "", false
+	}
+	return ledger.ReasonProcessGone, fmt.Sprintf("pid %d now has start time %s, seen with start time %s since %s (pid reused); host %s, now %s",
+		c.PID, start, seen.start, stamp(seen.at), c.Host, stamp(p.now)), true
 }
 
 // expire ends a consumer with its shapes, if the breaker allows it and the

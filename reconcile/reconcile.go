@@ -24,6 +24,7 @@ type Reconciler struct {
 	// passMu serialises passes: a pass reads everything, decides, then acts.
 	passMu      sync.Mutex
 	breaker     breaker
+	procs       map[string]procSeen // by consumer id
 	lastSlot    SlotState
 	hasLastSlot bool
 
@@ -63,6 +64,7 @@ func New(cfg Config) (*Reconciler, error) {
 		cfg:        cfg,
 		log:        cfg.Logger,
 		m:          newMetrics(),
+		procs:      map[string]procSeen{},
 		challenged: map[string]challenge{},
 		deferred:   map[string]time.Time{},
 	}, nil

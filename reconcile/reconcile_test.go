@@ -62,28 +62,47 @@ func TestLeaseExpired(t *testing.T) {
 	}
 }
 
-// TestProcessGone: a consumer registered on this host whose pid is gone, or
-// was reused by a process started at another time, is ended as
-// process_gone; a live one, or one on another host, is not probed into
-// eviction.
+// TestProcessGone: a consumer registered on this host whose pid, seen
+// running, is gone, or was reused by a process started at another time, is
+// ended as process_gone. A live one, one on another host, one without a pid,
+// and one whose pid this host never saw running as registered (another pid
+// namespace behind the same host name) are not.
 func TestProcessGone(t *testing.T) {
 	e := newEnv(t, nil)
-	e.proc.alive[100] = "5000"
-	e.proc.alive[200] = "7777" // pid 200 reused: registered start 6000
+	e.proc.set(100, "5000")
+	e.proc.set(200, "6000")
+	e.proc.set(300, "7000")
+	e.proc.set(400, "9999") // registered start 8000: not the process the consumer is
 	e.registerSpec(ledger.ConsumerSpec{ID: "alive", TTL: time.Hour, PID: 100, ProcStart: "5000", Host: host})
-	e.registerSpec(ledger.ConsumerSpec{ID: "gone", TTL: time.Hour, PID: 300, Host: host})
-	e.registerSpec(ledger.ConsumerSpec{ID: "reused", TTL: time.Hour, PID: 200, ProcStart: "6000", Host: host})
-	e.registerSpec(ledger.ConsumerSpec{ID: "elsewhere", TTL: time.Hour, PID: 300, Host: "other-host"})
+	e.registerSpec(ledger.ConsumerSpec{ID: "gone", TTL: time.Hour, PID: 200, Host: host})
+	e.registerSpec(ledger.ConsumerSpec{ID: "reused", TTL: time.Hour, PID: 300, Host: host})
+	e.registerSpec(ledger.ConsumerSpec{ID: "elsewhere", TTL: time.Hour, PID: 200, Host: "other-host"})
 	e.registerSpec(ledger.ConsumerSpec{ID: "nopid", TTL: time.Hour, Host: host})
-	e.shapes("alive", "a")
-	e.shapes("gone", "g")
-	e.shapes("reused", "r")
-	e.shapes("elsewhere", "x")
-	e.shapes("nopid", "n")
+	e.registerSpec(ledger.ConsumerSpec{ID: "invisible", TTL: time.Hour, PID: 500, Host: host}) // no pid 500 here
+	e.registerSpec(ledger.ConsumerSpec{ID: "foreign", TTL: time.Hour, PID: 400, ProcStart: "8000", Host: host})
+	for _, id := range []string{"alive", "gone", "reused", "elsewhere", "nopid", "invisible", "foreign"} {
+		e.shapes(id, id+"-s")
+	}
+	e.pass() // the probe sees the pids it can
+	e.live("alive-s", "gone-s", "reused-s", "elsewhere-s", "nopid-s", "invisible-s", "foreign-s")
+
+	e.clk.Advance(time.Second)
+	e.proc.set(200, "")     // the process of "gone" exited
+	e.proc.set(300, "7777") // pid 300 now belongs to another process
+	e.proc.set(400, "")
 	e.pass()
-	e.live("a", "x", "n")
-	e.evicted("g", ledger.ReasonProcessGone, "pid not running", "host "+host)
-	e.evicted("r", ledger.ReasonProcessGone, "pid reused")
+	e.live("alive-s", "elsewhere-s", "nopid-s", "invisible-s", "foreign-s")
+	e.evicted("gone-s", ledger.ReasonProcessGone, "pid 200", "seen running with start time 6000 since 2026-03-01 12:00:00.000Z", "host "+host)
+	e.evicted("reused-s", ledger.ReasonProcessGone, "pid 300 now has start time 7777, seen with start time 7000", "pid reused")
+	if c, _ := e.l.Consumer("gone"); !c.Gone || c.GoneReason != ledger.ReasonProcessGone {
+		t.Fatalf("consumer gone = %+v, want ended as process_gone", c)
+	}
+	// A consumer that registers again with a new process is judged afresh.
+	e.proc.set(600, "123")
+	e.registerSpec(ledger.ConsumerSpec{ID: "gone", TTL: time.Hour, PID: 600, Host: host})
+	e.shapes("gone", "gone-s2")
+	e.pass()
+	e.live("gone-s2")
 }
 
 // TestInventory: a heartbeat's shape list evicts the consumer's shapes it

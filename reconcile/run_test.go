@@ -31,7 +31,7 @@ func TestRunLogsErrorsRateLimitedAndRecovers(t *testing.T) {
 		defer l.Close()
 		sl := &slot{err: errors.New("connection refused")}
 		var logs bytes.Buffer
-		r, err := reconcile.New(reconcile.Config{Ledger: l, Slot: sl, Process: &procs{}, Host: host,
+		r, err := reconcile.New(reconcile.Config{Ledger: l, Slot: sl, Process: &procs{alive: map[int]string{}}, Host: host,
 			Interval: time.Second, ErrorLogInterval: time.Minute, Logger: zerolog.New(&logs)})
 		if err != nil {
 			t.Fatal(err)
@@ -98,37 +98,22 @@ func TestProcFS(t *testing.T) {
 	if got, err := p.StartTime(10); err != nil || got != "12345" {
 		t.Fatalf("start time = %q, %v; want 12345", got, err)
 	}
-	for _, tc := range []struct {
-		pid      int
-		start    string
-		gone     bool
-		evidence string
-	}{
-		{10, "12345", false, "running"},
-		{10, "", false, "running"},
-		{10, "11111", true, "pid reused"},
-		{11, "", true, "exited"},
-		{13, "", true, "not found"},
-	} {
-		gone, ev, err := p.Probe(tc.pid, tc.start)
-		if err != nil || gone != tc.gone || !strings.Contains(ev, tc.evidence) {
-			t.Errorf("Probe(%d, %q) = %v, %q, %v; want gone=%v with %q", tc.pid, tc.start, gone, ev, err, tc.gone, tc.evidence)
+	for _, pid := range []int{11, 13} { // a zombie, no process
+		if _, err := p.StartTime(pid); !errors.Is(err, reconcile.ErrNoProcess) {
+			t.Errorf("pid %d: %v, want ErrNoProcess", pid, err)
 		}
 	}
-	if _, _, err := p.Probe(12, ""); err == nil {
-		t.Error("a truncated stat line was not an error (nothing may be decided on it)")
+	if _, err := p.StartTime(12); err == nil || errors.Is(err, reconcile.ErrNoProcess) {
+		t.Errorf("a truncated stat line: %v, want an error that is not ErrNoProcess (nothing may be decided on it)", err)
 	}
-	// This process, through the real /proc.
+	// This process, through the real /proc: same start time every time.
 	self := reconcile.ProcFS{}
-	start, err := self.StartTime(os.Getpid())
+	a, err := self.StartTime(os.Getpid())
 	if err != nil {
 		t.Fatal(err)
 	}
-	if gone, ev, err := self.Probe(os.Getpid(), start); gone || err != nil {
-		t.Errorf("this process probed as gone: %q, %v", ev, err)
-	}
-	if gone, _, _ := self.Probe(os.Getpid(), start+"0"); !gone {
-		t.Error("this process with another start time was not seen as a reused pid")
+	if b, err := self.StartTime(os.Getpid()); err != nil || a != b {
+		t.Errorf("start time of this process changed: %q then %q, %v", a, b, err)
 	}
 }
 
