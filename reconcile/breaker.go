@@ -6,11 +6,17 @@ import (
 )
 
 // breaker is the eviction circuit breaker of I5: at most limit automatic
-// evictions within any BreakerWindow. It remembers when each eviction of the
-// window happened (at most limit of them).
+// evictions within any BreakerWindow. It remembers how many evictions each
+// pass of the window made.
 type breaker struct {
-	times   []time.Time
+	spent   []spend
+	total   int // sum of spent[i].n
 	tripped bool
+}
+
+type spend struct {
+	at time.Time
+	n  int
 }
 
 // limitFor is max(fraction x shapes, MinEvictionsPerMinute).
@@ -21,16 +27,20 @@ func limitFor(fraction float64, shapes int) int {
 // room returns how many evictions the window allows at now.
 func (b *breaker) room(now time.Time, limit int) int {
 	i := 0
-	for i < len(b.times) && !b.times[i].After(now.Add(-BreakerWindow)) {
+	for i < len(b.spent) && !b.spent[i].at.After(now.Add(-BreakerWindow)) {
+		b.total -= b.spent[i].n
 		i++
 	}
-	b.times = b.times[i:]
-	return max(limit-len(b.times), 0)
+	b.spent = b.spent[i:]
+	return max(limit-b.total, 0)
 }
 
-// spend records n evictions at now.
-func (b *breaker) spend(now time.Time, n int) {
-	for range n {
-		b.times = append(b.times, now)
+// use records n evictions at now.
+func (b *breaker) use(now time.Time, n int) {
+	if k := len(b.spent); k > 0 && b.spent[k-1].at.Equal(now) {
+		b.spent[k-1].n += n
+	} else {
+		b.spent = append(b.spent, spend{at: now, n: n})
 	}
+	b.total += n
 }

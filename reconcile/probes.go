@@ -69,7 +69,7 @@ func (p *pass) allow(n int) bool {
 
 func (p *pass) spent(n int) {
 	p.room = max(p.room-n, 0)
-	p.r.breaker.spend(p.now, n)
+	p.r.breaker.use(p.now, n)
 }
 
 // finish updates the breaker's state, metrics and log.
