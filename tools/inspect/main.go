@@ -9,8 +9,6 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
-	"sort"
-	"strings"
 	"syscall"
 	"time"
 )
@@ -27,31 +25,6 @@ const (
 	exitProblem = 1 // verify found a violation
 	exitCannot  = 2 // bad usage, unreadable file, unreachable daemon
 )
-
-// Env is what inspect needs from the outside world; tests inject a buffer and
-// a fixed clock so that output is deterministic.
-type Env struct {
-	Stdout, Stderr io.Writer
-	Now            func() time.Time
-	Getenv         func(string) string
-	// HTTP is the client for -url; nil means a client with a 30s timeout.
-	HTTP *http.Client
-}
-
-// Globals are the flags before the command.
-type Globals struct {
-	DB        string
-	URL       string
-	PG        string
-	TokenFile string
-	JSON      bool
-	Policy    Policy
-}
-
-// command is one subcommand: it parses its own flags and runs.
-type command interface {
-	Run(ctx context.Context, args []string) error
-}
 
 var commandHelp = []struct{ name, help string }{
 	{"status", "slot, safe vs confirmed flush, retained WAL, counts by state"},
@@ -120,6 +93,10 @@ func Main(ctx context.Context, args []string, env Env) int {
 		return exitOK
 	default:
 		fmt.Fprintf(env.Stderr, "inspect %s: %v\n", rest[0], err)
+		var ue *usageError
+		if errors.As(err, &ue) {
+			fmt.Fprintln(env.Stderr, "run 'inspect -h' for usage")
+		}
 		return exitCannot
 	}
 }
@@ -150,22 +127,6 @@ func (a *App) globalFlags(fs *flag.FlagSet) {
 	fs.DurationVar(&g.Policy.ChallengeTimeout, "challenge-timeout", DefaultChallengeTimeout, "the daemon's -challenge-timeout, for predictions")
 }
 
-func (a *App) checkGlobals() error {
-	if a.dbSet && a.g.URL != "" {
-		return fmt.Errorf("-db and -url both given: read the file with -db or ask the daemon with -url, not both")
-	}
-	if a.g.DB == "" && a.g.URL == "" {
-		return fmt.Errorf("-db is empty: point it at ledgerd's ledger file")
-	}
-	for name, d := range map[string]time.Duration{"reconcile-interval": a.g.Policy.ReconcileInterval,
-		"stall-grace": a.g.Policy.StallGrace, "challenge-timeout": a.g.Policy.ChallengeTimeout} {
-		if d <= 0 {
-			return fmt.Errorf("-%s must be a positive duration like 1s", name)
-		}
-	}
-	return nil
-}
-
 func (a *App) usage(w io.Writer, fs *flag.FlagSet) {
 	fmt.Fprintln(w, "usage: inspect [-db FILE | -url URL] [-pg URL] [-json] COMMAND [ARG]")
 	fmt.Fprintln(w, "\ncommands:")
@@ -177,53 +138,4 @@ func (a *App) usage(w io.Writer, fs *flag.FlagSet) {
 	fs.PrintDefaults()
 	fs.SetOutput(io.Discard)
 	fmt.Fprintln(w, "\nexit status: 0 done, 1 a problem found (verify), 2 could not run")
-}
-
-// commandFlags parses a command's own flags: -json (also accepted after the
-// command) and, for commands that take one, a single positional argument.
-func (a *App) commandFlags(name string, args []string, wantArg string) (string, error) {
-	fs := flag.NewFlagSet("inspect "+name, flag.ContinueOnError)
-	fs.SetOutput(io.Discard)
-	fs.BoolVar(&a.g.JSON, "json", a.g.JSON, "print JSON instead of text")
-	// Allow "shape ID -json" as well as "shape -json ID".
-	var pos []string
-	for {
-		if err := fs.Parse(args); err != nil {
-			if errors.Is(err, flag.ErrHelp) {
-				return "", usageErrorf("usage: inspect [global flags] %s [-json]%s", name, argHint(wantArg))
-			}
-			return "", usageErrorf("%v; usage: inspect [global flags] %s [-json]%s", err, name, argHint(wantArg))
-		}
-		if fs.NArg() == 0 {
-			break
-		}
-		pos = append(pos, fs.Arg(0))
-		args = fs.Args()[1:]
-	}
-	switch {
-	case wantArg == "" && len(pos) > 0:
-		return "", usageErrorf("%s takes no argument (got %s)", name, strings.Join(pos, " "))
-	case wantArg != "" && len(pos) != 1:
-		return "", usageErrorf("usage: inspect [global flags] %s [-json] %s", name, wantArg)
-	case wantArg != "":
-		return pos[0], nil
-	}
-	return "", nil
-}
-
-func argHint(a string) string {
-	if a == "" {
-		return ""
-	}
-	return " " + a
-}
-
-// sortedKeys returns m's keys in order.
-func sortedKeys[V any](m map[string]V) []string {
-	out := make([]string, 0, len(m))
-	for k := range m {
-		out = append(out, k)
-	}
-	sort.Strings(out)
-	return out
 }

@@ -12,13 +12,6 @@ import (
 	"github.com/ledgerd/ledgerd/ledger"
 )
 
-// App holds the global flags and the environment every command shares.
-type App struct {
-	env   Env
-	g     Globals
-	dbSet bool
-}
-
 // Where a figure comes from; printed next to it so the operator knows how
 // far to trust it.
 const (

@@ -13,6 +13,8 @@ type VerifyReport struct {
 	OK       bool          `json:"ok"`
 	Problems []ProblemView `json:"problems"`
 	Checked  []string      `json:"checked"`
+	// Warnings are worth a look but break no invariant (exit status 0).
+	Warnings []string `json:"warnings,omitempty"`
 }
 
 // ProblemView is one violation.
@@ -45,6 +47,9 @@ func (c *verifyCommand) Run(ctx context.Context, args []string) error {
 				subj = " " + p.Subject
 			}
 			fmt.Fprintf(w, "PROBLEM %s%s: %s\n", p.Check, subj, p.Detail)
+		}
+		for _, x := range rep.Warnings {
+			fmt.Fprintln(w, "warning: "+x)
 		}
 		if rep.OK {
 			fmt.Fprintln(w, "ok: no problem found")
@@ -109,6 +114,18 @@ func buildVerify(src *Source) VerifyReport {
 			if m.LastFlush != 0 && s.ConfirmedFlush > m.LastFlush {
 				add("pg_confirmed_beyond_ledger", s.Name, "confirmed_flush_lsn %s is beyond the ledger's last reported flush %s: something other than this ledger advanced the slot, so transactions that shapes had not acked may be gone (I1)",
 					s.ConfirmedFlush, m.LastFlush)
+			}
+			if pg.WALEnd != 0 && m.Position > pg.WALEnd {
+				add("pg_position_beyond_wal_end", s.Name, "the ledger processed up to %s but the server's WAL ends at %s: the ledger belongs to another server or the server was restored from a backup", m.Position, pg.WALEnd)
+			}
+			switch {
+			case s.WALStatus == "unreserved":
+				rep.Warnings = append(rep.Warnings, fmt.Sprintf("slot %s: wal_status unreserved: it is past max_slot_wal_keep_size and will be invalidated at the next checkpoint unless it advances", s.Name))
+			case s.SafeWALSize != nil && *s.SafeWALSize < 64<<20:
+				rep.Warnings = append(rep.Warnings, fmt.Sprintf("slot %s: only %s of WAL left before max_slot_wal_keep_size invalidates it", s.Name, bytesText(*s.SafeWALSize)))
+			}
+			if s.Active && src.Kind == fromFile {
+				rep.Warnings = append(rep.Warnings, fmt.Sprintf("slot %s is in use by pid %d while this ledger file is not open by a ledgerd: is another ledgerd (with another file) or another client reading the slot?", s.Name, s.ActivePID))
 			}
 			for _, sh := range src.State.Shapes {
 				if pg.WALEnd != 0 && sh.FlushedLSN > pg.WALEnd {
