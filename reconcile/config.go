@@ -60,7 +60,8 @@ type Config struct {
 	// Challenger sends challenges; nil disables the progress probe's
 	// challenges (and so its evictions, which need an unanswered one).
 	Challenger Challenger
-	// Syncer is called after a pass that evicted something; nil skips it.
+	// Syncer is called at the end of every pass, so delivery drops what
+	// this pass (or anyone) evicted; nil skips it.
 	Syncer Syncer
 	// Slot audits the replication slot every pass; nil skips the audit and
 	// the WAL budget probe (which needs the server WAL end).
