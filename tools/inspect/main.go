@@ -53,7 +53,7 @@ func Main(ctx context.Context, args []string, env Env) int {
 	fs := flag.NewFlagSet("inspect", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	app.globalFlags(fs)
-	fs.Usage = func() { app.usage(env.Stderr, fs) }
+	fs.Usage = func() {} // printed below, to stdout for -h
 	err := fs.Parse(args)
 	if errors.Is(err, flag.ErrHelp) {
 		app.usage(env.Stdout, fs)
