@@ -761,4 +761,18 @@ func TestDeadConsumerEvicted(t *testing.T) {
 	if m[`ledgerd_reconcile_evictions_total{reason="lease_expired"}`] != 1 {
 		t.Errorf("lease_expired evictions metric = %v, want 1", m[`ledgerd_reconcile_evictions_total{reason="lease_expired"}`])
 	}
+	// The slot audit reads the real slot: up, a restart LSN, the
+	// walsender's pid, and safe_wal_size (-1: max_slot_wal_keep_size unset).
+	for _, name := range []string{"ledgerd_slot_audit_up", "ledgerd_slot_audit_restart_lsn", "ledgerd_slot_audit_active_pid",
+		"ledgerd_slot_audit_confirmed_flush_lsn", `ledgerd_slot_audit_wal_status{status="reserved"}`} {
+		if m[name] <= 0 {
+			t.Errorf("%s = %v, want > 0", name, m[name])
+		}
+	}
+	if v, ok := m["ledgerd_slot_audit_safe_wal_size_bytes"]; !ok || v == 0 {
+		t.Errorf("ledgerd_slot_audit_safe_wal_size_bytes = %v (%v), want a size or -1", v, ok)
+	}
+	if m["ledgerd_reconcile_breaker_tripped"] != 0 || m["ledgerd_reconcile_passes_total"] < 2 {
+		t.Errorf("breaker tripped %v, passes %v", m["ledgerd_reconcile_breaker_tripped"], m["ledgerd_reconcile_passes_total"])
+	}
 }
