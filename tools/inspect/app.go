@@ -62,10 +62,13 @@ func (a *App) checkGlobals() error {
 
 // commandFlags parses a command's own flags: -json (also accepted after the
 // command) and, for commands that take one, a single positional argument.
-func (a *App) commandFlags(name string, args []string, wantArg string) (string, error) {
+func (a *App) commandFlags(name string, args []string, wantArg string, more ...func(*flag.FlagSet)) (string, error) {
 	fs := flag.NewFlagSet("inspect "+name, flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	fs.BoolVar(&a.g.JSON, "json", a.g.JSON, "print JSON instead of text")
+	for _, f := range more {
+		f(fs)
+	}
 	// Allow "shape ID -json" as well as "shape -json ID".
 	var pos []string
 	for {

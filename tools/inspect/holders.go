@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"flag"
 	"fmt"
 	"io"
 	"time"
@@ -9,16 +10,23 @@ import (
 
 type holdersCommand struct{ app *App }
 
+// defaultHoldersLimit is how many holders are listed unless -limit says.
+const defaultHoldersLimit = 50
+
 // HoldersReport is the answer of "inspect holders".
 type HoldersReport struct {
 	Source  string   `json:"source"`
 	Certain bool     `json:"certain"` // false: candidates derived from the file
 	Holders []Holder `json:"holders"`
+	Total   int      `json:"total"` // holders found; Holders may list fewer (-limit)
 	Note    string   `json:"note,omitempty"`
 }
 
 func (c *holdersCommand) Run(ctx context.Context, args []string) error {
-	if _, err := c.app.commandFlags("holders", args, ""); err != nil {
+	limit := defaultHoldersLimit
+	if _, err := c.app.commandFlags("holders", args, "", func(fs *flag.FlagSet) {
+		fs.IntVar(&limit, "limit", defaultHoldersLimit, "list at most this many holders, worst first (0 = all)")
+	}); err != nil {
 		return err
 	}
 	src, err := c.app.load(ctx, false)
@@ -26,6 +34,9 @@ func (c *holdersCommand) Run(ctx context.Context, args []string) error {
 		return err
 	}
 	rep := buildHolders(src, c.app.g.Policy)
+	if limit > 0 && len(rep.Holders) > limit {
+		rep.Holders = rep.Holders[:limit]
+	}
 	if c.app.g.JSON {
 		return writeJSON(c.app.env.Stdout, rep)
 	}
@@ -37,6 +48,7 @@ func buildHolders(src *Source, p Policy) HoldersReport {
 	if rep.Holders == nil {
 		rep.Holders = []Holder{}
 	}
+	rep.Total = len(rep.Holders)
 	rep.Certain = src.Daemon != nil && src.Daemon.Status != nil
 	if !rep.Certain {
 		m := src.State.Meta
@@ -81,6 +93,9 @@ func (r HoldersReport) writeText(w io.Writer) error {
 		if err := t.flush(); err != nil {
 			return err
 		}
+	}
+	if n := r.Total - len(r.Holders); n > 0 {
+		fmt.Fprintf(w, "\n... and %d more (inspect holders -limit 0 lists all)\n", n)
 	}
 	return nil
 }

@@ -33,6 +33,8 @@ type Source struct {
 	Now    time.Time
 	// Problems are ledger.Verify's findings (verify only).
 	Problems []ledger.Problem
+
+	consumerIdx, shapeIdx map[string]int
 }
 
 // DaemonView is what the running daemon said besides the snapshot. Err is
@@ -146,22 +148,37 @@ func (s *Source) sourceLine() string {
 
 // consumer returns the consumer with id from the state.
 func (s *Source) consumer(id string) (ledger.Consumer, bool) {
-	for _, c := range s.State.Consumers {
-		if c.ID == id {
-			return c, true
-		}
+	s.index()
+	i, ok := s.consumerIdx[id]
+	if !ok {
+		return ledger.Consumer{}, false
 	}
-	return ledger.Consumer{}, false
+	return s.State.Consumers[i], true
 }
 
 // shape returns the live shape with id from the state.
 func (s *Source) shape(id string) (ledger.Shape, bool) {
-	for _, sh := range s.State.Shapes {
-		if sh.ID == id {
-			return sh, true
-		}
+	s.index()
+	i, ok := s.shapeIdx[id]
+	if !ok {
+		return ledger.Shape{}, false
 	}
-	return ledger.Shape{}, false
+	return s.State.Shapes[i], true
+}
+
+// index builds the id lookups once (a ledger may hold a million shapes).
+func (s *Source) index() {
+	if s.consumerIdx != nil {
+		return
+	}
+	s.consumerIdx = make(map[string]int, len(s.State.Consumers))
+	for i, c := range s.State.Consumers {
+		s.consumerIdx[c.ID] = i
+	}
+	s.shapeIdx = make(map[string]int, len(s.State.Shapes))
+	for i, sh := range s.State.Shapes {
+		s.shapeIdx[sh.ID] = i
+	}
 }
 
 // daemonRunning says whether a daemon is known to be using the ledger: true
