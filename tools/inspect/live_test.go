@@ -245,6 +245,46 @@ func TestPG(t *testing.T) {
 		if sr.ConfirmedFlush.From != fromPG || sr.ConfirmedFlush.Value != base.String() {
 			t.Errorf("status confirmed flush = %+v, want %s from postgres", sr.ConfirmedFlush, base)
 		}
+		if len(sr.OtherSlots) != 1 || sr.OtherSlots[0].Name != "forgotten" || sr.OtherSlots[0].Active || sr.OtherSlots[0].RetainedBytes <= 0 {
+			t.Errorf("status other slots = %+v, want the inactive slot forgotten with its retained bytes", sr.OtherSlots)
+		}
+		r = runInspect(t, nil, "-db", path, "-pg", dsn, "status")
+		if !strings.Contains(r.stdout, "forgotten") {
+			t.Errorf("status text does not list the other slot:\n%s", r.stdout)
+		}
+		t.Log(r.stdout)
+	})
+
+	t.Run("long transaction", func(t *testing.T) {
+		base := createSlot(t, "held")
+		// A transaction with an xid, left open: decoding must keep its WAL.
+		conn2, err := pgx.Connect(ctx, dsn)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn2.Close(context.Background())
+		tx, err := conn2.Begin(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer tx.Rollback(context.Background())
+		if _, err := tx.Exec(ctx, `INSERT INTO t VALUES (-1, 'open')`); err != nil {
+			t.Fatal(err)
+		}
+		var pid int
+		if err := tx.QueryRow(ctx, `SELECT pg_backend_pid()`).Scan(&pid); err != nil {
+			t.Fatal(err)
+		}
+		writeWAL()
+		exec(`CHECKPOINT`) // a running-transactions record for the slot to advance over
+		writeWAL()
+		exec(`SELECT pg_replication_slot_advance('held', pg_current_wal_lsn())`)
+		path := makeLedger("held", base, false)
+		w := why(path)
+		t.Log(w.Paragraph)
+		if w.Cause != causeLongXact || w.PID != pid {
+			t.Errorf("why = %+v, want the long transaction of pid %d", w, pid)
+		}
 	})
 
 	t.Run("real daemon", func(t *testing.T) { testRealDaemon(t, c) })

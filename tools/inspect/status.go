@@ -30,8 +30,11 @@ type StatusReport struct {
 	Consumers      map[string]int `json:"consumers"`
 	Shapes         map[string]int `json:"shapes"`
 	Tombstones     map[string]int `json:"tombstones_by_reason"`
-	Notes          []string       `json:"notes,omitempty"`
-	ledgerFrom     string         // file or snapshot
+	// OtherSlots and OldestXact come from Postgres (-pg).
+	OtherSlots []SlotRow `json:"other_slots,omitempty"`
+	OldestXact *Xact     `json:"oldest_xact,omitempty"`
+	Notes      []string  `json:"notes,omitempty"`
+	ledgerFrom string    // file or snapshot
 }
 
 // Figure is a value with where it comes from; an empty From means unknown.
@@ -134,6 +137,7 @@ func buildStatus(src *Source, p Policy) StatusReport {
 		} else {
 			rep.Notes = append(rep.Notes, fmt.Sprintf("slot %q does not exist in Postgres", st.Meta.Identity.Slot))
 		}
+		rep.OtherSlots, rep.OldestXact = pg.Others, pg.OldestXact
 		rep.Notes = append(rep.Notes, pg.Notes...)
 	} else if live == nil || live.WALEnd == "" {
 		rep.Notes = append(rep.Notes, "confirmed flush, WAL end and retained WAL come from Postgres: give -pg")
@@ -182,8 +186,27 @@ func (r StatusReport) writeText(w io.Writer) error {
 		s += fmt.Sprintf(", %s %d", k, r.Tombstones[k])
 	}
 	t.row("tombstones", fmt.Sprintf("%d%s", tomb, s))
+	if x := r.OldestXact; x != nil {
+		t.row("oldest xact", fmt.Sprintf("pid %d, started %s (%s ago), state %s, xid %s, backend_xmin %s  (postgres)", x.PID, ts(x.Start),
+			dur(time.Duration(x.AgeSeconds*float64(time.Second))), orDash(x.State), orDash(x.Xid), orDash(x.Xmin)))
+	}
 	if err := t.flush(); err != nil {
 		return err
+	}
+	if len(r.OtherSlots) > 0 {
+		fmt.Fprintln(w, "other slots (postgres):")
+		t := newTable(w)
+		t.row("  SLOT", "TYPE", "ACTIVE", "RESTART_LSN", "RETAINED", "WAL_STATUS")
+		for _, o := range r.OtherSlots {
+			active := "no"
+			if o.Active {
+				active = fmt.Sprintf("pid %d", o.ActivePID)
+			}
+			t.row("  "+o.Name, o.Type, active, o.RestartLSN.String(), bytesText(o.RetainedBytes), orDash(o.WALStatus))
+		}
+		if err := t.flush(); err != nil {
+			return err
+		}
 	}
 	for _, n := range r.Notes {
 		fmt.Fprintln(w, "note: "+n)

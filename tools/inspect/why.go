@@ -105,31 +105,50 @@ func buildWhy(src *Source, p Policy) WhyReport {
 		return rep
 	}
 	rep.Slot, rep.Retained = ours.Name, &ours.RetainedBytes
+	// The slot's retained WAL splits in two: WAL end - confirmed flush is
+	// what ledgerd has not confirmed (a pending shape, or no ledgerd at all);
+	// confirmed flush - restart_lsn is what decoding still needs (a running
+	// transaction). The larger part is the root cause.
+	var confLag, restLag int64
+	if pg.WALEnd > ours.ConfirmedFlush {
+		confLag = int64(pg.WALEnd - ours.ConfirmedFlush)
+	}
+	if ours.ConfirmedFlush > ours.RestartLSN {
+		restLag = int64(ours.ConfirmedFlush - ours.RestartLSN)
+	}
+	x := pg.OldestXact
+	longXact := x != nil && restLag > 0 && (x.Xid != "" || x.AgeSeconds > 60)
 	switch {
-	case len(hs) > 0 && ours.ConfirmedFlush < pg.WALEnd:
+	case len(hs) > 0 && confLag > 0 && (confLag >= restLag || !longXact):
 		rep.shapePin(src, hs, fmt.Sprintf("Slot %s retains %s (restart_lsn %s, confirmed_flush_lsn %s, WAL end %s). ",
 			ours.Name, bytesText(ours.RetainedBytes), ours.RestartLSN, ours.ConfirmedFlush, pg.WALEnd))
 		if !ours.Active {
 			rep.Also = append(rep.Also, fmt.Sprintf("slot %s is also inactive: no ledgerd is connected to it, so nothing can advance it until ledgerd runs.", ours.Name))
 		}
-	case !ours.Active:
+	case longXact && (restLag > confLag || ours.Active):
+		rep.Cause, rep.PID = causeLongXact, x.PID
+		rep.Paragraph = fmt.Sprintf("Slot %s has confirmed up to %s, but its restart_lsn %s stays %s behind because logical decoding must keep the WAL of the oldest transaction still running: "+
+			"pid %d (%s, database %s, user %s, state %s, xid %s, backend_xmin %s) started %s, %s ago. The slot's catalog_xmin %s is held for the same reason. "+
+			"Once it commits or is cancelled (SELECT pg_cancel_backend(%d)), restart_lsn moves at the next running-transactions record and the WAL goes at the next checkpoint.",
+			ours.Name, ours.ConfirmedFlush, ours.RestartLSN, bytesText(restLag), x.PID, orDash(x.BackendType), orDash(x.Database), orDash(x.User),
+			orDash(x.State), orDash(x.Xid), orDash(x.Xmin), ts(x.Start), dur(time.Duration(x.AgeSeconds*float64(time.Second))), orDash(ours.CatalogXmin), x.PID)
+		if !ours.Active && confLag > 0 {
+			rep.Also = append(rep.Also, fmt.Sprintf("slot %s is also inactive: no ledgerd is connected, so %s past its confirmed flush waits for ledgerd to run.", ours.Name, bytesText(confLag)))
+		}
+	case !ours.Active && confLag > 0:
 		rep.Cause = causeInactive
 		rep.Paragraph = fmt.Sprintf("Slot %s (ledgerd's) is inactive: no ledgerd is connected, so its confirmed_flush_lsn %s stays put while the WAL end is %s; it retains %s from restart_lsn %s. "+
 			"%s Start ledgerd against this database; with nothing pending it confirms up to the WAL end within one status interval.",
 			ours.Name, ours.ConfirmedFlush, pg.WALEnd, bytesText(ours.RetainedBytes), ours.RestartLSN, noPinText(src))
-	case ours.RestartLSN < ours.ConfirmedFlush && pg.OldestXact != nil && (pg.OldestXact.Xid != "" || pg.OldestXact.AgeSeconds > 60):
-		x := pg.OldestXact
-		rep.Cause, rep.PID = causeLongXact, x.PID
-		rep.Paragraph = fmt.Sprintf("Slot %s has confirmed up to %s, but its restart_lsn %s stays behind (%s retained) because logical decoding must keep the WAL of the oldest transaction still running: "+
-			"pid %d (%s, database %s, user %s, state %s, xid %s, backend_xmin %s) started %s, %s ago. The slot's catalog_xmin %s is held for the same reason. "+
-			"Once it commits or is cancelled (SELECT pg_cancel_backend(%d)), restart_lsn moves at the next running-transactions record and the WAL goes at the next checkpoint.",
-			ours.Name, ours.ConfirmedFlush, ours.RestartLSN, bytesText(ours.RetainedBytes), x.PID, orDash(x.BackendType), orDash(x.Database), orDash(x.User),
-			orDash(x.State), orDash(x.Xid), orDash(x.Xmin), ts(x.Start), dur(time.Duration(x.AgeSeconds*float64(time.Second))), orDash(ours.CatalogXmin), x.PID)
 	default:
+		state := fmt.Sprintf("active (pid %d)", ours.ActivePID)
+		if !ours.Active {
+			state = "inactive"
+		}
 		rep.Cause = causeNothing
-		rep.Paragraph = fmt.Sprintf("Nothing holds WAL: no shape is pending, slot %s is active (pid %d) and has confirmed up to %s of %s, and no long-running transaction holds its restart_lsn %s. "+
+		rep.Paragraph = fmt.Sprintf("Nothing holds WAL: no shape is pending, slot %s is %s and has confirmed up to %s of %s, and no long-running transaction holds its restart_lsn %s. "+
 			"The %s still on disk will go at the next checkpoint (restart_lsn catches up at the next running-transactions record).",
-			ours.Name, ours.ActivePID, ours.ConfirmedFlush, pg.WALEnd, ours.RestartLSN, bytesText(ours.RetainedBytes))
+			ours.Name, state, ours.ConfirmedFlush, pg.WALEnd, ours.RestartLSN, bytesText(ours.RetainedBytes))
 	}
 	for _, o := range pg.Others {
 		if !o.Active && o.RetainedBytes > 0 && (rep.Cause != causeOtherSlot || o.Name != rep.Slot) {
