@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -17,7 +18,8 @@ type PGState struct {
 	// Slot is the row of the ledger's slot; nil when it does not exist.
 	Slot   *SlotRow  `json:"slot"`
 	Others []SlotRow `json:"other_slots"`
-	// OldestXact is the oldest transaction still running, if any.
+	// OldestXact is the oldest transaction still running with an xid, or
+	// prepared, if any: the one that holds logical decoding's restart_lsn.
 	OldestXact *Xact `json:"oldest_xact,omitempty"`
 	// Errors of optional queries (pg_stat_activity needs privileges).
 	Notes []string `json:"notes,omitempty"`
@@ -40,9 +42,11 @@ type SlotRow struct {
 	RetainedBytes  int64      `json:"retained_bytes"` // pg_current_wal_lsn() - restart_lsn
 }
 
-// Xact is a running transaction (pg_stat_activity).
+// Xact is a running transaction with an xid (pg_stat_activity), or a
+// prepared one (pg_prepared_xacts: GID set, PID 0).
 type Xact struct {
-	PID         int       `json:"pid"`
+	PID         int       `json:"pid,omitempty"`
+	GID         string    `json:"gid,omitempty"`
 	Database    string    `json:"database,omitempty"`
 	User        string    `json:"user,omitempty"`
 	State       string    `json:"state,omitempty"`
@@ -108,21 +112,38 @@ FROM pg_catalog.pg_replication_slots ORDER BY slot_name`)
 	if err := rows.Err(); err != nil {
 		return nil, fmt.Errorf("reading pg_replication_slots: %w", err)
 	}
+	// Only a transaction with an xid holds a logical slot's restart_lsn
+	// (decoding must see it from its start); a prepared one counts too.
 	var x Xact
 	err = conn.QueryRow(ctx, `
 SELECT pid, coalesce(datname::text, ''), coalesce(usename::text, ''), coalesce(state, ''),
        coalesce(backend_xid::text, ''), coalesce(backend_xmin::text, ''), xact_start,
        extract(epoch FROM now() - xact_start)::float8, left(coalesce(query, ''), 200), coalesce(backend_type, '')
 FROM pg_catalog.pg_stat_activity
-WHERE xact_start IS NOT NULL AND pid <> pg_backend_pid() AND (backend_xid IS NOT NULL OR backend_xmin IS NOT NULL)
+WHERE xact_start IS NOT NULL AND pid <> pg_backend_pid() AND backend_xid IS NOT NULL
 ORDER BY xact_start LIMIT 1`).Scan(&x.PID, &x.Database, &x.User, &x.State, &x.Xid, &x.Xmin, &x.Start, &x.AgeSeconds, &x.Query, &x.BackendType)
 	switch {
 	case err == nil:
 		x.Start = x.Start.UTC()
 		st.OldestXact = &x
-	case err == pgx.ErrNoRows:
+	case errors.Is(err, pgx.ErrNoRows):
 	default:
 		st.Notes = append(st.Notes, "oldest transaction unknown: "+err.Error())
+	}
+	var px Xact
+	err = conn.QueryRow(ctx, `
+SELECT gid, coalesce(database::text, ''), coalesce(owner::text, ''), transaction::text, prepared,
+       extract(epoch FROM now() - prepared)::float8
+FROM pg_catalog.pg_prepared_xacts ORDER BY prepared LIMIT 1`).Scan(&px.GID, &px.Database, &px.User, &px.Xid, &px.Start, &px.AgeSeconds)
+	switch {
+	case err == nil:
+		px.Start, px.State = px.Start.UTC(), "prepared"
+		if st.OldestXact == nil || px.Start.Before(st.OldestXact.Start) {
+			st.OldestXact = &px
+		}
+	case errors.Is(err, pgx.ErrNoRows):
+	default:
+		st.Notes = append(st.Notes, "prepared transactions unknown: "+err.Error())
 	}
 	return st, nil
 }

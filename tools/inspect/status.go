@@ -187,7 +187,11 @@ func (r StatusReport) writeText(w io.Writer) error {
 	}
 	t.row("tombstones", fmt.Sprintf("%d%s", tomb, s))
 	if x := r.OldestXact; x != nil {
-		t.row("oldest xact", fmt.Sprintf("pid %d, started %s (%s ago), state %s, xid %s, backend_xmin %s  (postgres)", x.PID, ts(x.Start),
+		who := fmt.Sprintf("pid %d", x.PID)
+		if x.GID != "" {
+			who = fmt.Sprintf("prepared %q", x.GID)
+		}
+		t.row("oldest xact", fmt.Sprintf("%s, started %s (%s ago), state %s, xid %s, backend_xmin %s  (postgres)", who, ts(x.Start),
 			dur(time.Duration(x.AgeSeconds*float64(time.Second))), orDash(x.State), orDash(x.Xid), orDash(x.Xmin)))
 	}
 	if err := t.flush(); err != nil {

@@ -117,7 +117,7 @@ func buildWhy(src *Source, p Policy) WhyReport {
 		restLag = int64(ours.ConfirmedFlush - ours.RestartLSN)
 	}
 	x := pg.OldestXact
-	longXact := x != nil && restLag > 0 && (x.Xid != "" || x.AgeSeconds > 60)
+	longXact := x != nil && restLag > 0
 	switch {
 	case len(hs) > 0 && confLag > 0 && (confLag >= restLag || !longXact):
 		rep.shapePin(src, hs, fmt.Sprintf("Slot %s retains %s (restart_lsn %s, confirmed_flush_lsn %s, WAL end %s). ",
@@ -127,11 +127,19 @@ func buildWhy(src *Source, p Policy) WhyReport {
 		}
 	case longXact && (restLag > confLag || ours.Active):
 		rep.Cause, rep.PID = causeLongXact, x.PID
+		who := fmt.Sprintf("pid %d (%s, database %s, user %s, state %s, xid %s, backend_xmin %s) started %s, %s ago",
+			x.PID, orDash(x.BackendType), orDash(x.Database), orDash(x.User), orDash(x.State), orDash(x.Xid), orDash(x.Xmin),
+			ts(x.Start), dur(time.Duration(x.AgeSeconds*float64(time.Second))))
+		fix := fmt.Sprintf("Once it commits or is cancelled (SELECT pg_cancel_backend(%d))", x.PID)
+		if x.GID != "" {
+			who = fmt.Sprintf("the prepared transaction %q (database %s, owner %s, xid %s) prepared %s, %s ago",
+				x.GID, orDash(x.Database), orDash(x.User), orDash(x.Xid), ts(x.Start), dur(time.Duration(x.AgeSeconds*float64(time.Second))))
+			fix = fmt.Sprintf("Once it is finished (COMMIT PREPARED '%s' or ROLLBACK PREPARED '%s')", x.GID, x.GID)
+		}
 		rep.Paragraph = fmt.Sprintf("Slot %s has confirmed up to %s, but its restart_lsn %s stays %s behind because logical decoding must keep the WAL of the oldest transaction still running: "+
-			"pid %d (%s, database %s, user %s, state %s, xid %s, backend_xmin %s) started %s, %s ago. The slot's catalog_xmin %s is held for the same reason. "+
-			"Once it commits or is cancelled (SELECT pg_cancel_backend(%d)), restart_lsn moves at the next running-transactions record and the WAL goes at the next checkpoint.",
-			ours.Name, ours.ConfirmedFlush, ours.RestartLSN, bytesText(restLag), x.PID, orDash(x.BackendType), orDash(x.Database), orDash(x.User),
-			orDash(x.State), orDash(x.Xid), orDash(x.Xmin), ts(x.Start), dur(time.Duration(x.AgeSeconds*float64(time.Second))), orDash(ours.CatalogXmin), x.PID)
+			"%s. The slot's catalog_xmin %s is held for the same reason. "+
+			"%s, restart_lsn moves at the next running-transactions record and the WAL goes at the next checkpoint.",
+			ours.Name, ours.ConfirmedFlush, ours.RestartLSN, bytesText(restLag), who, orDash(ours.CatalogXmin), fix)
 		if !ours.Active && confLag > 0 {
 			rep.Also = append(rep.Also, fmt.Sprintf("slot %s is also inactive: no ledgerd is connected, so %s past its confirmed flush waits for ledgerd to run.", ours.Name, bytesText(confLag)))
 		}
