@@ -14,7 +14,7 @@ type consumerCommand struct{ app *App }
 
 // ShapeReport is the answer of "inspect shape ID".
 type ShapeReport struct {
-	Source     string          `json:"source"`
+	Source     SourceInfo      `json:"source"`
 	Shape      *ShapeView      `json:"shape"`             // nil when evicted or unknown
 	Live       *Holder         `json:"pending,omitempty"` // daemon (or derived) pending state
 	Tombstones []TombstoneView `json:"tombstones"`
@@ -23,7 +23,7 @@ type ShapeReport struct {
 
 // ConsumerReport is the answer of "inspect consumer ID".
 type ConsumerReport struct {
-	Source   string          `json:"source"`
+	Source   SourceInfo      `json:"source"`
 	Consumer ConsumerView    `json:"consumer"`
 	Lease    LeaseState      `json:"lease"`
 	Shapes   []ShapeView     `json:"shapes"`
@@ -40,7 +40,7 @@ func (c *shapeCommand) Run(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	rep := ShapeReport{Source: src.sourceLine(), Tombstones: []TombstoneView{}, History: []EventView{}}
+	rep := ShapeReport{Source: src.info(), Tombstones: []TombstoneView{}, History: []EventView{}}
 	if sh, ok := src.shape(id); ok {
 		v := shapeView(sh)
 		rep.Shape = &v
@@ -71,7 +71,7 @@ func (c *shapeCommand) Run(ctx context.Context, args []string) error {
 }
 
 func (r ShapeReport) writeText(w io.Writer, id string) error {
-	fmt.Fprintln(w, r.Source)
+	fmt.Fprintln(w, r.Source.Line)
 	if s := r.Shape; s != nil {
 		fmt.Fprintf(w, "shape %s (generation %d)\n", s.ID, s.Generation)
 		t := newTable(w)
@@ -124,7 +124,7 @@ func (c *consumerCommand) Run(ctx context.Context, args []string) error {
 	if !ok {
 		return fmt.Errorf("consumer %q is not in the ledger: check the id with inspect export", id)
 	}
-	rep := ConsumerReport{Source: src.sourceLine(), Consumer: consumerView(cn), Lease: leaseState(src, id),
+	rep := ConsumerReport{Source: src.info(), Consumer: consumerView(cn), Lease: leaseState(src, id),
 		Shapes: []ShapeView{}, Evicted: []TombstoneView{}, History: []EventView{}}
 	for _, sh := range src.State.Shapes {
 		if sh.Consumer == id {
@@ -148,7 +148,7 @@ func (c *consumerCommand) Run(ctx context.Context, args []string) error {
 }
 
 func (r ConsumerReport) writeText(w io.Writer) error {
-	fmt.Fprintln(w, r.Source)
+	fmt.Fprintln(w, r.Source.Line)
 	c := r.Consumer
 	fmt.Fprintf(w, "consumer %s (epoch %d)\n", c.ID, c.Epoch)
 	t := newTable(w)

@@ -14,7 +14,7 @@ type evictionsCommand struct{ app *App }
 
 // EvictionsReport is the answer of "inspect evictions".
 type EvictionsReport struct {
-	Source     string          `json:"source"`
+	Source     SourceInfo      `json:"source"`
 	Tombstones []TombstoneView `json:"tombstones"`
 }
 
@@ -43,7 +43,7 @@ func (c *evictionsCommand) Run(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	rep := EvictionsReport{Source: src.sourceLine(), Tombstones: []TombstoneView{}}
+	rep := EvictionsReport{Source: src.info(), Tombstones: []TombstoneView{}}
 	for _, t := range src.State.Tombstones {
 		rep.Tombstones = append(rep.Tombstones, tombstoneView(t))
 	}
@@ -58,7 +58,7 @@ func (c *evictionsCommand) Run(ctx context.Context, args []string) error {
 	if c.app.g.JSON {
 		return writeJSON(c.app.env.Stdout, rep)
 	}
-	fmt.Fprintln(c.app.env.Stdout, rep.Source)
+	fmt.Fprintln(c.app.env.Stdout, rep.Source.Line)
 	if len(rep.Tombstones) == 0 {
 		fmt.Fprintln(c.app.env.Stdout, "no evictions in the ledger (tombstones are kept for the retention, default 7 days)")
 		return nil

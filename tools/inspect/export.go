@@ -10,7 +10,7 @@ type exportCommand struct{ app *App }
 // Export is the whole ledger as JSON. Consumers' lease tokens are left out:
 // they are fencing credentials, and nothing an operator reads needs them.
 type Export struct {
-	Source     string          `json:"source"`
+	Source     SourceInfo      `json:"source"`
 	Meta       LedgerMeta      `json:"meta"`
 	Consumers  []ConsumerView  `json:"consumers"`
 	Shapes     []ShapeView     `json:"shapes"`
@@ -27,7 +27,7 @@ func (c *exportCommand) Run(ctx context.Context, args []string) error {
 		return err
 	}
 	st := src.State
-	ex := Export{Source: src.sourceLine(), Meta: metaView(st.Meta), Consumers: []ConsumerView{}, Shapes: []ShapeView{},
+	ex := Export{Source: src.info(), Meta: metaView(st.Meta), Consumers: []ConsumerView{}, Shapes: []ShapeView{},
 		Tombstones: []TombstoneView{}, Events: []EventView{}}
 	for _, x := range st.Consumers {
 		ex.Consumers = append(ex.Consumers, consumerView(x))

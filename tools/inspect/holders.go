@@ -15,11 +15,11 @@ const defaultHoldersLimit = 50
 
 // HoldersReport is the answer of "inspect holders".
 type HoldersReport struct {
-	Source  string   `json:"source"`
-	Certain bool     `json:"certain"` // false: candidates derived from the file
-	Holders []Holder `json:"holders"`
-	Total   int      `json:"total"` // holders found; Holders may list fewer (-limit)
-	Note    string   `json:"note,omitempty"`
+	Source  SourceInfo `json:"source"`
+	Certain bool       `json:"certain"` // false: candidates derived from the file
+	Holders []Holder   `json:"holders"`
+	Total   int        `json:"total"` // holders found; Holders may list fewer (-limit)
+	Note    string     `json:"note,omitempty"`
 }
 
 func (c *holdersCommand) Run(ctx context.Context, args []string) error {
@@ -44,7 +44,7 @@ func (c *holdersCommand) Run(ctx context.Context, args []string) error {
 }
 
 func buildHolders(src *Source, p Policy) HoldersReport {
-	rep := HoldersReport{Source: src.sourceLine(), Holders: holders(src, p)}
+	rep := HoldersReport{Source: src.info(), Holders: holders(src, p)}
 	if rep.Holders == nil {
 		rep.Holders = []Holder{}
 	}
@@ -60,7 +60,7 @@ func buildHolders(src *Source, p Policy) HoldersReport {
 }
 
 func (r HoldersReport) writeText(w io.Writer) error {
-	fmt.Fprintln(w, r.Source)
+	fmt.Fprintln(w, r.Source.Line)
 	if len(r.Holders) == 0 {
 		if r.Certain {
 			fmt.Fprintln(w, "no shape is pending: nothing in ledgerd pins WAL")

@@ -146,6 +146,24 @@ func (s *Source) sourceLine() string {
 	return line
 }
 
+// SourceInfo says in answers where their figures come from.
+type SourceInfo struct {
+	Kind      string `json:"kind"`  // file or snapshot
+	Where     string `json:"where"` // the file path or the daemon URL
+	Live      bool   `json:"live"`  // the daemon's live status and holders were read
+	LiveError string `json:"live_error,omitempty"`
+	Postgres  bool   `json:"postgres"` // Postgres was read now (-pg)
+	Line      string `json:"-"`        // the same, for people
+}
+
+func (s *Source) info() SourceInfo {
+	in := SourceInfo{Kind: s.Kind, Where: s.Where, Postgres: s.PG != nil, Line: s.sourceLine()}
+	if s.Daemon != nil {
+		in.Live, in.LiveError = s.Daemon.Status != nil && s.Daemon.Err == "", s.Daemon.Err
+	}
+	return in
+}
+
 // consumer returns the consumer with id from the state.
 func (s *Source) consumer(id string) (ledger.Consumer, bool) {
 	s.index()

@@ -14,7 +14,7 @@ type statusCommand struct{ app *App }
 
 // StatusReport is the answer of "inspect status".
 type StatusReport struct {
-	Source string     `json:"source"`
+	Source SourceInfo `json:"source"`
 	Ledger LedgerMeta `json:"ledger"`
 	// Figure values carry where they come from: file, daemon, postgres;
 	// an unknown figure is left out.
@@ -88,7 +88,7 @@ func (c *statusCommand) Run(ctx context.Context, args []string) error {
 
 func buildStatus(src *Source, p Policy) StatusReport {
 	st := src.State
-	rep := StatusReport{Source: src.sourceLine(), Ledger: metaView(st.Meta),
+	rep := StatusReport{Source: src.info(), Ledger: metaView(st.Meta),
 		Consumers: map[string]int{"total": 0, "streaming": 0, "live": 0, "expired": 0, "gone": 0},
 		Shapes:    map[string]int{"total": len(st.Shapes)}, Tombstones: map[string]int{}}
 	rep.ReportedFlush = Figure{st.Meta.LastFlush.String(), src.Kind}
@@ -146,7 +146,7 @@ func buildStatus(src *Source, p Policy) StatusReport {
 }
 
 func (r StatusReport) writeText(w io.Writer) error {
-	fmt.Fprintln(w, r.Source)
+	fmt.Fprintln(w, r.Source.Line)
 	m := r.Ledger
 	fmt.Fprintf(w, "slot %s on system %s (timeline %d, database %s)\n", m.Slot, m.SystemID, m.Timeline, orDash(m.Database))
 	t := newTable(w)

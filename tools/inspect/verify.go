@@ -9,7 +9,7 @@ type verifyCommand struct{ app *App }
 
 // VerifyReport is the answer of "inspect verify".
 type VerifyReport struct {
-	Source   string        `json:"source"`
+	Source   SourceInfo    `json:"source"`
 	OK       bool          `json:"ok"`
 	Problems []ProblemView `json:"problems"`
 	Checked  []string      `json:"checked"`
@@ -39,7 +39,7 @@ func (c *verifyCommand) Run(ctx context.Context, args []string) error {
 			return err
 		}
 	} else {
-		fmt.Fprintln(w, rep.Source)
+		fmt.Fprintln(w, rep.Source.Line)
 		fmt.Fprintln(w, "checked: "+joinComma(rep.Checked))
 		for _, p := range rep.Problems {
 			subj := ""
@@ -81,7 +81,7 @@ func joinComma(s []string) string {
 // else moved it, and transactions a live shape has not acked may be gone:
 // I1).
 func buildVerify(src *Source) VerifyReport {
-	rep := VerifyReport{Source: src.sourceLine(), Problems: []ProblemView{},
+	rep := VerifyReport{Source: src.info(), Problems: []ProblemView{},
 		Checked: []string{"bbolt consistency", "ledger invariants"}}
 	for _, p := range src.Problems {
 		rep.Problems = append(rep.Problems, ProblemView{p.Check, p.Subject, p.Detail})

@@ -24,15 +24,15 @@ const (
 
 // WhyReport is the answer of "inspect why".
 type WhyReport struct {
-	Source    string   `json:"source"`
-	Cause     string   `json:"cause"`
-	Shape     string   `json:"shape,omitempty"`
-	Consumer  string   `json:"consumer,omitempty"`
-	Slot      string   `json:"slot,omitempty"`
-	PID       int      `json:"pid,omitempty"`
-	Retained  *int64   `json:"retained_bytes,omitempty"`
-	Paragraph string   `json:"paragraph"`
-	Also      []string `json:"also,omitempty"`
+	Source    SourceInfo `json:"source"`
+	Cause     string     `json:"cause"`
+	Shape     string     `json:"shape,omitempty"`
+	Consumer  string     `json:"consumer,omitempty"`
+	Slot      string     `json:"slot,omitempty"`
+	PID       int        `json:"pid,omitempty"`
+	Retained  *int64     `json:"retained_bytes,omitempty"`
+	Paragraph string     `json:"paragraph"`
+	Also      []string   `json:"also,omitempty"`
 }
 
 func (c *whyCommand) Run(ctx context.Context, args []string) error {
@@ -51,7 +51,7 @@ func (c *whyCommand) Run(ctx context.Context, args []string) error {
 }
 
 func (r WhyReport) writeText(w io.Writer) error {
-	fmt.Fprintln(w, r.Source)
+	fmt.Fprintln(w, r.Source.Line)
 	fmt.Fprintln(w, wrap(r.Paragraph, 100))
 	for _, a := range r.Also {
 		fmt.Fprintln(w, wrap("also: "+a, 100))
@@ -65,7 +65,7 @@ func (r WhyReport) writeText(w io.Writer) error {
 // shape (its confirmed flush is held), no connection at all, or a running
 // transaction holding restart_lsn behind the confirmed flush.
 func buildWhy(src *Source, p Policy) WhyReport {
-	rep := WhyReport{Source: src.sourceLine()}
+	rep := WhyReport{Source: src.info()}
 	hs := holders(src, p)
 	slotName := src.State.Meta.Identity.Slot
 	pg := src.PG
