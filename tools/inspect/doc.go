@@ -16,13 +16,25 @@
 // pg_replication_slots, the WAL end, the other slots and the oldest running
 // transaction.
 //
-// Commands: status, holders, why, shape ID, consumer ID, evictions, verify,
-// export. Every command takes -json. Exit status: 0 done, 1 a problem found
-// (verify), 2 could not run (bad usage, unreadable file), with a message that
-// names the fix.
+// Commands: status, holders (-limit N), why, shape ID, consumer ID,
+// evictions, verify, export. Every command takes -json (before or after the
+// command). Exit status: 0 done, 1 a problem found (verify), 2 could not run
+// (bad usage, unreadable or locked file, unreachable daemon), with a message
+// that names the fix.
 //
-// Layout: main.go parses and dispatches; source.go loads the ledger,
-// daemon.go and pg.go read the live sources; analysis.go derives holders and
-// predicts the reconciler; one file per command renders text or JSON to an
-// io.Writer with an injected clock.
+// Predictions. holders, why and shape say what the reconciler will do and
+// when (SPEC §5.3): a lease that runs out is evicted as lease_expired at the
+// next pass after its expiry; a shape pending stall-grace without ack
+// progress is challenged and, without an ack or a defer, evicted as stalled
+// challenge-timeout later; with the ledger file alone (ledgerd down) the
+// restart rules of I5 apply at the next start. The daemon's timings are
+// taken from -reconcile-interval, -stall-grace, -challenge-timeout and
+// -max-shape-lag-bytes, which default to ledgerd's own defaults.
+//
+// Layout: main.go parses and dispatches; app.go holds the shared flags and
+// plumbing; source.go loads the ledger, daemon.go and pg.go read the live
+// sources; analysis.go derives holders and predicts the reconciler; one file
+// per command (status, holders, why, detail for shape and consumer,
+// evictions, verify, export) renders text or JSON to an io.Writer with an
+// injected clock.
 package main
