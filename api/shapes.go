@@ -202,7 +202,7 @@ func (s *Server) evict(w http.ResponseWriter, r *http.Request) {
 	}
 	s.hub.RemoveShape(id, reason)
 	s.log.Info().Str("shape", id).Str("reason", string(reason)).Msg("shape evicted by an operator")
-	tv := tombstoneView(ts)
+	tv := wire.TombstoneOf(ts)
 	writeJSON(w, http.StatusOK, wire.EvictResponse{Shape: id, Tombstone: &tv})
 }
 
@@ -215,11 +215,6 @@ func (s *Server) safeWithout(id string) ledger.LSN {
 		}
 	}
 	return s.l.Position()
-}
-
-func tombstoneView(ts ledger.Tombstone) wire.Tombstone {
-	return wire.Tombstone{Shape: ts.Shape, Generation: ts.Generation, Consumer: ts.Consumer, Reason: string(ts.Reason),
-		Evidence: ts.Evidence, Actor: ts.Actor, At: ts.At, FlushedLSN: ts.FlushedLSN.String()}
 }
 
 // missingShape is the answer for a shape id the ledger does not track: 410

@@ -67,7 +67,7 @@ func (s *Server) status(w http.ResponseWriter, r *http.Request) {
 func (s *Server) evictions(w http.ResponseWriter, r *http.Request) {
 	out := []wire.Tombstone{}
 	for _, ts := range s.l.Tombstones() {
-		out = append(out, tombstoneView(ts))
+		out = append(out, wire.TombstoneOf(ts))
 	}
 	writeJSON(w, http.StatusOK, out)
 }
@@ -94,12 +94,7 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request) {
 	}
 	out := []wire.Event{}
 	for _, e := range s.l.Events(since, limit) {
-		ev := wire.Event{Seq: e.Seq, Time: e.Time, Kind: e.Kind, Consumer: e.Consumer, Shape: e.Shape,
-			Reason: string(e.Reason), Detail: e.Detail}
-		if e.LSN != 0 {
-			ev.LSN = e.LSN.String()
-		}
-		out = append(out, ev)
+		out = append(out, wire.EventOf(e))
 	}
 	writeJSON(w, http.StatusOK, out)
 }

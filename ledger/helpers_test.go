@@ -3,36 +3,20 @@ package ledger_test
 import (
 	"errors"
 	"path/filepath"
-	"sync"
 	"testing"
 	"time"
 
+	"github.com/ledgerd/ledgerd/internal/clocktest"
 	"github.com/ledgerd/ledgerd/ledger"
 	"github.com/rs/zerolog"
 	bolt "go.etcd.io/bbolt"
 )
 
 // fakeClock is a controlled clock: time moves only when a test says so.
-type fakeClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
+type fakeClock = clocktest.Clock
 
 func newClock() *fakeClock {
-	return &fakeClock{t: time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)}
-}
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *fakeClock) Advance(d time.Duration) time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
-	return c.t
+	return clocktest.New(time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC))
 }
 
 var testIdentity = ledger.Identity{SystemID: "7301234567890123456", Timeline: 1, Database: "app", Slot: "ledgerd"}

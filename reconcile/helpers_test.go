@@ -13,27 +13,13 @@ import (
 	dto "github.com/prometheus/client_model/go"
 	"github.com/rs/zerolog"
 
+	"github.com/ledgerd/ledgerd/internal/clocktest"
 	"github.com/ledgerd/ledgerd/ledger"
 	"github.com/ledgerd/ledgerd/reconcile"
 )
 
 // clock is a controlled clock: time moves only when a test says so.
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *clock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
-}
+type clock = clocktest.Clock
 
 // challenger records the challenges sent.
 type challenger struct {
@@ -141,7 +127,7 @@ func (l *logBuffer) String() string {
 
 func newEnv(t testing.TB, mod func(*reconcile.Config)) *env {
 	t.Helper()
-	e := &env{t: t, clk: &clock{t: time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)}, ch: &challenger{}, sync: &syncer{},
+	e := &env{t: t, clk: clocktest.New(time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)), ch: &challenger{}, sync: &syncer{},
 		slot: &slot{}, proc: &procs{alive: map[int]string{}}, reg: prometheus.NewRegistry(), logs: &logBuffer{}, lsn: 0x1000000}
 	path := filepath.Join(t.TempDir(), "ledger.db")
 	l, err := ledger.Open(ledger.Config{Path: path, Clock: e.clk, Logger: zerolog.Nop(),

@@ -2,6 +2,8 @@ package wire
 
 import (
 	"time"
+
+	"github.com/ledgerd/ledgerd/ledger"
 )
 
 // Error is the body of every 4xx and 5xx answer.
@@ -219,6 +221,22 @@ type Event struct {
 	LSN      string    `json:"lsn,omitempty"`
 	Reason   string    `json:"reason,omitempty"`
 	Detail   string    `json:"detail,omitempty"`
+}
+
+// TombstoneOf is the wire form of a ledger tombstone.
+func TombstoneOf(t ledger.Tombstone) Tombstone {
+	return Tombstone{Shape: t.Shape, Generation: t.Generation, Consumer: t.Consumer, Reason: string(t.Reason),
+		Evidence: t.Evidence, Actor: t.Actor, At: t.At.UTC(), FlushedLSN: t.FlushedLSN.String()}
+}
+
+// EventOf is the wire form of a journal event; LSN is left out when unset.
+func EventOf(e ledger.Event) Event {
+	v := Event{Seq: e.Seq, Time: e.Time.UTC(), Kind: e.Kind, Consumer: e.Consumer, Shape: e.Shape,
+		Reason: string(e.Reason), Detail: e.Detail}
+	if e.LSN != 0 {
+		v.LSN = e.LSN.String()
+	}
+	return v
 }
 
 // Counts are the numbers of consumers and shapes by state.

@@ -11,6 +11,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/ledgerd/ledgerd/internal/clocktest"
 	"github.com/ledgerd/ledgerd/ledger"
 )
 
@@ -19,7 +20,7 @@ import (
 // holders in the file.
 func buildWide(tb testing.TB, path string, n int) {
 	tb.Helper()
-	clk := &fakeClock{t: t0}
+	clk := clocktest.New(t0)
 	l := must(ledger.Open(ledger.Config{Path: path, Identity: testIdentity, Clock: clk, Logger: zerolog.Nop()}))
 	ids := make([]string, n)
 	for i := range n / 10 {

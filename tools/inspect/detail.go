@@ -6,6 +6,7 @@ import (
 	"io"
 	"time"
 
+	"github.com/ledgerd/ledgerd/api/wire"
 	"github.com/ledgerd/ledgerd/ledger"
 )
 
@@ -14,21 +15,21 @@ type consumerCommand struct{ app *App }
 
 // ShapeReport is the answer of "inspect shape ID".
 type ShapeReport struct {
-	Source     SourceInfo      `json:"source"`
-	Shape      *ShapeView      `json:"shape"`             // nil when evicted or unknown
-	Live       *Holder         `json:"pending,omitempty"` // daemon (or derived) pending state
-	Tombstones []TombstoneView `json:"tombstones"`
-	History    []EventView     `json:"history"`
+	Source     SourceInfo       `json:"source"`
+	Shape      *ShapeView       `json:"shape"`             // nil when evicted or unknown
+	Live       *Holder          `json:"pending,omitempty"` // daemon (or derived) pending state
+	Tombstones []wire.Tombstone `json:"tombstones"`
+	History    []wire.Event     `json:"history"`
 }
 
 // ConsumerReport is the answer of "inspect consumer ID".
 type ConsumerReport struct {
-	Source   SourceInfo      `json:"source"`
-	Consumer ConsumerView    `json:"consumer"`
-	Lease    LeaseState      `json:"lease"`
-	Shapes   []ShapeView     `json:"shapes"`
-	Evicted  []TombstoneView `json:"evicted_shapes"`
-	History  []EventView     `json:"history"`
+	Source   SourceInfo       `json:"source"`
+	Consumer ConsumerView     `json:"consumer"`
+	Lease    LeaseState       `json:"lease"`
+	Shapes   []ShapeView      `json:"shapes"`
+	Evicted  []wire.Tombstone `json:"evicted_shapes"`
+	History  []wire.Event     `json:"history"`
 }
 
 func (c *shapeCommand) Run(ctx context.Context, args []string) error {
@@ -40,7 +41,7 @@ func (c *shapeCommand) Run(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	rep := ShapeReport{Source: src.info(), Tombstones: []TombstoneView{}, History: []EventView{}}
+	rep := ShapeReport{Source: src.info(), Tombstones: []wire.Tombstone{}, History: []wire.Event{}}
 	if sh, ok := src.shape(id); ok {
 		v := shapeView(sh)
 		rep.Shape = &v
@@ -53,12 +54,12 @@ func (c *shapeCommand) Run(ctx context.Context, args []string) error {
 	}
 	for _, t := range src.State.Tombstones {
 		if t.Shape == id {
-			rep.Tombstones = append(rep.Tombstones, tombstoneView(t))
+			rep.Tombstones = append(rep.Tombstones, wire.TombstoneOf(t))
 		}
 	}
 	for _, e := range src.State.Events {
 		if e.Shape == id {
-			rep.History = append(rep.History, eventView(e))
+			rep.History = append(rep.History, wire.EventOf(e))
 		}
 	}
 	if rep.Shape == nil && len(rep.Tombstones) == 0 && len(rep.History) == 0 {
@@ -125,7 +126,7 @@ func (c *consumerCommand) Run(ctx context.Context, args []string) error {
 		return fmt.Errorf("consumer %q is not in the ledger: check the id with inspect export", id)
 	}
 	rep := ConsumerReport{Source: src.info(), Consumer: consumerView(cn), Lease: leaseState(src, id),
-		Shapes: []ShapeView{}, Evicted: []TombstoneView{}, History: []EventView{}}
+		Shapes: []ShapeView{}, Evicted: []wire.Tombstone{}, History: []wire.Event{}}
 	for _, sh := range src.State.Shapes {
 		if sh.Consumer == id {
 			rep.Shapes = append(rep.Shapes, shapeView(sh))
@@ -133,12 +134,12 @@ func (c *consumerCommand) Run(ctx context.Context, args []string) error {
 	}
 	for _, t := range src.State.Tombstones {
 		if t.Consumer == id {
-			rep.Evicted = append(rep.Evicted, tombstoneView(t))
+			rep.Evicted = append(rep.Evicted, wire.TombstoneOf(t))
 		}
 	}
 	for _, e := range src.State.Events {
 		if e.Consumer == id {
-			rep.History = append(rep.History, eventView(e))
+			rep.History = append(rep.History, wire.EventOf(e))
 		}
 	}
 	if c.app.g.JSON {
@@ -228,28 +229,7 @@ func consumerView(c ledger.Consumer) ConsumerView {
 		GoneAt: tp(c.GoneAt), Inventory: c.Inventory, InventoryAt: tp(c.InventoryAt)}
 }
 
-// EventView is one journal entry.
-type EventView struct {
-	Seq      uint64    `json:"seq"`
-	Time     time.Time `json:"time"`
-	Kind     string    `json:"kind"`
-	Consumer string    `json:"consumer,omitempty"`
-	Shape    string    `json:"shape,omitempty"`
-	LSN      string    `json:"lsn,omitempty"`
-	Reason   string    `json:"reason,omitempty"`
-	Detail   string    `json:"detail,omitempty"`
-}
-
-func eventView(e ledger.Event) EventView {
-	v := EventView{Seq: e.Seq, Time: e.Time.UTC(), Kind: e.Kind, Consumer: e.Consumer, Shape: e.Shape,
-		Reason: string(e.Reason), Detail: e.Detail}
-	if e.LSN != 0 {
-		v.LSN = e.LSN.String()
-	}
-	return v
-}
-
-func writeEvents(w io.Writer, evs []EventView) error {
+func writeEvents(w io.Writer, evs []wire.Event) error {
 	if len(evs) == 0 {
 		fmt.Fprintln(w, "  (no journal events)")
 		return nil

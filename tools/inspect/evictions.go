@@ -7,32 +7,15 @@ import (
 	"sort"
 	"time"
 
-	"github.com/ledgerd/ledgerd/ledger"
+	"github.com/ledgerd/ledgerd/api/wire"
 )
 
 type evictionsCommand struct{ app *App }
 
 // EvictionsReport is the answer of "inspect evictions".
 type EvictionsReport struct {
-	Source     SourceInfo      `json:"source"`
-	Tombstones []TombstoneView `json:"tombstones"`
-}
-
-// TombstoneView is an eviction record.
-type TombstoneView struct {
-	Shape      string    `json:"shape"`
-	Generation uint64    `json:"generation"`
-	Consumer   string    `json:"consumer"`
-	Reason     string    `json:"reason"`
-	Evidence   string    `json:"evidence,omitempty"`
-	Actor      string    `json:"actor,omitempty"`
-	At         time.Time `json:"at"`
-	FlushedLSN string    `json:"flushed_lsn"`
-}
-
-func tombstoneView(t ledger.Tombstone) TombstoneView {
-	return TombstoneView{Shape: t.Shape, Generation: t.Generation, Consumer: t.Consumer, Reason: string(t.Reason),
-		Evidence: t.Evidence, Actor: t.Actor, At: t.At.UTC(), FlushedLSN: t.FlushedLSN.String()}
+	Source     SourceInfo       `json:"source"`
+	Tombstones []wire.Tombstone `json:"tombstones"`
 }
 
 func (c *evictionsCommand) Run(ctx context.Context, args []string) error {
@@ -43,9 +26,9 @@ func (c *evictionsCommand) Run(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	rep := EvictionsReport{Source: src.info(), Tombstones: []TombstoneView{}}
+	rep := EvictionsReport{Source: src.info(), Tombstones: []wire.Tombstone{}}
 	for _, t := range src.State.Tombstones {
-		rep.Tombstones = append(rep.Tombstones, tombstoneView(t))
+		rep.Tombstones = append(rep.Tombstones, wire.TombstoneOf(t))
 	}
 	// Newest first: the recent evictions are the ones asked about.
 	sort.SliceStable(rep.Tombstones, func(i, j int) bool {
@@ -66,7 +49,7 @@ func (c *evictionsCommand) Run(ctx context.Context, args []string) error {
 	return writeTombstones(c.app.env.Stdout, rep.Tombstones)
 }
 
-func writeTombstones(w io.Writer, ts []TombstoneView) error {
+func writeTombstones(w io.Writer, ts []wire.Tombstone) error {
 	t := newTable(w)
 	t.row("  AT", "SHAPE", "GEN", "CONSUMER", "REASON", "ACTOR", "FLUSHED", "EVIDENCE")
 	for _, x := range ts {

@@ -8,13 +8,13 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/rs/zerolog"
 	bolt "go.etcd.io/bbolt"
 
+	"github.com/ledgerd/ledgerd/internal/clocktest"
 	"github.com/ledgerd/ledgerd/ledger"
 )
 
@@ -30,22 +30,7 @@ var inspectNow = t0.Add(50 * time.Second)
 
 var testIdentity = ledger.Identity{SystemID: "7301234567890123456", Timeline: 1, Database: "app", Slot: "ledgerd"}
 
-type fakeClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *fakeClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
-}
+type fakeClock = clocktest.Clock
 
 // must returns v, or panics on err (a failed test setup step).
 func must[T any](v T, err error) T {
@@ -69,7 +54,7 @@ func check(t testing.TB, err error) {
 //   - consumer "tmp" released its shape; shape "legacy" was evicted by hand.
 func buildLedger(t testing.TB, path string) {
 	t.Helper()
-	clk := &fakeClock{t: t0}
+	clk := clocktest.New(t0)
 	l := must(ledger.Open(ledger.Config{Path: path, Identity: testIdentity, Clock: clk, Logger: zerolog.Nop()}))
 	api := must(l.Register(ledger.ConsumerSpec{ID: "api", TTL: 30 * time.Second, Host: "web-1", PID: 4242}))
 	must(l.Register(ledger.ConsumerSpec{ID: "batch", TTL: 10 * time.Second, Host: "batch-7", PID: 77}))

@@ -17,6 +17,7 @@ import (
 
 	"github.com/ledgerd/ledgerd/api"
 	"github.com/ledgerd/ledgerd/deliver"
+	"github.com/ledgerd/ledgerd/internal/clocktest"
 	"github.com/ledgerd/ledgerd/internal/pgtest"
 	"github.com/ledgerd/ledgerd/ledger"
 )
@@ -24,7 +25,7 @@ import (
 // TestURL runs inspect -url against the daemon's real API over a real
 // ledger: the snapshot path and the live pending state the file lacks.
 func TestURL(t *testing.T) {
-	clk := &fakeClock{t: t0}
+	clk := clocktest.New(t0)
 	path := filepath.Join(t.TempDir(), "ledgerd.db")
 	l := must(ledger.Open(ledger.Config{Path: path, Identity: testIdentity, Clock: clk, Logger: zerolog.Nop()}))
 	defer l.Close()
@@ -166,7 +167,7 @@ func TestPG(t *testing.T) {
 	// stays there while the position moves on.
 	makeLedger := func(slot string, base ledger.LSN, pin bool) string {
 		t.Helper()
-		clk := &fakeClock{t: t0}
+		clk := clocktest.New(t0)
 		path := filepath.Join(t.TempDir(), "ledgerd.db")
 		id := ledger.Identity{SystemID: sysID, Timeline: 1, Database: pgtest.DBName(t.Name()), Slot: slot}
 		l := must(ledger.Open(ledger.Config{Path: path, Identity: id, Clock: clk, Logger: zerolog.Nop()}))
