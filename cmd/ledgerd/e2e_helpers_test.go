@@ -283,3 +283,18 @@ func doError(t testing.TB, req *http.Request) (int, wire.Error) {
 	}
 	return resp.StatusCode, we
 }
+
+// registerShape registers consumer id with the given lease TTL on d and
+// subscribes it to one shape.
+func registerShape(t *testing.T, d *daemon, id string, ttl time.Duration, shape, table string, filter map[string][]string) *client.Consumer {
+	t.Helper()
+	ctx := context.Background()
+	k, err := d.c.Register(ctx, client.ConsumerConfig{ID: id, TTL: ttl})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := k.PutShape(ctx, shape, table, filter); err != nil {
+		t.Fatal(err)
+	}
+	return k
+}

@@ -267,13 +267,7 @@ func TestReconnectRedelivers(t *testing.T) {
 	sql(t, dsn, "CREATE TABLE t (id int PRIMARY KEY, v text)")
 	d := startDaemon(t, dsn, slot, "")
 	ctx := context.Background()
-	k, err := d.c.Register(ctx, client.ConsumerConfig{ID: "c", TTL: 30 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := k.PutShape(ctx, "s", "public.t", nil); err != nil {
-		t.Fatal(err)
-	}
+	k := registerShape(t, d, "c", 30 * time.Second, "s", "public.t", nil)
 	s, err := k.OpenStream(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -349,13 +343,7 @@ func TestSlowConsumerBackpressure(t *testing.T) {
 	d := startDaemon(t, dsn, slot, "", "-outbox-bytes", "64KiB", "-slow-consumer-timeout", "2s")
 	ctx := context.Background()
 	fast, _ := runConsumer(t, d, "fast", map[string]shapeDef{"f": {"public.t", nil}})
-	slow, err := d.c.Register(ctx, client.ConsumerConfig{ID: "slow", TTL: 60 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := slow.PutShape(ctx, "s", "public.t", nil); err != nil {
-		t.Fatal(err)
-	}
+	slow := registerShape(t, d, "slow", 60 * time.Second, "s", "public.t", nil)
 	stalled, err := slow.OpenStream(ctx) // opened and never read
 	if err != nil {
 		t.Fatal(err)
@@ -458,13 +446,7 @@ func TestBadInputEndToEnd(t *testing.T) {
 	sql(t, dsn, "CREATE TABLE t (id int PRIMARY KEY, tenant text)", "CREATE TABLE u (id int PRIMARY KEY)")
 	d := startDaemon(t, dsn, slot, "")
 	ctx := context.Background()
-	k, err := d.c.Register(ctx, client.ConsumerConfig{ID: "c", TTL: 30 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := k.PutShape(ctx, "s", "public.t", map[string][]string{"tenant": {"a"}}); err != nil {
-		t.Fatal(err)
-	}
+	k := registerShape(t, d, "c", 30 * time.Second, "s", "public.t", map[string][]string{"tenant": {"a"}})
 	stale, err := d.c.Register(ctx, client.ConsumerConfig{ID: "gone", TTL: 30 * time.Second})
 	if err != nil {
 		t.Fatal(err)
@@ -549,13 +531,7 @@ func TestSIGTERMConfirmsLastAck(t *testing.T) {
 	// On a unix socket, as a sidecar in the same pod would reach it.
 	d := startDaemonOn(t, "unix:"+filepath.Join(t.TempDir(), "ledgerd.sock"), dsn, slot, "", "-status-interval", "30s")
 	ctx := context.Background()
-	k, err := d.c.Register(ctx, client.ConsumerConfig{ID: "c", TTL: 30 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := k.PutShape(ctx, "s", "public.t", nil); err != nil {
-		t.Fatal(err)
-	}
+	k := registerShape(t, d, "c", 30 * time.Second, "s", "public.t", nil)
 	s, err := k.OpenStream(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -615,13 +591,7 @@ func TestKillNineLosesNothing(t *testing.T) {
 	sql(t, dsn, "CREATE TABLE t (id int PRIMARY KEY)")
 	d := startDaemon(t, dsn, slot, "")
 	ctx := context.Background()
-	k, err := d.c.Register(ctx, client.ConsumerConfig{ID: "c", TTL: 60 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := k.PutShape(ctx, "s", "public.t", nil); err != nil {
-		t.Fatal(err)
-	}
+	k := registerShape(t, d, "c", 60 * time.Second, "s", "public.t", nil)
 	read := func(s *client.Stream, n int) []*client.Txn {
 		t.Helper()
 		var out []*client.Txn
@@ -693,13 +663,7 @@ func TestDeadConsumerEvicted(t *testing.T) {
 	ctx := context.Background()
 	rec, _ := runConsumer(t, d, "healthy", map[string]shapeDef{"h": {"public.t", nil}})
 
-	k, err := d.c.Register(ctx, client.ConsumerConfig{ID: "doomed", TTL: time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := k.PutShape(ctx, "d", "public.t", nil); err != nil {
-		t.Fatal(err)
-	}
+	k := registerShape(t, d, "doomed", time.Second, "d", "public.t", nil)
 	s, err := k.OpenStream(ctx)
 	if err != nil {
 		t.Fatal(err)
