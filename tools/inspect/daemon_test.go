@@ -41,8 +41,9 @@ func testDaemon(t *testing.T, dsn string) (url, dbPath, tokenFile string) {
 	var log bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &log, &log
 	check(t, cmd.Start())
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
+	done := make(chan struct{})
+	var waitErr error
+	go func() { waitErr = cmd.Wait(); close(done) }()
 	t.Cleanup(func() {
 		_ = cmd.Process.Kill()
 		<-done
@@ -52,6 +53,11 @@ func testDaemon(t *testing.T, dsn string) (url, dbPath, tokenFile string) {
 	})
 	url = "http://" + addr
 	waitFor(t, "ledgerd ready", func() bool {
+		select {
+		case <-done: // no point waiting for a daemon that is gone; the log says why
+			t.Fatalf("ledgerd exited before it was ready: %v", waitErr)
+		default:
+		}
 		req, _ := http.NewRequest("GET", url+"/readyz", nil)
 		req.Header.Set("Authorization", "Bearer tok")
 		resp, err := http.DefaultClient.Do(req)
