@@ -70,6 +70,7 @@ type Hub struct {
 	routeMu sync.Mutex
 
 	lastCommit ledger.LSN // stream goroutine only
+	prevCommit ledger.LSN // stream goroutine only: commit LSN of the previous transaction handed over
 	replaying  bool       // stream goroutine only: the stream is re-sending what it sent before
 	replay     chan struct{}
 
@@ -183,13 +184,17 @@ func (h *Hub) outbox(id string, create bool) *outbox {
 // outbox of every consumer owning a shape that must receive it. It blocks
 // while such an outbox is full, up to Config.SlowConsumerTimeout.
 func (h *Hub) HandleTxn(ctx context.Context, txn *stream.Txn) error {
-	if h.lastCommit != 0 && txn.CommitLSN <= h.lastCommit {
-		if !h.replaying {
-			h.replaying = true
-			h.replays.Add(1)
-		}
-		h.onReplay()
+	if h.prevCommit != 0 && txn.CommitLSN <= h.prevCommit {
+		// Commit LSNs rise within one pass over the slot: a step back means
+		// the stream restarted and a new pass begins here. Only its start
+		// may end an overflow, since only the part of the slot read from
+		// here on comes again; an outbox that overflows later in the pass
+		// must wait for the next one (I1).
+		h.replaying = true
+		h.replays.Add(1)
+		h.onReplay(txn.CommitLSN)
 	}
+	h.prevCommit = txn.CommitLSN
 	if txn.CommitLSN > h.lastCommit {
 		h.lastCommit = txn.CommitLSN
 		h.replaying = false
@@ -222,16 +227,17 @@ func (h *Hub) HandleTxn(ctx context.Context, txn *stream.Txn) error {
 	return nil
 }
 
-// onReplay runs when the stream delivers a transaction at or before one it
-// delivered already: it restarted from the slot. Overflowed outboxes stop
-// dropping, since the replay brings back every transaction they dropped
-// (those are pending, so the slot's confirmed position is not past them).
-func (h *Hub) onReplay() {
+// onReplay runs when the stream starts a new pass over the slot at commit
+// LSN from. Overflowed outboxes whose first dropped transaction is not
+// before from stop dropping, since the pass brings back every transaction
+// they dropped (those are pending, so the slot's confirmed position is not
+// past them).
+func (h *Hub) onReplay(from ledger.LSN) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	for _, o := range h.consumers {
 		o.mu.Lock()
-		if o.overflowed {
+		if o.overflowed && o.dropFrom >= from {
 			o.overflowed = false
 			o.replayAsked = false
 			h.log.Info().Str("consumer", o.id).Stringer("from_lsn", o.dropFrom).Msg("replaying dropped transactions from the slot")

@@ -714,3 +714,66 @@ func TestShapeCreatedWhileStreaming(t *testing.T) {
 		}
 	}
 }
+
+// TestOverflowDuringReplayWaitsForTheNextPass: an outbox that overflows in
+// the middle of a replay from the slot keeps dropping until the next pass,
+// which brings the dropped transaction back; the rest of the current pass
+// must not slip a later transaction past it, or an ack of that later one
+// would flush the dropped one unseen (I1).
+func TestOverflowDuringReplayWaitsForTheNextPass(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		e := newEnv(t, deliver.Config{OutboxBytes: 2500, SlowConsumerTimeout: 30 * time.Second, KeepaliveInterval: time.Hour})
+		e.consumer("slow")
+		e.shape("s", "slow", "public.t", nil)
+		big := strings.Repeat("x", 700)
+		mk := func(l ledger.LSN) *stream.Txn { return txn(l, insert("public.t", "v", big)) }
+		replayAsked := func() {
+			t.Helper()
+			select {
+			case <-e.hub.Replay():
+			default:
+				t.Fatal("no replay asked after the overflowed consumer caught up")
+			}
+		}
+
+		// First pass: two fit, 0/300 overflows the outbox, 0/300..0/600 are dropped.
+		e.handle(mk(0x100), mk(0x200), mk(0x300), mk(0x400), mk(0x500), mk(0x600))
+		s, stop := e.serve("slow")
+		defer stop()
+		for _, want := range []string{"0/100", "0/200"} {
+			if f := s.next(t); f.LSN != want {
+				t.Fatalf("got %s, want %s", f.LSN, want)
+			}
+		}
+		e.ack("slow", map[string]ledger.LSN{"s": 0x200})
+		replayAsked()
+
+		// Second pass, from the confirmed position 0/300: 0/500 overflows again.
+		e.handle(mk(0x300), mk(0x400), mk(0x500))
+		if err := stop(); !errors.Is(err, deliver.ErrSlowConsumer) {
+			t.Fatalf("stream ended with %v, want ErrSlowConsumer", err)
+		}
+		s, stop = e.serve("slow")
+		defer stop()
+		for _, want := range []string{"0/300", "0/400"} {
+			if f := s.next(t); f.LSN != want {
+				t.Fatalf("got %s, want %s", f.LSN, want)
+			}
+		}
+		e.ack("slow", map[string]ledger.LSN{"s": 0x400})
+		replayAsked()
+		// The second pass goes on until the stream restarts: 0/600 must not
+		// overtake the dropped 0/500.
+		e.handle(mk(0x600))
+		// Third pass, from the confirmed position 0/500.
+		e.handle(mk(0x500), mk(0x600))
+		for _, want := range []string{"0/500", "0/600"} {
+			if f := s.next(t); f.LSN != want {
+				t.Fatalf("got %s, want %s (a dropped transaction was skipped)", f.LSN, want)
+			}
+		}
+		e.ack("slow", map[string]ledger.LSN{"s": 0x600})
+		synctest.Wait()
+		s.none(t)
+	})
+}
