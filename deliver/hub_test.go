@@ -777,3 +777,32 @@ func TestOverflowDuringReplayWaitsForTheNextPass(t *testing.T) {
 		s.none(t)
 	})
 }
+
+// TestRemoveShapeAfterConcurrentRecreate: a DELETE evicts a shape, a
+// concurrent PUT creates the id again before the DELETE's RemoveShape runs;
+// that late RemoveShape must not stop routing to the new shape, or its
+// transactions would be flushed past without being tracked (I1).
+func TestRemoveShapeAfterConcurrentRecreate(t *testing.T) {
+	e := newEnv(t, deliver.Config{})
+	e.consumer("c1")
+	e.consumer("c2")
+	e.shape("x", "c1", "public.t", nil)
+	if err := e.l.DeleteShape("x"); err != nil {
+		t.Fatal(err)
+	}
+	sh, created, err := e.hub.CreateShape(ledger.ShapeSpec{ID: "x", Consumer: "c2", Table: "public.u"})
+	if err != nil || !created {
+		t.Fatalf("creating x again: created %v, %v", created, err)
+	}
+	e.hub.RemoveShape("x", "")
+	e.handle(txn(sh.StartLSN+0x100, insert("public.u", "id", "1")))
+	got, ok := e.l.Shape("x")
+	if !ok || got.PendingLSN != sh.StartLSN+0x100 {
+		t.Fatalf("new shape x: %+v (live %v), want its transaction pending", got, ok)
+	}
+	s, stop := e.serve("c2")
+	defer stop()
+	if f := s.next(t); f.LSN != (sh.StartLSN + 0x100).String() {
+		t.Errorf("c2 got %s, want %s", f.LSN, sh.StartLSN+0x100)
+	}
+}

@@ -28,9 +28,11 @@ func (h *Hub) PutShape(sh ledger.Shape) {
 
 // RemoveShape stops routing to a shape the ledger evicted: its transactions
 // leave its consumer's outbox and, when reason is set, an evicted frame is
-// queued on the consumer's stream.
+// queued on the consumer's stream. If the id was created again since the
+// eviction (a concurrent PUT), the new shape is live and keeps its routing
+// (I1).
 func (h *Hub) RemoveShape(id string, reason ledger.Reason) {
-	h.removeShape(id, reason, false)
+	h.removeShape(id, reason, true)
 }
 
 // removeShape is RemoveShape; with onlyIfGone it first checks, atomically
