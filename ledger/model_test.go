@@ -255,6 +255,9 @@ func TestModel(t *testing.T) {
 				break
 			}
 			start := max(m.pos, m.floor)
+			if start > 0 {
+				start--
+			}
 			s := &modelShape{gen: m.tombGen[id] + 1, start: start, flushed: start}
 			if !created || sh.Generation != s.gen || sh.StartLSN != start {
 				fail("put %s: created %v gen %d start %s, want gen %d start %s", id, created, sh.Generation, sh.StartLSN, s.gen, start)

@@ -15,8 +15,12 @@ import (
 // definition or owner for a live id is ErrShapeConflict. An id that was
 // evicted comes back with the next generation, never the evicted one (I4).
 //
-// The new shape starts at the current processed position: it receives
-// transactions with a commit LSN above StartLSN.
+// The new shape starts just below the current processed position: it
+// receives transactions with a commit LSN above StartLSN. The processed
+// position is an end LSN (or the idle WAL end), and the next transaction's
+// commit record may begin exactly there, so StartLSN is one below it; the
+// shape's flushed LSN (inclusive, like an ack) must not cover a transaction
+// not yet processed (I1).
 func (l *Ledger) PutShape(spec ShapeSpec) (Shape, bool, error) {
 	if err := validID("shape", spec.ID); err != nil {
 		return Shape{}, false, err
@@ -53,6 +57,9 @@ func (l *Ledger) PutShape(spec ShapeSpec) (Shape, bool, error) {
 	s := &shapeState{
 		id: spec.ID, shapeDef: l.defs.def(c.ID, spec.Table, spec.Filter),
 		start: max(l.t.position, l.startFloor), created: now.UnixNano(), heapIdx: -1,
+	}
+	if s.start > 0 {
+		s.start-- // the next commit may begin at the processed position itself
 	}
 	s.flushed = s.start
 	l.mu.Unlock()

@@ -259,11 +259,37 @@ func TestTrackSkipsFlushedAndUnknownShapes(t *testing.T) {
 	// A shape created now starts at the processed position and does not get
 	// older transactions.
 	mustShapes(t, l, "c", "late")
-	if sh, _ := l.Shape("late"); sh.StartLSN != 108 || sh.FlushedLSN != 108 {
-		t.Fatalf("late shape = %+v, want start 0/6C", sh)
+	if sh, _ := l.Shape("late"); sh.StartLSN != 107 || sh.FlushedLSN != 107 {
+		t.Fatalf("late shape = %+v, want start 0/6B", sh)
 	}
 	if got := track(t, l, 100, "late"); len(got) != 0 {
 		t.Fatalf("old transaction routed to a newer shape: %v", got)
+	}
+}
+
+// TestShapeGetsCommitAtProcessedPosition: the processed position is the end
+// LSN of the last transaction, and the next one's commit record may begin
+// exactly there (adjacent commits). A shape created in between must receive
+// it (I1): its flushed LSN must not already cover it.
+func TestShapeGetsCommitAtProcessedPosition(t *testing.T) {
+	l, _, _ := newLedger(t)
+	mustRegister(t, l, "c", 0)
+	mustShapes(t, l, "c", "a")
+	track(t, l, 100, "a") // ends at 108
+	mustShapes(t, l, "c", "late")
+	if got := track(t, l, 108, "late"); !slices.Equal(got, []string{"late"}) {
+		t.Fatalf("transaction committed at the processed position reached %v, want [late]", got)
+	}
+	mustAck(t, l, "a", 100)
+	if safe := l.SafeLSN(); safe > 108 {
+		t.Fatalf("safe LSN %s passed the new shape's pending 0/6C", safe)
+	}
+	// The idle WAL end (and, after a restart, the persisted position) plays
+	// the same part.
+	l.Idle(200)
+	mustShapes(t, l, "c", "later")
+	if got := track(t, l, 200, "later"); !slices.Equal(got, []string{"later"}) {
+		t.Fatalf("transaction committed at the idle WAL end reached %v, want [later]", got)
 	}
 }
 

@@ -59,7 +59,7 @@ type ShapeSpec struct {
 type Shape struct {
 	ShapeSpec
 	Generation   uint64    // 1 on first create; bumped when the id is created again after a tombstone
-	StartLSN     LSN       // processed position when created; the shape gets transactions with commit LSN > StartLSN
+	StartLSN     LSN       // one below the processed position when created; the shape gets transactions with commit LSN > StartLSN
 	FlushedLSN   LSN       // ack position (applied in memory; durable at the next group commit)
 	LastSent     LSN       // commit LSN of the last transaction handed to it (memory)
 	PendingLSN   LSN       // smallest unacked commit LSN, 0 when not pending
