@@ -76,8 +76,13 @@ func TestChaos(t *testing.T) {
 		}
 	})
 
-	d := startDaemon(t, dsn, slot, "")
+	// Small outboxes and a short slow-consumer timeout: a consumer that
+	// falls behind overflows, and the dropped transactions come back by a
+	// replay from the slot, in the middle of the crashes.
+	flags := []string{"-outbox-bytes", "8KiB", "-slow-consumer-timeout", "300ms"}
+	d := startDaemon(t, dsn, slot, "", flags...)
 	addr, dbPath := d.addr, d.dbPath
+	daemons := []*daemon{d}
 
 	defs := []chaosShapes{
 		{"c1", map[string]shapeDef{
@@ -94,7 +99,7 @@ func TestChaos(t *testing.T) {
 	}
 	var consumers []*chaosConsumer
 	for _, def := range defs {
-		consumers = append(consumers, newChaosConsumer(t, d.url, def))
+		consumers = append(consumers, newChaosConsumer(t, d.url, def, rand.New(rand.NewPCG(seed+2+uint64(len(consumers)), seed))))
 	}
 	defer func() {
 		for _, c := range consumers {
@@ -152,7 +157,8 @@ func TestChaos(t *testing.T) {
 				t.Fatal(err)
 			}
 			<-d.done
-			d = startDaemonOn(t, addr, dsn, slot, dbPath)
+			d = startDaemonOn(t, addr, dsn, slot, dbPath, flags...)
+			daemons = append(daemons, d)
 		case "crash-postgres":
 			pg.crash(t)
 		case "cut-consumer":
@@ -263,8 +269,13 @@ func TestChaos(t *testing.T) {
 	for sh := range durable {
 		t.Errorf("shape %s is no longer in the ledger (evicted: %v)", sh, st.Tombstones)
 	}
-	t.Logf("%d rounds %v, %d writer transactions (%d with a lost outcome), %d flush samples, took %v",
-		rounds, counts, w.committed, w.ambiguous, poller.samples.Load(), time.Since(began).Round(time.Millisecond))
+	overflows, replays := 0, 0
+	for _, d := range daemons {
+		overflows += strings.Count(d.logText(), "outbox full past the slow-consumer timeout")
+		replays += strings.Count(d.logText(), "restarting the stream to replay from the slot")
+	}
+	t.Logf("%d rounds %v, %d writer transactions (%d with a lost outcome), %d flush samples, %d outbox overflows, %d replays from the slot, took %v",
+		rounds, counts, w.committed, w.ambiguous, poller.samples.Load(), overflows, replays, time.Since(began).Round(time.Millisecond))
 }
 
 func head(s []string) []string { return s[:min(len(s), 20)] }
@@ -561,6 +572,7 @@ type chaosConsumer struct {
 
 	cancel context.CancelFunc
 	done   chan error
+	rng    *rand.Rand // handler goroutine only
 
 	mu         sync.Mutex
 	gen        int                        // stream connections opened
@@ -576,9 +588,9 @@ type chaosConsumer struct {
 	violations []string
 }
 
-func newChaosConsumer(t *testing.T, url string, def chaosShapes) *chaosConsumer {
+func newChaosConsumer(t *testing.T, url string, def chaosShapes, rng *rand.Rand) *chaosConsumer {
 	t.Helper()
-	c := &chaosConsumer{t: t, def: def, got: map[string]map[string]bool{}, lsns: map[string][]ledger.LSN{},
+	c := &chaosConsumer{t: t, def: def, rng: rng, got: map[string]map[string]bool{}, lsns: map[string][]ledger.LSN{},
 		deliveries: map[string]int{}, sent: map[string]ledger.LSN{}, durable: map[string]ledger.LSN{}}
 	c.tr = &chaosTransport{c: c, conns: map[net.Conn]bool{}}
 	c.tr.base = &http.Transport{DialContext: c.tr.dial, MaxIdleConnsPerHost: 4}
@@ -650,6 +662,10 @@ func (c *chaosConsumer) violate(format string, args ...any) {
 }
 
 func (c *chaosConsumer) handle(_ context.Context, txn *client.Txn) error {
+	// Now and then the work takes a while: the consumer falls behind.
+	if c.rng.IntN(50) == 0 {
+		time.Sleep(time.Duration(50+c.rng.IntN(400)) * time.Millisecond)
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if txn.LSN <= c.lastInConn {
