@@ -287,8 +287,16 @@ func (a *acker) flush(ctx context.Context) {
 			a.onAck(batch, flush)
 		}
 	case IsCode(err, wire.CodeAckBeyondDelivered):
-		// The daemon restarted since it sent these; it will send them again.
+		// The daemon restarted since it sent some of these; it will send
+		// them again. An ack is all or nothing, so the rest of the batch,
+		// handled since, was refused with them: ack each shape alone, or a
+		// shape with no later transaction would stay pending for good.
 		a.report(err)
+		if len(batch) > 1 {
+			for s, l := range batch {
+				a.ackOne(ctx, s, l)
+			}
+		}
 	case IsCode(err, wire.CodeShapeGone):
 		// The shapes were evicted; the daemon also says so on the stream.
 		a.report(err)
@@ -308,5 +316,30 @@ func (a *acker) flush(ctx context.Context) {
 			time.Sleep(50 * time.Millisecond)
 			a.poke()
 		}
+	}
+}
+
+// ackOne acks one shape of a batch the daemon refused as a whole.
+func (a *acker) ackOne(ctx context.Context, shape string, lsn ledger.LSN) {
+	one := map[string]ledger.LSN{shape: lsn}
+	res, err := a.k.Ack(ctx, one)
+	switch {
+	case err == nil:
+		if a.onAck != nil {
+			flush, _ := ledger.ParseLSN(res.FlushLSN)
+			a.onAck(one, flush)
+		}
+	case IsCode(err, wire.CodeAckBeyondDelivered), IsCode(err, wire.CodeShapeGone):
+		// Sent again after the restart, or evicted: nothing is owed.
+	case IsGone(err):
+		a.fatal(err)
+	default:
+		a.mu.Lock()
+		if lsn > a.pending[shape] {
+			a.pending[shape] = lsn
+		}
+		a.mu.Unlock()
+		a.report(err)
+		a.poke()
 	}
 }
