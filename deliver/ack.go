@@ -34,6 +34,7 @@ func (h *Hub) Ack(ctx context.Context, consumer string, acks map[string]ledger.L
 	}
 	sort.Strings(ids)
 	apply := ids[:0:0]
+	valid := make(map[string]ledger.LSN, len(acks))
 	for _, id := range ids {
 		lsn := acks[id]
 		sh, ok := h.l.Shape(id)
@@ -50,9 +51,21 @@ func (h *Hub) Ack(ctx context.Context, consumer string, acks map[string]ledger.L
 		if lsn > delivered {
 			return res, &BeyondError{Consumer: consumer, Shape: id, LSN: lsn, Delivered: delivered}
 		}
+		if lsn > sh.LastSent {
+			// The consumer was written up to lsn, and nothing routed to
+			// the shape after its last transaction: the ack covers that
+			// one (never an exact-match rule). Acking lsn itself would be
+			// refused by the ledger after the shapes before it in this
+			// call were applied.
+			if sh.LastSent <= sh.FlushedLSN {
+				continue
+			}
+			lsn = sh.LastSent
+		}
+		valid[id] = lsn
 		apply = append(apply, id)
 	}
-	return h.apply(ctx, o, consumer, apply, acks, res)
+	return h.apply(ctx, o, consumer, apply, valid, res)
 }
 
 // AckAll acks lsn for every shape of the consumer: each shape is acked up

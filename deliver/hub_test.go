@@ -806,3 +806,32 @@ func TestRemoveShapeAfterConcurrentRecreate(t *testing.T) {
 		t.Errorf("c2 got %s, want %s", f.LSN, sh.StartLSN+0x100)
 	}
 }
+
+// TestAckAtStreamPositionCoversShapesLastTxn: a consumer written up to
+// 0/200 acks each of its shapes at 0/200, though one shape's last
+// transaction is 0/100. The ack is within what was delivered and covers
+// that shape's last transaction: both shapes complete, and nothing is half
+// applied.
+func TestAckAtStreamPositionCoversShapesLastTxn(t *testing.T) {
+	e := newEnv(t, deliver.Config{})
+	e.consumer("c1")
+	e.shape("a", "c1", "public.u", nil)
+	e.shape("b", "c1", "public.t", nil)
+	e.handle(txn(0x100, insert("public.t", "id", "1")), txn(0x200, insert("public.u", "id", "2")))
+	s, stop := e.serve("c1")
+	defer stop()
+	s.next(t)
+	s.next(t)
+	res := e.ack("c1", map[string]ledger.LSN{"a": 0x200, "b": 0x200})
+	for id, want := range map[string]ledger.LSN{"a": 0x200, "b": 0x100} {
+		if sh, _ := e.l.Shape(id); sh.FlushedLSN != want || sh.PendingLSN != 0 {
+			t.Errorf("shape %s: flushed %s pending %s, want flushed %s, nothing pending", id, sh.FlushedLSN, sh.PendingLSN, want)
+		}
+	}
+	if res.FlushLSN != 0x208 {
+		t.Errorf("flush %s, want 0/208", res.FlushLSN)
+	}
+	if st, _ := e.hub.Consumer("c1"); st.OutboxTxns != 0 {
+		t.Errorf("outbox holds %d transactions, want none", st.OutboxTxns)
+	}
+}
