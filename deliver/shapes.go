@@ -96,11 +96,15 @@ func (h *Hub) DropConsumer(id string) {
 // idempotent.
 func (h *Hub) Sync() {
 	live := map[string]struct{}{}
-	for _, sh := range h.l.Shapes() {
+	shapes := h.l.Shapes()
+	if syncHook != nil {
+		syncHook()
+	}
+	for _, sh := range shapes {
 		live[sh.ID] = struct{}{}
 		cur, ok := h.router.Shape(sh.ID)
 		if !ok || !ledger.ShapeSpec(cur).SameDefinition(sh.ShapeSpec) {
-			h.PutShape(sh)
+			h.syncShape(sh.ID)
 		}
 	}
 	for _, id := range h.router.IDs() {
@@ -124,6 +128,27 @@ func (h *Hub) Sync() {
 			h.DropConsumer(id)
 		}
 	}
+}
+
+// syncHook, when set (tests only), runs in Sync between reading the
+// ledger's shapes and applying them.
+var syncHook func()
+
+// syncShape routes the ledger's current definition of id, atomically with
+// respect to CreateShape. Sync works from a snapshot: an id deleted and
+// created again with another definition since must not get its old one
+// back, or the new shape's transactions would go untracked (I1).
+func (h *Hub) syncShape(id string) {
+	h.routeMu.Lock()
+	defer h.routeMu.Unlock()
+	sh, ok := h.l.Shape(id)
+	if !ok {
+		return // evicted since: the next Sync removes it
+	}
+	if cur, ok := h.router.Shape(id); ok && ledger.ShapeSpec(cur).SameDefinition(sh.ShapeSpec) {
+		return
+	}
+	h.PutShape(sh)
 }
 
 // Stats are the Hub's counters and gauges.
