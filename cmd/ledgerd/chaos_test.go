@@ -42,7 +42,7 @@ import (
 //
 // LEDGERD_CHAOS=1 runs many more rounds; LEDGERD_SEED replays a run.
 func TestChaos(t *testing.T) {
-	rounds := 5
+	rounds := 6
 	if os.Getenv("LEDGERD_CHAOS") == "1" {
 		rounds = 40
 	}
@@ -129,7 +129,7 @@ func TestChaos(t *testing.T) {
 		}
 		waitFor(t, "every consumer to receive new transactions "+what, 90*time.Second, func() bool {
 			for i, c := range consumers {
-				if c.handled() < before[i]+5 {
+				if c.handled() < before[i]+15 {
 					return false
 				}
 			}
@@ -138,7 +138,7 @@ func TestChaos(t *testing.T) {
 	}
 	progress("before the first fault")
 
-	kinds := []string{"kill-ledgerd", "crash-postgres", "cut-consumer", "restart-consumer"}
+	kinds := []string{"kill-ledgerd", "crash-postgres", "crash-both", "cut-consumer", "restart-consumer"}
 	order := slices.Clone(kinds)
 	rng.Shuffle(len(order), func(i, j int) { order[i], order[j] = order[j], order[i] })
 	counts := map[string]int{}
@@ -160,7 +160,16 @@ func TestChaos(t *testing.T) {
 			d = startDaemonOn(t, addr, dsn, slot, dbPath, flags...)
 			daemons = append(daemons, d)
 		case "crash-postgres":
-			pg.crash(t)
+			pg.crash(t, nil)
+		case "crash-both": // a host going down: ledgerd comes back to a slot that went back
+			pg.crash(t, func() {
+				if err := d.cmd.Process.Kill(); err != nil {
+					t.Fatal(err)
+				}
+				<-d.done
+			})
+			d = startDaemonOn(t, addr, dsn, slot, dbPath, flags...)
+			daemons = append(daemons, d)
 		case "cut-consumer":
 			consumers[rng.IntN(len(consumers))].cut()
 		case "restart-consumer":
@@ -288,13 +297,18 @@ type pgFaults struct {
 	down  atomic.Bool
 }
 
-func (p *pgFaults) crash(t *testing.T) {
+// crash stops Postgres as a power loss would, runs also (if not nil) while
+// it is down, and starts it again.
+func (p *pgFaults) crash(t *testing.T, also func()) {
 	t.Helper()
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.down.Store(true)
 	if err := cluster.Crash(); err != nil {
 		t.Fatalf("crashing Postgres: %v", err)
+	}
+	if also != nil {
+		also()
 	}
 	if err := cluster.Restart(); err != nil {
 		t.Fatalf("restarting Postgres after a crash: %v", err)
