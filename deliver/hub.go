@@ -69,9 +69,10 @@ type Hub struct {
 	// so it cannot miss one (I1).
 	routeMu sync.Mutex
 
-	lastCommit ledger.LSN // stream goroutine only
-	prevCommit ledger.LSN // stream goroutine only: commit LSN of the previous transaction handed over
-	replaying  bool       // stream goroutine only: the stream is re-sending what it sent before
+	lastCommit ledger.LSN  // stream goroutine only
+	prevCommit ledger.LSN  // stream goroutine only: commit LSN of the previous transaction handed over
+	restarted  atomic.Bool // the Runner started a new stream: its first transaction begins a pass
+	replaying  bool        // stream goroutine only: the stream is re-sending what it sent before
 	replay     chan struct{}
 
 	deliveries  atomic.Uint64
@@ -184,15 +185,17 @@ func (h *Hub) outbox(id string, create bool) *outbox {
 // outbox of every consumer owning a shape that must receive it. It blocks
 // while such an outbox is full, up to Config.SlowConsumerTimeout.
 func (h *Hub) HandleTxn(ctx context.Context, txn *stream.Txn) error {
-	if h.prevCommit != 0 && txn.CommitLSN <= h.prevCommit {
-		// Commit LSNs rise within one pass over the slot: a step back means
-		// the stream restarted and a new pass begins here. Only its start
-		// may end an overflow, since only the part of the slot read from
-		// here on comes again; an outbox that overflows later in the pass
-		// must wait for the next one (I1).
+	restarted := h.restarted.Swap(false) && h.prevCommit != 0
+	if restarted || h.prevCommit != 0 && txn.CommitLSN <= h.prevCommit {
+		// Commit LSNs rise within one pass over the slot: a step back (or
+		// the first transaction of a stream the Runner started again)
+		// means a new pass begins here. Only its start may end an
+		// overflow, since only the part of the slot read from here on
+		// comes again; an outbox that overflows later in the pass must
+		// wait for the next one (I1).
 		h.replaying = true
 		h.replays.Add(1)
-		h.onReplay(txn.CommitLSN)
+		h.onReplay(txn.CommitLSN, restarted)
 	}
 	h.prevCommit = txn.CommitLSN
 	if txn.CommitLSN > h.lastCommit {
@@ -231,13 +234,17 @@ func (h *Hub) HandleTxn(ctx context.Context, txn *stream.Txn) error {
 // LSN from. Overflowed outboxes whose first dropped transaction is not
 // before from stop dropping, since the pass brings back every transaction
 // they dropped (those are pending, so the slot's confirmed position is not
-// past them).
-func (h *Hub) onReplay(from ledger.LSN) {
+// past them). With fromSlot, the pass is a new stream that started at the
+// slot's confirmed position: every overflowed outbox stops dropping, since
+// what it dropped before from is no longer pending for any live shape (the
+// confirmed position passed it: its shapes were evicted), and the rest
+// comes again.
+func (h *Hub) onReplay(from ledger.LSN, fromSlot bool) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	for _, o := range h.consumers {
 		o.mu.Lock()
-		if o.overflowed && o.dropFrom >= from {
+		if o.overflowed && (fromSlot || o.dropFrom >= from) {
 			o.overflowed = false
 			o.replayAsked = false
 			h.log.Info().Str("consumer", o.id).Stringer("from_lsn", o.dropFrom).Msg("replaying dropped transactions from the slot")
@@ -352,6 +359,11 @@ func (h *Hub) Idle(walEnd ledger.LSN) { h.l.Idle(walEnd) }
 
 // FlushLSN returns the position that may be confirmed to Postgres.
 func (h *Hub) FlushLSN() ledger.LSN { return h.l.FlushLSN() }
+
+// streamRestarted tells the Hub that the Runner started a new stream: the
+// next transaction begins a new pass over the slot, even when its commit
+// LSN is past every one handed before.
+func (h *Hub) streamRestarted() { h.restarted.Store(true) }
 
 // Replay delivers a value when an overflowed consumer has caught up and the
 // transactions it missed must be read from the slot again: the owner of the

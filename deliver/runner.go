@@ -70,6 +70,7 @@ func (r *Runner) Run(ctx context.Context) error {
 			if ctx.Err() != nil {
 				return nil
 			}
+			r.hub.streamRestarted()
 			// Creating is for the first start only: a slot or publication
 			// that disappeared later must be reported, not silently recreated.
 			cfg.CreateSlot, cfg.CreatePublication = false, ""

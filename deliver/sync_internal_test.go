@@ -2,7 +2,9 @@ package deliver
 
 import (
 	"context"
+	"strings"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/ledgerd/ledgerd/ledger"
@@ -58,4 +60,64 @@ func TestSyncDoesNotRouteAStaleDefinition(t *testing.T) {
 	if got, _ := l.Shape("x"); got.PendingLSN != commit {
 		t.Errorf("x pending %s, want %s: its transaction went untracked", got.PendingLSN, commit)
 	}
+}
+
+// TestRestartedStreamEndsAnOverflowPastItsStart: an outbox overflowed at
+// 0/300, then the shape that missed it was evicted, so the slot's confirmed
+// position moved past it. The stream the Runner starts again begins after
+// everything handed before; its first transaction must still end the
+// overflow, or the consumer's other shapes would be dropped from for good
+// (no replay is asked again) and pin the slot (I1, I3).
+func TestRestartedStreamEndsAnOverflowPastItsStart(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		l, err := ledger.Open(ledger.Config{Path: t.TempDir() + "/ledger.db",
+			Identity: ledger.Identity{SystemID: "7000000000000000001", Timeline: 1, Database: "app", Slot: "ledgerd"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer func() { _ = l.Close() }()
+		h := New(Config{Ledger: l, OutboxBytes: 2500, SlowConsumerTimeout: 30 * time.Second, KeepaliveInterval: time.Hour})
+		defer h.Close()
+		if _, err := l.Register(ledger.ConsumerSpec{ID: "slow", TTL: time.Hour}); err != nil {
+			t.Fatal(err)
+		}
+		for id, table := range map[string]string{"s1": "public.t", "s2": "public.u"} {
+			if _, _, err := h.CreateShape(ledger.ShapeSpec{ID: id, Consumer: "slow", Table: table}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		big := strings.Repeat("x", 700)
+		handle := func(lsn ledger.LSN, table string) {
+			t.Helper()
+			txn := &stream.Txn{Xid: uint32(lsn), CommitLSN: lsn, EndLSN: lsn + 8,
+				Changes: []stream.Change{{Op: stream.OpInsert, Table: table, New: []stream.Column{{Name: "v", Value: big}}}}}
+			if err := h.HandleTxn(context.Background(), txn); err != nil {
+				t.Fatal(err)
+			}
+		}
+		handle(0x100, "public.t")
+		handle(0x200, "public.t")
+		handle(0x300, "public.t") // waits out the slow-consumer timeout, then overflows
+		if st, _ := h.Consumer("slow"); !st.Overflowed {
+			t.Fatal("outbox did not overflow")
+		}
+		if _, err := l.Evict("s1", ledger.ReasonManual, "test", "operator"); err != nil {
+			t.Fatal(err)
+		}
+		h.RemoveShape("s1", ledger.ReasonManual)
+		select {
+		case <-h.Replay():
+		default:
+			t.Fatal("no replay asked once the outbox emptied")
+		}
+		if safe := l.SafeLSN(); safe <= 0x300 {
+			t.Fatalf("safe LSN %s, want past 0/300 once s1 is evicted", safe)
+		}
+		// The Runner starts a new stream at the slot's confirmed position.
+		h.streamRestarted()
+		handle(0x400, "public.u")
+		if st, _ := h.Consumer("slow"); st.Overflowed || st.OutboxTxns != 1 {
+			t.Fatalf("after the restart: overflowed %v, %d transactions in the outbox; want 0/400 kept", st.Overflowed, st.OutboxTxns)
+		}
+	})
 }
