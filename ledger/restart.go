@@ -147,8 +147,14 @@ func (l *Ledger) start(fresh bool) error {
 				}
 				l.meta.Identity = l.cfg.Identity
 			}
+			// Leases are judged against the last time liveness was judged:
+			// the last reconcile tick. A clean shutdown stops heartbeats
+			// from being taken some time before it is stamped (the drain),
+			// so judging against the shutdown time would evict a consumer
+			// that only ledgerd's own shutdown kept from renewing (I5). The
+			// shutdown time serves only a ledger that never recorded a tick.
 			T := l.meta.Tick
-			if l.meta.CleanShutdown.After(T) {
+			if T.IsZero() {
 				T = l.meta.CleanShutdown
 			}
 			extended := 0

@@ -58,6 +58,38 @@ func TestRestartExtendsLeasesAfterCleanShutdown(t *testing.T) {
 	}
 }
 
+// TestRestartDrainDoesNotExpireLeases: a clean shutdown stops taking
+// heartbeats before it is stamped (the daemon drains first). A lease that ran
+// out during the drain, after the last reconcile tick, expired only because
+// ledgerd stopped listening: it is extended, not evicted (I5).
+func TestRestartDrainDoesNotExpireLeases(t *testing.T) {
+	clk := newClock()
+	cfg := testConfig(filepath.Join(t.TempDir(), "ledger.db"), clk)
+	l, err := ledger.Open(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustRegister(t, l, "c", 2*time.Second) // expires at t0+2s
+	mustShapes(t, l, "c", "a")
+	clk.Advance(time.Second)
+	if err := l.RecordTick(clk.Now()); err != nil { // last reconcile pass at t0+1s
+		t.Fatal(err)
+	}
+	clk.Advance(3 * time.Second) // the drain: no heartbeats taken, lease runs out at t0+2s
+	if err := l.Close(); err != nil { // clean shutdown stamped at t0+4s
+		t.Fatal(err)
+	}
+	now := clk.Advance(time.Minute)
+	l = openAt(t, cfg)
+	c, ok := l.Consumer("c")
+	if !ok || c.Gone || !c.ExpiresAt.Equal(now.Add(2*time.Second)) {
+		t.Fatalf("consumer after restart = %+v, want live until now+ttl (I5)", c)
+	}
+	if _, ok := l.Shape("a"); !ok {
+		t.Fatal("shape a evicted by the restart although its lease ran out only during the drain (I5)")
+	}
+}
+
 func TestRestartEvictsLeasesExpiredBeforeCrash(t *testing.T) {
 	l, clk, _ := newLedger(t)
 	mustRegister(t, l, "dead", 10*time.Second)
