@@ -62,7 +62,7 @@ func (l *Ledger) Register(spec ConsumerSpec) (Consumer, error) {
 
 	c := &Consumer{
 		ID: spec.ID, Lease: newLease(), Epoch: epoch + 1, TTL: spec.TTL, PID: spec.PID, ProcStart: spec.ProcStart,
-		Host: spec.Host, RegisteredAt: now.UTC(), LastHeartbeat: now.UTC(), ExpiresAt: now.Add(spec.TTL).UTC(),
+		Host: spec.Host, RegisteredAt: now.UTC(), LastHeartbeat: now.UTC(), HeartbeatAt: now.UTC(), ExpiresAt: now.Add(spec.TTL).UTC(),
 	}
 	err := guard(func() error {
 		return l.db.Update(func(tx *bolt.Tx) error {
@@ -122,7 +122,11 @@ func (l *Ledger) Heartbeat(id, lease string, inventory []string) (Consumer, erro
 	if err != nil {
 		return Consumer{}, err
 	}
-	c.PrevHeartbeat = c.LastHeartbeat
+	// PrevHeartbeat is the previous heartbeat call, not a stream open or
+	// close in between: the inventory is judged only for shapes created
+	// before it, so a PUT racing with the list being built is not evicted.
+	c.PrevHeartbeat = c.HeartbeatAt
+	c.HeartbeatAt = now
 	c.LastHeartbeat = now
 	c.ExpiresAt = now.Add(c.TTL)
 	if inventory != nil {

@@ -56,6 +56,7 @@ type consumerRec struct {
 	HasInventory  bool     `json:"has_inventory,omitempty"`
 	InventoryAt   int64    `json:"inventory_at,omitempty"`
 	PrevHeartbeat int64    `json:"prev_heartbeat,omitempty"`
+	HeartbeatAt   int64    `json:"heartbeat_at,omitempty"`
 }
 
 func nanos(t time.Time) int64 {
@@ -78,7 +79,7 @@ func encodeConsumer(c *Consumer) []byte {
 		RegisteredAt: nanos(c.RegisteredAt), LastHeartbeat: nanos(c.LastHeartbeat), ExpiresAt: nanos(c.ExpiresAt),
 		Streaming: c.Streaming, Gone: c.Gone, GoneReason: c.GoneReason, GoneAt: nanos(c.GoneAt),
 		Inventory: c.Inventory, HasInventory: c.Inventory != nil, InventoryAt: nanos(c.InventoryAt),
-		PrevHeartbeat: nanos(c.PrevHeartbeat),
+		PrevHeartbeat: nanos(c.PrevHeartbeat), HeartbeatAt: nanos(c.HeartbeatAt),
 	}
 	b, _ := json.Marshal(r)
 	return b
@@ -97,6 +98,7 @@ func decodeConsumer(k, v []byte) (*Consumer, error) {
 		RegisteredAt: fromNanos(r.RegisteredAt), LastHeartbeat: fromNanos(r.LastHeartbeat), ExpiresAt: fromNanos(r.ExpiresAt),
 		Streaming: r.Streaming, Gone: r.Gone, GoneReason: r.GoneReason, GoneAt: fromNanos(r.GoneAt),
 		Inventory: r.Inventory, InventoryAt: fromNanos(r.InventoryAt), PrevHeartbeat: fromNanos(r.PrevHeartbeat),
+		HeartbeatAt: fromNanos(r.HeartbeatAt),
 	}
 	if r.HasInventory && c.Inventory == nil {
 		c.Inventory = []string{}

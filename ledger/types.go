@@ -44,7 +44,8 @@ type Consumer struct {
 	GoneAt        time.Time
 	Inventory     []string  // last heartbeat's shape list (nil = none sent)
 	InventoryAt   time.Time // when Inventory was received
-	PrevHeartbeat time.Time // the heartbeat before the last one
+	PrevHeartbeat time.Time // the heartbeat call before the last one
+	HeartbeatAt   time.Time // the last heartbeat call (or the registration); stream opens and closes do not count
 }
 
 // ShapeSpec is the definition of a shape.

@@ -140,6 +140,26 @@ func TestInventory(t *testing.T) {
 	e.live("kept", "later")
 }
 
+// TestInventoryIgnoresStreamEvents: a change stream opening or closing
+// between two heartbeats is not a heartbeat: a shape created after the
+// previous heartbeat call, but before the stream event, raced the list and is
+// not judged by it.
+func TestInventoryIgnoresStreamEvents(t *testing.T) {
+	e := newEnv(t, nil)
+	c := e.register("c", time.Hour)
+	e.shapes("c", "kept")
+	e.clk.Advance(time.Second)
+	e.heartbeat(c, []string{"kept"}) // previous heartbeat call, at 12:00:01
+	e.clk.Advance(time.Second)
+	e.shapes("c", "new") // PUT completes while the next list is being built
+	e.clk.Advance(time.Second)
+	e.l.SetStreaming("c", true) // the stream (re)opens before that heartbeat arrives
+	e.clk.Advance(time.Second)
+	e.heartbeat(c, []string{"kept"})
+	e.pass()
+	e.live("kept", "new")
+}
+
 // TestProgressChallenge: a shape pending past the stall grace without ack
 // progress is challenged once; ack progress cancels the challenge, a defer
 // answer restarts the grace, and silence past the challenge timeout evicts
