@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"maps"
@@ -247,10 +248,10 @@ func TestChaos(t *testing.T) {
 			sort.Strings(missing)
 			sort.Strings(extra)
 			if len(missing) > 0 {
-				t.Errorf("shape %s never received %d committed changes (I1): %v", sh, len(missing), head(missing))
+				t.Errorf("shape %s never received %d committed changes (I1): %v", sh, len(missing), firstFew(missing))
 			}
 			if len(extra) > 0 {
-				t.Errorf("shape %s received %d changes it does not match or that were never committed: %v", sh, len(extra), head(extra))
+				t.Errorf("shape %s received %d changes it does not match or that were never committed: %v", sh, len(extra), firstFew(extra))
 			}
 			t.Logf("shape %s: %d changes (+%d leaving it), %d deliveries of %d transactions, acked %s", sh, must, len(want[sh])-must,
 				c.deliveries[sh], len(c.lsns[sh]), c.durable[sh])
@@ -287,7 +288,7 @@ func TestChaos(t *testing.T) {
 		rounds, counts, w.committed, w.ambiguous, poller.samples.Load(), overflows, replays, time.Since(began).Round(time.Millisecond))
 }
 
-func head(s []string) []string { return s[:min(len(s), 20)] }
+func firstFew(s []string) []string { return s[:min(len(s), 20)] }
 
 // pgFaults crashes and restarts the package's Postgres; the flush poller
 // compares two samples only when no crash happened between them.
@@ -458,8 +459,8 @@ func (w *chaosWriter) plan(k int64) []writeOp {
 		}
 		return 0, false
 	}
-	orderIDs := sortedKeys(w.orders)
-	itemIDs := sortedKeys(w.items)
+	orderIDs := sortedIDs(w.orders)
+	itemIDs := sortedIDs(w.items)
 	var ops []writeOp
 	next := w.nextID
 	for range 1 + w.rng.IntN(3) {
@@ -558,7 +559,7 @@ func (w *chaosWriter) expected(defs []chaosShapes) map[string]map[string]bool {
 	return out
 }
 
-func sortedKeys[V any](m map[int64]V) []int64 {
+func sortedIDs[V any](m map[int64]V) []int64 {
 	out := make([]int64, 0, len(m))
 	for k := range m {
 		out = append(out, k)
@@ -709,9 +710,9 @@ func (c *chaosConsumer) handle(_ context.Context, txn *client.Txn) error {
 		if ch.Op == "delete" {
 			row = ch.Old
 		}
-		key := fmt.Sprintf("%s %s %s", ch.Table, ch.Op, val(row, "id"))
+		key := fmt.Sprintf("%s %s %s", ch.Table, ch.Op, colText(row, "id"))
 		if ch.Op == "update" {
-			key += " " + val(row, "v")
+			key += " " + colText(row, "v")
 		}
 		for _, sh := range ch.Shapes {
 			if m := c.got[sh]; m != nil {
@@ -722,7 +723,7 @@ func (c *chaosConsumer) handle(_ context.Context, txn *client.Txn) error {
 	return nil
 }
 
-func val(row map[string]*string, col string) string {
+func colText(row map[string]*string, col string) string {
 	if v := row[col]; v != nil {
 		return *v
 	}
@@ -856,7 +857,7 @@ func (c *trackedConn) Close() error {
 	return c.Conn.Close()
 }
 
-var errProcessDead = fmt.Errorf("consumer process is dead")
+var errProcessDead = errors.New("the consumer process is dead")
 
 func (tr *chaosTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	if tr.down.Load() {
