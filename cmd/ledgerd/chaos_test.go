@@ -176,8 +176,14 @@ func TestChaos(t *testing.T) {
 		case "restart-consumer":
 			consumers[rng.IntN(len(consumers))].restart(t)
 		}
-		t.Logf("round %d: %s", round+1, kind)
-		progress("after " + kind)
+		// Now and then the next fault lands while the daemon is still
+		// recovering from this one (catching up, replaying, reconnecting).
+		if round < rounds-1 && rng.IntN(4) == 0 {
+			t.Logf("round %d: %s, next fault at once", round+1, kind)
+		} else {
+			t.Logf("round %d: %s", round+1, kind)
+			progress("after " + kind)
+		}
 		if err := poller.failure(); err != "" {
 			t.Fatalf("after round %d (%s): %s", round+1, kind, err)
 		}
