@@ -41,7 +41,8 @@ import (
 // order, the slot reaches the last transaction, and the ledger file
 // verifies clean after SIGTERM.
 //
-// LEDGERD_CHAOS=1 runs many more rounds; LEDGERD_SEED replays a run.
+// LEDGERD_CHAOS=1 runs many more rounds; LEDGERD_SEED replays the same
+// choices of faults, targets and moments (timings still vary).
 func TestChaos(t *testing.T) {
 	rounds := 6
 	if os.Getenv("LEDGERD_CHAOS") == "1" {
