@@ -267,7 +267,7 @@ func TestReconnectRedelivers(t *testing.T) {
 	sql(t, dsn, "CREATE TABLE t (id int PRIMARY KEY, v text)")
 	d := startDaemon(t, dsn, slot, "")
 	ctx := context.Background()
-	k := registerShape(t, d, "c", 30 * time.Second, "s", "public.t", nil)
+	k := registerShape(t, d, "c", 30*time.Second, "s", "public.t", nil)
 	s, err := k.OpenStream(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -343,7 +343,7 @@ func TestSlowConsumerBackpressure(t *testing.T) {
 	d := startDaemon(t, dsn, slot, "", "-outbox-bytes", "64KiB", "-slow-consumer-timeout", "2s")
 	ctx := context.Background()
 	fast, _ := runConsumer(t, d, "fast", map[string]shapeDef{"f": {"public.t", nil}})
-	slow := registerShape(t, d, "slow", 60 * time.Second, "s", "public.t", nil)
+	slow := registerShape(t, d, "slow", 60*time.Second, "s", "public.t", nil)
 	stalled, err := slow.OpenStream(ctx) // opened and never read
 	if err != nil {
 		t.Fatal(err)
@@ -446,7 +446,7 @@ func TestBadInputEndToEnd(t *testing.T) {
 	sql(t, dsn, "CREATE TABLE t (id int PRIMARY KEY, tenant text)", "CREATE TABLE u (id int PRIMARY KEY)")
 	d := startDaemon(t, dsn, slot, "")
 	ctx := context.Background()
-	k := registerShape(t, d, "c", 30 * time.Second, "s", "public.t", map[string][]string{"tenant": {"a"}})
+	k := registerShape(t, d, "c", 30*time.Second, "s", "public.t", map[string][]string{"tenant": {"a"}})
 	stale, err := d.c.Register(ctx, client.ConsumerConfig{ID: "gone", TTL: 30 * time.Second})
 	if err != nil {
 		t.Fatal(err)
@@ -531,7 +531,7 @@ func TestSIGTERMConfirmsLastAck(t *testing.T) {
 	// On a unix socket, as a sidecar in the same pod would reach it.
 	d := startDaemonOn(t, "unix:"+filepath.Join(t.TempDir(), "ledgerd.sock"), dsn, slot, "", "-status-interval", "30s")
 	ctx := context.Background()
-	k := registerShape(t, d, "c", 30 * time.Second, "s", "public.t", nil)
+	k := registerShape(t, d, "c", 30*time.Second, "s", "public.t", nil)
 	s, err := k.OpenStream(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -591,7 +591,7 @@ func TestKillNineLosesNothing(t *testing.T) {
 	sql(t, dsn, "CREATE TABLE t (id int PRIMARY KEY)")
 	d := startDaemon(t, dsn, slot, "")
 	ctx := context.Background()
-	k := registerShape(t, d, "c", 60 * time.Second, "s", "public.t", nil)
+	k := registerShape(t, d, "c", 60*time.Second, "s", "public.t", nil)
 	read := func(s *client.Stream, n int) []*client.Txn {
 		t.Helper()
 		var out []*client.Txn
