@@ -75,7 +75,7 @@ func TestRestartDrainDoesNotExpireLeases(t *testing.T) {
 	if err := l.RecordTick(clk.Now()); err != nil { // last reconcile pass at t0+1s
 		t.Fatal(err)
 	}
-	clk.Advance(3 * time.Second) // the drain: no heartbeats taken, lease runs out at t0+2s
+	clk.Advance(3 * time.Second)      // the drain: no heartbeats taken, lease runs out at t0+2s
 	if err := l.Close(); err != nil { // clean shutdown stamped at t0+4s
 		t.Fatal(err)
 	}
