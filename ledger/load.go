@@ -25,14 +25,8 @@ func Load(path string) (*State, error) {
 	st := &State{}
 	err = guard(func() error {
 		return db.View(func(tx *bolt.Tx) error {
-			m, ok, err := readMeta(tx)
+			m, err := readHeader(tx)
 			if err != nil {
-				return err
-			}
-			if !ok {
-				return fmt.Errorf("%w: no ledger metadata in the file", ErrCorrupt)
-			}
-			if err := checkBuckets(tx); err != nil {
 				return err
 			}
 			st.Meta = m
@@ -82,4 +76,20 @@ func (l *Ledger) WriteSnapshot(w io.Writer) (int64, error) {
 		return n, fmt.Errorf("writing ledger snapshot: %w", err)
 	}
 	return n, nil
+}
+
+// readHeader reads the metadata of an existing ledger file and checks that
+// every bucket is there: what a read-only look at a file starts with.
+func readHeader(tx *bolt.Tx) (Meta, error) {
+	m, ok, err := readMeta(tx)
+	if err != nil {
+		return Meta{}, err
+	}
+	if !ok {
+		return Meta{}, fmt.Errorf("%w: no ledger metadata in the file", ErrCorrupt)
+	}
+	if err := checkBuckets(tx); err != nil {
+		return Meta{}, err
+	}
+	return m, nil
 }

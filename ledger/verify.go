@@ -34,14 +34,8 @@ func Verify(path string) ([]Problem, error) {
 			for cerr := range tx.Check() {
 				add("bbolt", "", "%v", cerr)
 			}
-			m, ok, err := readMeta(tx)
+			m, err := readHeader(tx)
 			if err != nil {
-				return err
-			}
-			if !ok {
-				return fmt.Errorf("%w: no ledger metadata in the file", ErrCorrupt)
-			}
-			if err := checkBuckets(tx); err != nil {
 				return err
 			}
 			if m.Identity.SystemID == "" || m.Identity.Slot == "" {
