@@ -235,9 +235,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	if err := httpSrv.Shutdown(drainCtx); err != nil {
 		_ = httpSrv.Close()
 	}
-	for range 3 { // FlushLSN records a newer safe position at the next commit
-		_ = led.Sync(drainCtx)
-		led.FlushLSN()
+	// Sync commits every ack together with the safe position they imply;
+	// the stream's final status update then confirms it (I6).
+	if err := led.Sync(drainCtx); err != nil {
+		log.Warn().Err(err).Msg("committing the last acks before the final status update")
 	}
 	stopStream()
 	select {
