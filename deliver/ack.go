@@ -94,8 +94,10 @@ func (h *Hub) AckAll(ctx context.Context, consumer string, lsn ledger.LSN) (AckR
 }
 
 func (h *Hub) apply(ctx context.Context, o *outbox, consumer string, ids []string, acks map[string]ledger.LSN, res AckResult) (AckResult, error) {
+	var high ledger.LSN
 	for _, id := range ids {
 		lsn := acks[id]
+		high = max(high, lsn)
 		err := h.l.Ack(id, lsn)
 		var gone *ledger.GoneError
 		switch {
@@ -114,6 +116,13 @@ func (h *Hub) apply(ctx context.Context, o *outbox, consumer string, ids []strin
 			h.pruneLocked(o, lsn, false, id)
 			o.mu.Unlock()
 		}
+	}
+	// A stream may have taken an acked transaction from the outbox before
+	// the prune and still be writing it (a resend after a reconnect): the
+	// ack is answered only once that write is over, so the transaction is
+	// never written after the answer (I2).
+	if err := o.waitWrites(ctx, high); err != nil {
+		return res, fmt.Errorf("waiting for the change stream to write: %w", err)
 	}
 	if err := h.l.Sync(ctx); err != nil {
 		return res, fmt.Errorf("waiting for the ack to be durable: %w", err)
@@ -139,4 +148,28 @@ func (o *outbox) deliveredLSN() ledger.LSN {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	return o.delivered
+}
+
+// waitWrites waits for the writes in progress that hold a transaction at or
+// before upTo.
+func (o *outbox) waitWrites(ctx context.Context, upTo ledger.LSN) error {
+	if o == nil || upTo == 0 {
+		return nil
+	}
+	o.mu.Lock()
+	var wait []chan struct{}
+	for _, wr := range o.writing {
+		if wr.low <= upTo {
+			wait = append(wait, wr.done)
+		}
+	}
+	o.mu.Unlock()
+	for _, done := range wait {
+		select {
+		case <-done:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	return nil
 }

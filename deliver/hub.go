@@ -129,6 +129,16 @@ type outbox struct {
 	session     *session
 	space       chan struct{} // signalled when bytes shrink; the stream goroutine waits on it
 	removed     bool
+	writing     []*sending // batches taken from entries by a stream and not yet written
+}
+
+// sending is a batch of transactions a change stream took from the outbox and
+// is writing outside the outbox lock. An ack waits for the writes that may
+// hold what it acks before it is answered, so that no transaction is written
+// to a consumer after its ack was answered (I2).
+type sending struct {
+	low  ledger.LSN    // lowest commit LSN in the batch
+	done chan struct{} // closed once the batch is written or the write failed
 }
 
 // entry is one transaction in an outbox.

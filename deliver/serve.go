@@ -5,6 +5,7 @@ import (
 	"io"
 	"net/http"
 	"runtime"
+	"slices"
 	"sort"
 	"time"
 )
@@ -98,9 +99,14 @@ func (h *Hub) Serve(ctx context.Context, consumer string, w Flusher) error {
 			buf = append(buf, c...)
 		}
 		o.control = nil
+		var wr *sending
 		i := sort.Search(len(o.entries), func(i int) bool { return o.entries[i].seq >= s.cursor })
 		for ; i < len(o.entries) && len(buf) < maxWriteBatch; i++ {
 			e := o.entries[i]
+			if wr == nil {
+				wr = &sending{low: e.commit, done: make(chan struct{})}
+				o.writing = append(o.writing, wr)
+			}
 			buf = appendTxnFrame(buf, e)
 			n++
 			s.cursor = e.seq + 1
@@ -110,9 +116,16 @@ func (h *Hub) Serve(ctx context.Context, consumer string, w Flusher) error {
 		}
 		o.mu.Unlock()
 		if len(buf) > 0 {
+			if wr != nil && beforeWrite != nil {
+				beforeWrite()
+			}
 			h.deliveries.Add(uint64(n))
 			h.sentBytes.Add(uint64(len(buf)))
-			if err := write(buf); err != nil {
+			err := write(buf)
+			if wr != nil {
+				o.written(wr)
+			}
+			if err != nil {
 				return err
 			}
 			wrote = true
@@ -140,6 +153,19 @@ func (h *Hub) Serve(ctx context.Context, consumer string, w Flusher) error {
 		}
 	}
 }
+
+// written ends a write taken by a stream: acks waiting for it may be
+// answered.
+func (o *outbox) written(wr *sending) {
+	o.mu.Lock()
+	o.writing = slices.DeleteFunc(o.writing, func(x *sending) bool { return x == wr })
+	o.mu.Unlock()
+	close(wr.done)
+}
+
+// beforeWrite, when set (tests only), runs in Serve between taking
+// transactions from the outbox and writing them.
+var beforeWrite func()
 
 // Challenge queues a challenge frame for the shape on its consumer's stream
 // (SPEC §5.3 progress probe).
