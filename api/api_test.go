@@ -42,8 +42,14 @@ type env struct {
 
 func newEnv(t *testing.T) *env {
 	t.Helper()
+	return newEnvClock(t, nil)
+}
+
+// newEnvClock is newEnv with the ledger's clock; nil means the system clock.
+func newEnvClock(t *testing.T, clock ledger.Clock) *env {
+	t.Helper()
 	path := t.TempDir() + "/ledger.db"
-	l, err := ledger.Open(ledger.Config{Path: path, Identity: ledger.Identity{SystemID: "1", Slot: "ledgerd"}})
+	l, err := ledger.Open(ledger.Config{Path: path, Identity: ledger.Identity{SystemID: "1", Slot: "ledgerd"}, Clock: clock})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -138,19 +138,24 @@ func (s *Server) release(w http.ResponseWriter, r *http.Request) {
 // consumer's lease does not run out (SPEC §2).
 func (s *Server) stream(w http.ResponseWriter, r *http.Request) {
 	id := r.PathValue("id")
-	if e := s.checkLease(r, id); e != nil {
+	l, e := lease(r)
+	if e != nil {
 		writeError(w, e)
 		return
 	}
-	s.streamOpened(id)
-	defer s.streamClosed(id)
+	epoch, err := s.l.OpenStream(id, l)
+	if err != nil {
+		writeError(w, fromLedger(err, "consumer "+id))
+		return
+	}
+	defer s.l.CloseStream(id, epoch)
 	w.Header().Set("Content-Type", wire.ContentTypeNDJSON)
 	w.Header().Set("Cache-Control", "no-store")
 	w.Header().Set("X-Content-Type-Options", "nosniff")
 	w.WriteHeader(http.StatusOK)
 	log := s.log.With().Str("consumer", id).Str("remote", r.RemoteAddr).Logger()
 	log.Info().Msg("change stream opened")
-	err := s.hub.Serve(r.Context(), id, deliver.NewHTTPWriter(w))
+	err = s.hub.Serve(r.Context(), id, deliver.NewHTTPWriter(w))
 	switch {
 	case err == nil:
 		log.Info().Msg("change stream closed by the consumer")
@@ -159,27 +164,6 @@ func (s *Server) stream(w http.ResponseWriter, r *http.Request) {
 		log.Info().Err(err).Msg("change stream ended")
 	default:
 		log.Info().Err(err).Msg("change stream broken")
-	}
-}
-
-// streamOpened and streamClosed count open streams per consumer so that a
-// replaced stream closing late does not clear the liveness of its successor.
-func (s *Server) streamOpened(id string) {
-	s.streamsMu.Lock()
-	defer s.streamsMu.Unlock()
-	s.streams[id]++
-	if s.streams[id] == 1 {
-		s.l.SetStreaming(id, true)
-	}
-}
-
-func (s *Server) streamClosed(id string) {
-	s.streamsMu.Lock()
-	defer s.streamsMu.Unlock()
-	s.streams[id]--
-	if s.streams[id] <= 0 {
-		delete(s.streams, id)
-		s.l.SetStreaming(id, false)
 	}
 }
 

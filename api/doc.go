@@ -11,7 +11,7 @@
 // A 200 answer to an ack is sent only after the ack is durable in the ledger
 // (deliver.Hub.Ack waits for the group commit), so a consumer may discard
 // what it acked as soon as it has the answer (I2, I6). An open change stream
-// holds the consumer's lease (ledger.SetStreaming).
+// holds the consumer's lease (ledger.OpenStream, counted per lease).
 //
 // The wire bodies live in package api/wire, shared with the Go client. PG
 // answers the questions the API asks Postgres (does a table exist, what does

@@ -3,7 +3,6 @@ package api
 import (
 	"context"
 	"net/http"
-	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -74,9 +73,6 @@ type Server struct {
 	log zerolog.Logger
 	reg *prometheus.Registry
 	mux *http.ServeMux
-
-	streamsMu sync.Mutex
-	streams   map[string]int // open change streams by consumer
 }
 
 type systemClock struct{}
@@ -89,13 +85,12 @@ func New(cfg Config) *Server {
 		cfg.Clock = systemClock{}
 	}
 	s := &Server{
-		cfg:     cfg,
-		l:       cfg.Ledger,
-		hub:     cfg.Hub,
-		log:     cfg.Logger.With().Str("component", "api").Logger(),
-		reg:     prometheus.NewRegistry(),
-		mux:     http.NewServeMux(),
-		streams: map[string]int{},
+		cfg: cfg,
+		l:   cfg.Ledger,
+		hub: cfg.Hub,
+		log: cfg.Logger.With().Str("component", "api").Logger(),
+		reg: prometheus.NewRegistry(),
+		mux: http.NewServeMux(),
 	}
 	s.reg.MustRegister(newCollector(s))
 	s.routes()

@@ -139,6 +139,8 @@ func (l *Ledger) Heartbeat(id, lease string, inventory []string) (Consumer, erro
 
 // SetStreaming records that the consumer's change stream opened or closed.
 // An open stream keeps the lease alive; on close the lease runs from now.
+// It is for an embedder that tracks a single stream per consumer itself;
+// OpenStream and CloseStream count several, per lease.
 func (l *Ledger) SetStreaming(id string, open bool) {
 	now := l.now().UTC()
 	l.mu.Lock()
@@ -148,6 +150,73 @@ func (l *Ledger) SetStreaming(id string, open bool) {
 		return
 	}
 	c.Streaming = open
+	c.LastHeartbeat = now
+	c.ExpiresAt = now.Add(c.TTL)
+	l.markConsumer(id)
+}
+
+// openStreams counts the change streams open under one lease of a consumer.
+type openStreams struct {
+	epoch uint64
+	n     int
+}
+
+// OpenStream checks the lease like CheckLease and, in the same step, counts
+// a change stream opened under it: while one is open the lease does not run
+// out. It returns the lease's epoch, to give to CloseStream. Streams are
+// counted per epoch, so a stream still open under an ended lease neither
+// holds nor releases the lease of a consumer that registered the id again:
+// the lease probe then judges a live lease by its own streams only (I3).
+func (l *Ledger) OpenStream(id, lease string) (uint64, error) {
+	now := l.now().UTC()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.closed {
+		return 0, ErrClosed
+	}
+	c, err := l.checkLease(id, lease)
+	if err != nil {
+		return 0, err
+	}
+	if l.streams == nil {
+		l.streams = map[string]openStreams{}
+	}
+	st := l.streams[id]
+	if st.epoch != c.Epoch {
+		st = openStreams{epoch: c.Epoch} // the streams of an ended lease no longer count
+	}
+	st.n++
+	l.streams[id] = st
+	if st.n == 1 {
+		c.Streaming = true
+		c.LastHeartbeat = now
+		c.ExpiresAt = now.Add(c.TTL)
+		l.markConsumer(id)
+	}
+	return c.Epoch, nil
+}
+
+// CloseStream records that a change stream OpenStream counted under epoch
+// closed. When it was the last one of the consumer's current lease, the
+// lease runs from now. A stream of an earlier lease changes nothing.
+func (l *Ledger) CloseStream(id string, epoch uint64) {
+	now := l.now().UTC()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	st, ok := l.streams[id]
+	if !ok || st.epoch != epoch {
+		return
+	}
+	if st.n--; st.n > 0 {
+		l.streams[id] = st
+		return
+	}
+	delete(l.streams, id)
+	c := l.consumers[id]
+	if l.closed || c == nil || c.Gone || c.Epoch != epoch {
+		return
+	}
+	c.Streaming = false
 	c.LastHeartbeat = now
 	c.ExpiresAt = now.Add(c.TTL)
 	l.markConsumer(id)

@@ -54,6 +54,10 @@ type Ledger struct {
 	meta       Meta
 	startFloor LSN // processed position persisted before this open: new shapes start at least there
 
+	// streams counts the change streams open per consumer, for one lease
+	// epoch (OpenStream, CloseStream); in memory only.
+	streams map[string]openStreams
+
 	// group commit (see commit.go)
 	fill           *batch
 	inflight       *batch
