@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -15,7 +16,8 @@ import (
 
 // Handler processes one transaction. Returning nil marks it done: its
 // shapes are acked. An error stops Run (the transaction is not acked and
-// will be delivered again).
+// will be delivered again). A handler may take as long as it needs: Run
+// keeps reading the stream meanwhile and answers the daemon's challenges.
 type Handler func(ctx context.Context, txn *Txn) error
 
 // RunOptions tune Run. Zero values mean the documented default.
@@ -29,7 +31,8 @@ type RunOptions struct {
 	// reconnects. Defaults 100ms and 5s.
 	ReconnectMin, ReconnectMax time.Duration
 	// OnEvicted is called when the daemon reports one of the shapes
-	// evicted.
+	// evicted, from the goroutine reading the stream or the one sending
+	// heartbeats, concurrently with the handler.
 	OnEvicted func(shape, reason string)
 	// OnAck is called after each durable ack batch with the daemon's flush
 	// position.
@@ -50,6 +53,16 @@ type RunOptions struct {
 // Run streams the consumer's changes to h until ctx ends (then it returns
 // nil after a last ack), the handler fails (its error), or the lease is gone
 // (an *Error with status 410).
+//
+// The stream is read on its own goroutine and the handler called on
+// another, in commit order, so that a challenge is answered while a
+// transaction is being handled: a slow handler is not a stalled consumer.
+// Transactions read ahead of the handler are held in memory; the daemon
+// sends no more than its outbox of unacked transactions (-outbox-bytes), so
+// that bounds them. When the stream breaks, the reader reconnects at once,
+// without waiting for the handler: what was read and not handled comes again
+// on the next stream, and so does the transaction being handled, unless its
+// ack was answered before it arrives again.
 //
 // Acks are batched: one ack request is in flight at a time and the next one
 // carries everything handled meanwhile, coalesced to the highest LSN per
@@ -78,47 +91,52 @@ func (k *Consumer) Run(ctx context.Context, h Handler, opt RunOptions) error {
 			opt.OnError(err)
 		}
 	}
+	parent := ctx
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 
-	ack := &acker{k: k, wake: make(chan struct{}, 1), pending: map[string]ledger.LSN{}, onAck: opt.OnAck, report: report,
-		every: opt.AckInterval,
+	ack := &acker{k: k, wake: make(chan struct{}, 1), pending: map[string]ledger.LSN{}, done: map[string]ledger.LSN{},
+		onAck: opt.OnAck, report: report, every: opt.AckInterval,
 		fatal: func(err error) { cancel(err) }}
+	w := &work{wake: make(chan struct{}, 1)}
 	var wg sync.WaitGroup
 	wg.Go(func() { ack.loop(ctx) })
 	wg.Go(func() { k.heartbeats(ctx, opt, report, func(err error) { cancel(err) }) })
+	wg.Go(func() {
+		if err := w.handle(ctx, h, ack); err != nil {
+			cancel(&handlerError{err})
+		}
+	})
 
-	err := k.streamLoop(ctx, h, opt, ack, report)
+	err := k.streamLoop(ctx, w, opt, ack, report)
 	cancel(err)
 	wg.Wait()
 	// A last ack of what was handled, so the next run does not get it again.
 	final, fc := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	ack.flush(final)
 	fc()
-	if cause := context.Cause(ctx); cause != nil && !errors.Is(cause, context.Canceled) && err == nil {
+	var he *handlerError
+	switch cause := context.Cause(ctx); {
+	case errors.As(cause, &he):
+		return he.err
+	case parent.Err() != nil:
+		return nil
+	default:
 		return cause
 	}
-	if errors.Is(err, context.Canceled) {
-		return nil
-	}
-	return err
 }
 
-func (k *Consumer) streamLoop(ctx context.Context, h Handler, opt RunOptions, ack *acker, report func(error)) error {
+func (k *Consumer) streamLoop(ctx context.Context, w *work, opt RunOptions, ack *acker, report func(error)) error {
 	backoff := opt.ReconnectMin
 	for {
 		s, err := k.OpenStream(ctx)
 		if err == nil {
 			backoff = opt.ReconnectMin
-			err = k.readStream(ctx, s, h, opt, ack)
+			err = k.readStream(ctx, s, w, opt, ack)
 			s.Close()
 		}
 		if ctx.Err() != nil {
 			return ctx.Err()
-		}
-		var he *handlerError
-		if errors.As(err, &he) {
-			return he.err
 		}
 		if IsGone(err) {
 			return err
@@ -141,9 +159,13 @@ type handlerError struct{ err error }
 
 func (e *handlerError) Error() string { return e.err.Error() }
 
-func (k *Consumer) readStream(ctx context.Context, s *Stream, h Handler, opt RunOptions, ack *acker) error {
+// readStream reads one change stream until it ends, handing transactions
+// to w and answering challenges at once.
+func (k *Consumer) readStream(ctx context.Context, s *Stream, w *work, opt RunOptions, ack *acker) error {
 	stop := context.AfterFunc(ctx, func() { s.Close() })
 	defer stop()
+	// What was read and not handled comes again on the next stream.
+	defer w.reset()
 	// A daemon that vanished without closing the connection (a partition)
 	// is noticed by its silence: keepalives stop.
 	var silent atomic.Bool
@@ -163,25 +185,121 @@ func (k *Consumer) readStream(ctx context.Context, s *Stream, h Handler, opt Run
 		idle.Reset(opt.IdleTimeout)
 		switch f.Type {
 		case wire.FrameTxn:
-			idle.Stop() // a slow handler is not a silent daemon
-			if err := h(ctx, txn); err != nil {
-				return &handlerError{err}
-			}
-			ack.add(txn)
-			idle.Reset(opt.IdleTimeout)
+			w.push(txn)
 		case wire.FrameChallenge:
-			// Alive and working: send what is handled, or say so.
-			go func() {
-				if err := k.Defer(ctx, []string{f.Shape}); err != nil && opt.OnError != nil {
-					opt.OnError(err)
-				}
-			}()
+			// Alive and working: a shape with a transaction queued or
+			// being handled says so with a defer; what is handled is
+			// acked. A shape with neither is deferred too: its
+			// transaction has not reached this stream yet (the daemon
+			// writes challenges ahead of transactions it has not
+			// written).
+			if w.busy(f.Shape) || !ack.holds(f.Shape) {
+				go func() {
+					if err := k.Defer(ctx, []string{f.Shape}); err != nil && ctx.Err() == nil && opt.OnError != nil {
+						opt.OnError(err)
+					}
+				}()
+			}
 			ack.poke()
 		case wire.FrameEvicted:
 			if opt.OnEvicted != nil {
 				opt.OnEvicted(f.Shape, f.Reason)
 			}
 		}
+	}
+}
+
+// work holds the transactions read from the change stream and not yet
+// handled, and the one being handled, between the goroutine reading the
+// stream and the one calling the handler.
+type work struct {
+	mu      sync.Mutex
+	queue   []*Txn
+	current *Txn
+	wake    chan struct{}
+}
+
+func (w *work) push(t *Txn) {
+	w.mu.Lock()
+	w.queue = append(w.queue, t)
+	w.mu.Unlock()
+	select {
+	case w.wake <- struct{}{}:
+	default:
+	}
+}
+
+// reset drops what was read and not handled: the stream ended, and the
+// daemon sends it again on the next one.
+func (w *work) reset() {
+	w.mu.Lock()
+	clear(w.queue)
+	w.queue = w.queue[:0]
+	w.mu.Unlock()
+}
+
+// busy reports whether a transaction reaching shape is queued or being
+// handled.
+func (w *work) busy(shape string) bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.current != nil && reaches(w.current, shape) {
+		return true
+	}
+	for _, t := range w.queue {
+		if reaches(t, shape) {
+			return true
+		}
+	}
+	return false
+}
+
+func reaches(t *Txn, shape string) bool {
+	for _, ch := range t.Changes {
+		if slices.Contains(ch.Shapes, shape) {
+			return true
+		}
+	}
+	return false
+}
+
+// handle calls h on each transaction in turn until ctx ends (nil) or h
+// fails (its error). A transaction whose every shape has an answered ack at
+// or past it (it came again on a new stream while it was being handled) is
+// not handled again.
+func (w *work) handle(ctx context.Context, h Handler, ack *acker) error {
+	for {
+		w.mu.Lock()
+		var t *Txn
+		if len(w.queue) > 0 {
+			t = w.queue[0]
+			w.queue[0] = nil
+			w.queue = w.queue[1:]
+			w.current = t
+		}
+		w.mu.Unlock()
+		if t == nil {
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-w.wake:
+			}
+			continue
+		}
+		var err error
+		if !ack.covers(t) {
+			err = h(ctx, t)
+		}
+		w.mu.Lock()
+		w.current = nil
+		w.mu.Unlock()
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return err
+		}
+		ack.add(t)
 	}
 }
 
@@ -230,6 +348,44 @@ type acker struct {
 	every  time.Duration
 
 	pending map[string]ledger.LSN
+	done    map[string]ledger.LSN // per shape, the highest ack the daemon answered
+}
+
+// holds reports whether an ack of shape is waiting to be sent.
+func (a *acker) holds(shape string) bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	_, ok := a.pending[shape]
+	return ok
+}
+
+// covers reports whether every shape t reaches has an answered ack at or
+// past it: the daemon holds it as flushed and never needs it again.
+func (a *acker) covers(t *Txn) bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for _, ch := range t.Changes {
+		for _, s := range ch.Shapes {
+			if a.done[s] < t.LSN {
+				return false
+			}
+		}
+	}
+	return len(t.Changes) > 0
+}
+
+// answered records acks the daemon made durable.
+func (a *acker) answered(acks map[string]ledger.LSN) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.done == nil {
+		return
+	}
+	for s, l := range acks {
+		if l > a.done[s] {
+			a.done[s] = l
+		}
+	}
 }
 
 func (a *acker) add(t *Txn) {
@@ -282,6 +438,7 @@ func (a *acker) flush(ctx context.Context) {
 	res, err := a.k.Ack(ctx, batch)
 	switch {
 	case err == nil:
+		a.answered(batch)
 		if a.onAck != nil {
 			flush, _ := ledger.ParseLSN(res.FlushLSN)
 			a.onAck(batch, flush)
@@ -325,6 +482,7 @@ func (a *acker) ackOne(ctx context.Context, shape string, lsn ledger.LSN) {
 	res, err := a.k.Ack(ctx, one)
 	switch {
 	case err == nil:
+		a.answered(one)
 		if a.onAck != nil {
 			flush, _ := ledger.ParseLSN(res.FlushLSN)
 			a.onAck(one, flush)
