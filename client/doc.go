@@ -7,7 +7,10 @@
 // with heartbeats, reads the stream, calls the handler for each transaction
 // in commit order, acks what the handler accepted in batches (one request in
 // flight, the next one carrying everything handled meanwhile), and
-// reconnects with backoff after a broken stream. After a reconnect the
+// reconnects with backoff after a broken stream. The stream is read while
+// the handler runs, so the daemon's challenges are answered (with a defer
+// for shapes whose transactions are still being handled) however long a
+// handler takes: a slow handler is not a stalled consumer. After a reconnect the
 // daemon sends again every transaction not yet acked, so a handler sees each
 // transaction at least once and, once its ack was answered, never again.
 //
