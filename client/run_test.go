@@ -2,6 +2,7 @@ package client_test
 
 import (
 	"context"
+	"errors"
 	"net/http/httptest"
 	"testing"
 	"time"
@@ -192,5 +193,21 @@ func TestConsumerThatStopsReadingIsStalled(t *testing.T) {
 	}
 	if c, _ := d.l.Consumer("stuck"); c.Gone || !c.Streaming {
 		t.Errorf("consumer %+v: want it live and streaming, only its shape stalled", c)
+	}
+}
+
+// TestHandlerErrorEndsRun: a handler error ends Run with that error, and
+// the transaction is not acked.
+func TestHandlerErrorEndsRun(t *testing.T) {
+	d := newDaemon(t)
+	k, start := d.consumer("failing", "s")
+	d.feed(start + 0x100)
+	boom := errors.New("boom")
+	err := k.Run(context.Background(), func(context.Context, *client.Txn) error { return boom }, client.RunOptions{})
+	if !errors.Is(err, boom) {
+		t.Fatalf("Run: %v, want the handler's error", err)
+	}
+	if sh, _ := d.l.Shape("s"); sh.FlushedLSN >= start+0x100 {
+		t.Errorf("shape s flushed at %s after its handler failed", sh.FlushedLSN)
 	}
 }
