@@ -117,10 +117,10 @@ func (h *Hub) apply(ctx context.Context, o *outbox, consumer string, ids []strin
 			o.mu.Unlock()
 		}
 	}
-	// A stream may have taken an acked transaction from the outbox before
-	// the prune and still be writing it (a resend after a reconnect): the
-	// ack is answered only once that write is over, so the transaction is
-	// never written after the answer (I2).
+	// A reconnected stream may have taken an acked transaction from the
+	// outbox before the prune and still be resending it: the ack is
+	// answered only once that write is over, so the transaction is never
+	// written after the answer (I2).
 	if err := o.waitWrites(ctx, high); err != nil {
 		return res, fmt.Errorf("waiting for the change stream to write: %w", err)
 	}
@@ -150,7 +150,7 @@ func (o *outbox) deliveredLSN() ledger.LSN {
 	return o.delivered
 }
 
-// waitWrites waits for the writes in progress that hold a transaction at or
+// waitWrites waits for the resends being written whose transaction is at or
 // before upTo.
 func (o *outbox) waitWrites(ctx context.Context, upTo ledger.LSN) error {
 	if o == nil || upTo == 0 {
@@ -159,7 +159,7 @@ func (o *outbox) waitWrites(ctx context.Context, upTo ledger.LSN) error {
 	o.mu.Lock()
 	var wait []chan struct{}
 	for _, wr := range o.writing {
-		if wr.low <= upTo {
+		if wr.commit <= upTo {
 			wait = append(wait, wr.done)
 		}
 	}

@@ -129,16 +129,19 @@ type outbox struct {
 	session     *session
 	space       chan struct{} // signalled when bytes shrink; the stream goroutine waits on it
 	removed     bool
-	writing     []*sending // batches taken from entries by a stream and not yet written
+	writing     []*sending // resent transactions being written
 }
 
-// sending is a batch of transactions a change stream took from the outbox and
-// is writing outside the outbox lock. An ack waits for the writes that may
-// hold what it acks before it is answered, so that no transaction is written
-// to a consumer after its ack was answered (I2).
+// sending is a transaction a change stream takes from the outbox again (it
+// was written to an earlier stream) and writes outside the outbox lock. An
+// ack covering it waits until that write is over before it is answered, so
+// that no transaction is written to a consumer after its ack was answered
+// (I2). Resends are written one transaction a write: an ack waits for that
+// one write, never for a batch behind it that a consumer busy with its ack
+// would not read.
 type sending struct {
-	low  ledger.LSN    // lowest commit LSN in the batch
-	done chan struct{} // closed once the batch is written or the write failed
+	commit ledger.LSN
+	done   chan struct{} // closed once written, or the write failed
 }
 
 // entry is one transaction in an outbox.

@@ -118,3 +118,78 @@ func TestResendIsNotWrittenAfterItsAck(t *testing.T) {
 		}
 	})
 }
+
+// blockingWriter is a consumer that stops reading once a write holds lsn:
+// that write waits until release is closed.
+type blockingWriter struct {
+	lsn     string
+	blocked chan struct{}
+	release chan struct{}
+}
+
+func (w *blockingWriter) Write(p []byte) (int, error) {
+	if bytes.Contains(p, []byte(`"lsn":"`+w.lsn+`"`)) {
+		close(w.blocked)
+		<-w.release
+	}
+	return len(p), nil
+}
+
+func (w *blockingWriter) Flush() error { return nil }
+
+// TestAckDoesNotWaitForWritesBehindIt: a consumer reconnects, reads the
+// resent 0/100 and, before reading further, acks it and waits for the
+// answer, while the stream's write of the new 0/200 is stuck on it. The ack
+// waits for no write but that of its own transaction, or the two would wait
+// for each other until the slow-consumer timeout.
+func TestAckDoesNotWaitForWritesBehindIt(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		l, err := ledger.Open(ledger.Config{Path: t.TempDir() + "/ledger.db",
+			Identity: ledger.Identity{SystemID: "7000000000000000001", Timeline: 1, Database: "app", Slot: "ledgerd"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer func() { _ = l.Close() }()
+		h := New(Config{Ledger: l, KeepaliveInterval: time.Hour})
+		defer h.Close()
+		if _, err := l.Register(ledger.ConsumerSpec{ID: "c1", TTL: time.Hour}); err != nil {
+			t.Fatal(err)
+		}
+		sh, _, err := h.CreateShape(ledger.ShapeSpec{ID: "s", Consumer: "c1", Table: "public.t"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		handle := func(commit ledger.LSN) {
+			t.Helper()
+			txn := &stream.Txn{Xid: uint32(commit), CommitLSN: commit, EndLSN: commit + 8,
+				Changes: []stream.Change{{Op: stream.OpInsert, Table: "public.t", New: []stream.Column{{Name: "id", Value: "1"}}}}}
+			if err := h.HandleTxn(context.Background(), txn); err != nil {
+				t.Fatal(err)
+			}
+		}
+		first, second := sh.StartLSN+0x100, sh.StartLSN+0x200
+		handle(first)
+		var seen order
+		w1 := &frameWriter{o: &seen, lsn: first.String(), wrote: make(chan struct{}, 1)}
+		ctx1, cancel1 := context.WithCancel(context.Background())
+		done1 := make(chan error, 1)
+		go func() { done1 <- h.Serve(ctx1, "c1", w1) }()
+		<-w1.wrote
+		cancel1()
+		<-done1
+
+		handle(second)
+		w2 := &blockingWriter{lsn: second.String(), blocked: make(chan struct{}), release: make(chan struct{})}
+		ctx2, cancel2 := context.WithCancel(context.Background())
+		defer cancel2()
+		served := make(chan error, 1)
+		go func() { served <- h.Serve(ctx2, "c1", w2) }()
+		<-w2.blocked
+		if _, err := h.Ack(context.Background(), "c1", map[string]ledger.LSN{"s": first}); err != nil {
+			t.Fatalf("ack: %v", err)
+		}
+		close(w2.release)
+		cancel2()
+		<-served
+	})
+}

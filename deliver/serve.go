@@ -103,16 +103,23 @@ func (h *Hub) Serve(ctx context.Context, consumer string, w Flusher) error {
 		i := sort.Search(len(o.entries), func(i int) bool { return o.entries[i].seq >= s.cursor })
 		for ; i < len(o.entries) && len(buf) < maxWriteBatch; i++ {
 			e := o.entries[i]
-			if wr == nil {
-				wr = &sending{low: e.commit, done: make(chan struct{})}
+			if e.commit <= o.delivered {
+				// Written to an earlier stream: resent one transaction a
+				// write, and an ack of it waits for that write (I2).
+				if n > 0 {
+					break
+				}
+				wr = &sending{commit: e.commit, done: make(chan struct{})}
 				o.writing = append(o.writing, wr)
+				buf = appendTxnFrame(buf, e)
+				n++
+				s.cursor = e.seq + 1
+				break
 			}
 			buf = appendTxnFrame(buf, e)
 			n++
 			s.cursor = e.seq + 1
-			if e.commit > o.delivered {
-				o.delivered = e.commit
-			}
+			o.delivered = e.commit
 		}
 		o.mu.Unlock()
 		if len(buf) > 0 {
@@ -154,8 +161,8 @@ func (h *Hub) Serve(ctx context.Context, consumer string, w Flusher) error {
 	}
 }
 
-// written ends a write taken by a stream: acks waiting for it may be
-// answered.
+// written ends the write of a resent transaction: acks waiting for it may
+// be answered.
 func (o *outbox) written(wr *sending) {
 	o.mu.Lock()
 	o.writing = slices.DeleteFunc(o.writing, func(x *sending) bool { return x == wr })
@@ -163,8 +170,8 @@ func (o *outbox) written(wr *sending) {
 	close(wr.done)
 }
 
-// beforeWrite, when set (tests only), runs in Serve between taking
-// transactions from the outbox and writing them.
+// beforeWrite, when set (tests only), runs in Serve between taking a resent
+// transaction from the outbox and writing it.
 var beforeWrite func()
 
 // Challenge queues a challenge frame for the shape on its consumer's stream
