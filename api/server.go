@@ -60,6 +60,8 @@ type Config struct {
 	// Defer records a consumer's answer to a challenge (SPEC §5.3); nil
 	// accepts and ignores it.
 	Defer func(consumer string, shapes []string) error
+	// Limits bound filters, ids and counts; zero fields mean the defaults.
+	Limits Limits
 	// Clock gives the time for ages and expiry; nil means the system clock.
 	Clock ledger.Clock
 	// Logger receives log lines; a "component" field is added.
@@ -77,6 +79,9 @@ type Server struct {
 
 	streamsMu sync.Mutex
 	streams   map[string]int // open change streams by consumer
+
+	limits  Limits
+	countMu sync.Mutex // held across a count limit's check and the creation it allows
 }
 
 type systemClock struct{}
@@ -96,6 +101,7 @@ func New(cfg Config) *Server {
 		reg:     prometheus.NewRegistry(),
 		mux:     http.NewServeMux(),
 		streams: map[string]int{},
+		limits:  cfg.Limits.withDefaults(),
 	}
 	s.reg.MustRegister(newCollector(s))
 	s.routes()
@@ -108,7 +114,7 @@ func (s *Server) Registry() *prometheus.Registry { return s.reg }
 
 // Handler returns the API's HTTP handler.
 func (s *Server) Handler() http.Handler {
-	return s.recoverPanics(s.auth(s.mux))
+	return s.recoverPanics(s.logInternalErrors(s.auth(s.mux)))
 }
 
 func (s *Server) routes() {

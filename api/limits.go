@@ -1,0 +1,171 @@
+package api
+
+import (
+	"net/http"
+	"strconv"
+	"unicode"
+	"unicode/utf8"
+
+	"github.com/ledgerd/ledgerd/api/wire"
+)
+
+// Limits bound what one request, one consumer and all consumers together
+// may ask of the daemon, so that no client can make routing slow for
+// everyone or grow the ledger file without bound. Zero fields mean the
+// default.
+type Limits struct {
+	// MaxFilterColumns is the most columns one shape's filter may name.
+	// Default 64.
+	MaxFilterColumns int
+	// MaxFilterValues is the most values one filter may list over all its
+	// columns. Default 10000.
+	MaxFilterValues int
+	// MaxValueBytes is the longest filter value, in bytes. Default 1024.
+	MaxValueBytes int
+	// MaxShapesPerConsumer is the most live shapes one consumer may own.
+	// Default 10000.
+	MaxShapesPerConsumer int
+	// MaxConsumers is the most consumers holding a lease at once.
+	// Default 10000.
+	MaxConsumers int
+}
+
+// Defaults of Limits.
+const (
+	DefaultMaxFilterColumns     = 64
+	DefaultMaxFilterValues      = 10000
+	DefaultMaxValueBytes        = 1024
+	DefaultMaxShapesPerConsumer = 10000
+	DefaultMaxConsumers         = 10000
+)
+
+// Fixed bounds, not configurable: they follow from what the fields are.
+const (
+	maxIDBytes         = 128
+	maxColumnNameBytes = 63 // Postgres truncates identifiers to 63 bytes (NAMEDATALEN - 1)
+	maxHostBytes       = 255
+	maxProcStartBytes  = 64
+)
+
+// idRule is the rule for consumer and shape ids, as error messages state it.
+const idRule = `1 to 128 characters from A-Za-z0-9._:- and neither "." nor ".."`
+
+func (l Limits) withDefaults() Limits {
+	if l.MaxFilterColumns <= 0 {
+		l.MaxFilterColumns = DefaultMaxFilterColumns
+	}
+	if l.MaxFilterValues <= 0 {
+		l.MaxFilterValues = DefaultMaxFilterValues
+	}
+	if l.MaxValueBytes <= 0 {
+		l.MaxValueBytes = DefaultMaxValueBytes
+	}
+	if l.MaxShapesPerConsumer <= 0 {
+		l.MaxShapesPerConsumer = DefaultMaxShapesPerConsumer
+	}
+	if l.MaxConsumers <= 0 {
+		l.MaxConsumers = DefaultMaxConsumers
+	}
+	return l
+}
+
+// validID accepts ids that read well and unambiguously in URLs, logs,
+// metrics and inspect's output: no invalid UTF-8, no bidi overrides or
+// other invisible characters, no path segments of their own.
+func validID(kind, id string) *apiError {
+	ok := id != "" && len(id) <= maxIDBytes && id != "." && id != ".."
+	for i := 0; ok && i < len(id); i++ {
+		c := id[i]
+		ok = 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '.' || c == '_' || c == ':' || c == '-'
+	}
+	if !ok {
+		return errorf(http.StatusUnprocessableEntity, wire.CodeInvalidID, "%s id %s is not valid: an id is %s", kind, clip(id), idRule)
+	}
+	return nil
+}
+
+// checkFilter enforces the filter limits. The router's cost per change does
+// not grow with a filter's width, but its memory and the shape's record do.
+func (l Limits) checkFilter(f map[string][]string) *apiError {
+	if len(f) > l.MaxFilterColumns {
+		return errorf(http.StatusUnprocessableEntity, wire.CodeFilterTooLarge,
+			"the filter names %d columns; at most %d are allowed (-max-filter-columns): filter on fewer columns or split the shape",
+			len(f), l.MaxFilterColumns)
+	}
+	n := 0
+	for col, vals := range f {
+		if col == "" || len(vals) == 0 {
+			return errorf(http.StatusBadRequest, wire.CodeInvalid,
+				"filter column %s lists no values; list the allowed values or leave the column out", clip(col))
+		}
+		if len(col) > maxColumnNameBytes {
+			return errorf(http.StatusUnprocessableEntity, wire.CodeValueTooLong,
+				"filter column %s is %d bytes; a Postgres column name is at most %d bytes", clip(col), len(col), maxColumnNameBytes)
+		}
+		for _, v := range vals {
+			if len(v) > l.MaxValueBytes {
+				return errorf(http.StatusUnprocessableEntity, wire.CodeValueTooLong,
+					"a value of filter column %s is %d bytes; at most %d are allowed (-max-value-bytes)", clip(col), len(v), l.MaxValueBytes)
+			}
+		}
+		n += len(vals)
+	}
+	if n > l.MaxFilterValues {
+		return errorf(http.StatusUnprocessableEntity, wire.CodeFilterTooLarge,
+			"the filter lists %d values; at most %d are allowed (-max-filter-values): split the shape", n, l.MaxFilterValues)
+	}
+	return nil
+}
+
+// checkField bounds a free-form registration field that is stored in the
+// consumer's record and journaled.
+func checkField(name, v string, maxBytes int) *apiError {
+	if len(v) > maxBytes {
+		return errorf(http.StatusUnprocessableEntity, wire.CodeValueTooLong, "%s is %d bytes; at most %d are allowed", name, len(v), maxBytes)
+	}
+	for _, r := range v {
+		if r == utf8.RuneError || !unicode.IsPrint(r) {
+			return errorf(http.StatusBadRequest, wire.CodeInvalid,
+				"%s %s holds invalid UTF-8 or a non-printable character; send printable text of at most %d bytes", name, clip(v), maxBytes)
+		}
+	}
+	return nil
+}
+
+// clip quotes s for an error message, cut to 64 bytes.
+func clip(s string) string {
+	if len(s) > 64 {
+		return strconv.Quote(s[:64]) + "..."
+	}
+	return strconv.Quote(s)
+}
+
+// checkConsumerCount refuses a new lease when MaxConsumers consumers hold
+// one. A consumer registering again under its own id is not refused here
+// (a live one gets its 409 from the ledger). Caller holds countMu.
+func (s *Server) checkConsumerCount(id string) *apiError {
+	if c, ok := s.l.Consumer(id); ok && !c.Gone && (c.Streaming || s.now().Before(c.ExpiresAt)) {
+		return nil
+	}
+	if n := s.l.Stats().LiveConsumers; n >= s.limits.MaxConsumers {
+		return errorf(http.StatusTooManyRequests, wire.CodeTooManyConsumers,
+			"%d consumers hold a lease, the most allowed (-max-consumers %d): release consumers no longer needed (DELETE /v1/consumers/{id}) or raise the limit",
+			n, s.limits.MaxConsumers)
+	}
+	return nil
+}
+
+// checkShapeCount refuses a new shape when its consumer owns
+// MaxShapesPerConsumer shapes; the same shape put again is not new. Caller
+// holds countMu.
+func (s *Server) checkShapeCount(id, consumer string) *apiError {
+	if _, ok := s.l.Shape(id); ok {
+		return nil
+	}
+	if n := s.l.ShapeCount(consumer); n >= s.limits.MaxShapesPerConsumer {
+		return errorf(http.StatusTooManyRequests, wire.CodeTooManyShapes,
+			"consumer %s owns %d shapes, the most allowed (-max-shapes-per-consumer %d): delete shapes no longer needed or raise the limit",
+			consumer, n, s.limits.MaxShapesPerConsumer)
+	}
+	return nil
+}
