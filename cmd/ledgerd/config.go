@@ -8,6 +8,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/ledgerd/ledgerd/stream"
 )
 
 // config is the daemon's configuration (SPEC §8).
@@ -108,6 +110,12 @@ func (c config) validate() error {
 	}
 	if c.Slot == "" || c.Publication == "" || c.DB == "" || c.Listen == "" {
 		bad("-slot, -publication, -db and -listen must not be empty")
+	}
+	if err := stream.CheckSlotName(c.Slot); c.Slot != "" && err != nil {
+		bad("-slot: %v", err)
+	}
+	if err := stream.CheckPublicationName(c.Publication); c.Publication != "" && err != nil {
+		bad("-publication: %v", err)
 	}
 	for name, d := range map[string]time.Duration{"ttl": c.TTL, "reconcile-interval": c.ReconcileInterval,
 		"status-interval": c.StatusInterval, "stall-grace": c.StallGrace, "challenge-timeout": c.ChallengeTimeout,
