@@ -23,7 +23,7 @@ func (s *Server) register(w http.ResponseWriter, r *http.Request) {
 		writeError(w, e)
 		return
 	}
-	if e := validID("consumer", req.ID); e != nil {
+	if e := validID("consumer", req.ID); e != nil && !s.knownConsumer(req.ID) {
 		writeError(w, e)
 		return
 	}
@@ -85,6 +85,10 @@ func (s *Server) heartbeat(w http.ResponseWriter, r *http.Request) {
 	}
 	var req wire.HeartbeatRequest
 	if e := decode(w, r, &req, true); e != nil {
+		writeError(w, e)
+		return
+	}
+	if e := s.checkInventory(req.Shapes); e != nil {
 		writeError(w, e)
 		return
 	}

@@ -169,3 +169,32 @@ func (s *Server) checkShapeCount(id, consumer string) *apiError {
 	}
 	return nil
 }
+
+// checkInventory bounds a heartbeat's shape list, which is kept in the
+// consumer's record: no more entries than a consumer may own, each a valid
+// id or the id of a live shape (created before the id rule).
+func (s *Server) checkInventory(ids []string) *apiError {
+	if len(ids) > s.limits.MaxShapesPerConsumer {
+		return errorf(http.StatusBadRequest, wire.CodeInvalid,
+			"the inventory lists %d shapes; a consumer owns at most %d (-max-shapes-per-consumer)", len(ids), s.limits.MaxShapesPerConsumer)
+	}
+	for _, id := range ids {
+		if e := validID("shape", id); e != nil && !s.knownShape(id) {
+			return e
+		}
+	}
+	return nil
+}
+
+// knownConsumer and knownShape let ids the ledger already holds, created
+// before the id rule, keep working: a consumer registering again under its
+// id, or putting its shape again after a reconnect, must not be refused.
+func (s *Server) knownConsumer(id string) bool {
+	_, ok := s.l.Consumer(id)
+	return ok
+}
+
+func (s *Server) knownShape(id string) bool {
+	_, ok := s.l.Shape(id)
+	return ok
+}

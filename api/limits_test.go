@@ -217,6 +217,23 @@ func TestIDRule(t *testing.T) {
 	if n := len(e.l.Shapes()); n != 0 {
 		t.Errorf("%d shapes after refused PUTs, want 0", n)
 	}
+	// An id the ledger already holds, from before the rule, keeps working.
+	old, err := e.l.Register(ledger.ConsumerSpec{ID: "old id", TTL: time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := e.l.PutShape(ledger.ShapeSpec{ID: "old shape", Consumer: "old id", Table: "public.orders"}); err != nil {
+		t.Fatal(err)
+	}
+	if status, we, _, _ := e.call("PUT", "/v1/shapes/old%20shape", old.Lease, `{"consumer":"old id","table":"public.orders"}`); status != 200 {
+		t.Errorf("an existing shape with an old id put again: %d %q (%s), want 200", status, we.Code, we.Message)
+	}
+	if err := e.l.Release(old.ID, old.Lease); err != nil {
+		t.Fatal(err)
+	}
+	if status, we, _, _ := e.call("POST", "/v1/consumers", "", `{"id":"old id"}`); status != 201 {
+		t.Errorf("a known consumer with an old id registering again: %d %q (%s), want 201", status, we.Code, we.Message)
+	}
 	for _, id := range []string{"a", "orders-eu.v2:part_1", strings.Repeat("x", 128)} {
 		if status, we, _, _ := e.call("POST", "/v1/consumers", "", `{"id":"`+id+`"}`); status != 201 {
 			t.Errorf("consumer id %q: %d %q (%s), want 201", id, status, we.Code, we.Message)
@@ -353,5 +370,30 @@ func TestInternalErrorLogged(t *testing.T) {
 	}
 	if line["level"] != "error" || line["path"] != "/v1/consumers/c1/ack" || line["method"] != "POST" {
 		t.Errorf("log line %v: want level error with the method and path", line)
+	}
+}
+
+// TestHeartbeatInventoryBounded: the inventory a heartbeat carries is kept
+// in the consumer's record, so it holds valid ids and no more of them than
+// a consumer may own.
+func TestHeartbeatInventoryBounded(t *testing.T) {
+	e := newEnvWith(t, func(c *api.Config) { c.Limits = api.Limits{MaxShapesPerConsumer: 3} })
+	lease := e.register("c1").Lease()
+	for _, tc := range []struct {
+		body   string
+		status int
+		code   string
+	}{
+		{`{"shapes":["a","b","c","d"]}`, 400, wire.CodeInvalid},
+		{`{"shapes":["` + strings.Repeat("x", 1<<19) + `"]}`, 422, wire.CodeInvalidID},
+		{`{"shapes":["a","b","c"]}`, 200, ""},
+	} {
+		status, we, _, _ := e.call("POST", "/v1/consumers/c1/heartbeat", lease, tc.body)
+		if status != tc.status || we.Code != tc.code {
+			t.Errorf("heartbeat %.40s...: %d %q (%s), want %d %q", tc.body, status, we.Code, we.Message, tc.status, tc.code)
+		}
+	}
+	if c, _ := e.l.Consumer("c1"); len(c.Inventory) != 3 {
+		t.Errorf("inventory %v, want the 3 shapes of the accepted heartbeat", c.Inventory)
 	}
 }

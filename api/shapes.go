@@ -13,7 +13,7 @@ import (
 
 func (s *Server) putShape(w http.ResponseWriter, r *http.Request) {
 	id := r.PathValue("id")
-	if e := validID("shape", id); e != nil {
+	if e := validID("shape", id); e != nil && !s.knownShape(id) {
 		writeError(w, e)
 		return
 	}
