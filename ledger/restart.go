@@ -361,8 +361,11 @@ const purgeBatch = 1000
 // expiredConsumers returns up to purgeBatch consumers gone for longer than
 // Config.ConsumerRetention. Without this every registration of a new id
 // would stay in the file for ever. A gone consumer owns no shape (its shapes
-// were evicted in the transaction that ended it), and Register, the only way
-// back, waits for writeMu, which the caller holds.
+// were evicted, with their tombstones, in the transaction that ended it, so
+// I4 does not rest on this record), and Register, the only way back, waits
+// for writeMu, which the caller holds. An id registering again after its
+// record is gone starts at epoch 1: fencing rests on the random lease token,
+// which no earlier process holds.
 func (l *Ledger) expiredConsumers(now time.Time) []string {
 	cutoff := now.Add(-l.cfg.ConsumerRetention)
 	l.mu.Lock()
