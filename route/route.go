@@ -308,7 +308,7 @@ func (r *row) lookup(name string) (stream.Column, bool) {
 }
 
 // matches reports whether the tuple satisfies every filter column; absent
-// columns match (over-delivery, never under-delivery). A filter with more
+// columns match (over-delivery, never under-delivery: I1). A filter with more
 // columns than the row is checked by walking the row against the filter's
 // column map, so a filter listing thousands of columns costs no more than
 // the row's width.
