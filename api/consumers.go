@@ -47,14 +47,12 @@ func (s *Server) register(w http.ResponseWriter, r *http.Request) {
 		writeError(w, e)
 		return
 	}
-	// The count and the registration are one step, so concurrent
-	// registrations cannot pass the limit together.
-	s.countMu.Lock()
-	defer s.countMu.Unlock()
-	if e := s.checkConsumerCount(req.ID); e != nil {
+	release, e := s.admitConsumer(req.ID)
+	if e != nil {
 		writeError(w, e)
 		return
 	}
+	defer release()
 	c, err := s.l.Register(ledger.ConsumerSpec{ID: req.ID, TTL: ttl, PID: req.PID, ProcStart: req.ProcStart, Host: req.Host})
 	if err != nil {
 		writeError(w, fromLedger(err, "consumer "+req.ID))

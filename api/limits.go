@@ -3,6 +3,7 @@ package api
 import (
 	"net/http"
 	"strconv"
+	"sync"
 	"unicode"
 	"unicode/utf8"
 
@@ -140,34 +141,67 @@ func clip(s string) string {
 	return strconv.Quote(s)
 }
 
-// checkConsumerCount refuses a new lease when MaxConsumers consumers hold
-// one. A consumer registering again under its own id is not refused here
-// (a live one gets its 409 from the ledger). Caller holds countMu.
-func (s *Server) checkConsumerCount(id string) *apiError {
-	if c, ok := s.l.Consumer(id); ok && !c.Gone && (c.Streaming || s.now().Before(c.ExpiresAt)) {
-		return nil
+// admissions counts creations admitted under a count limit and not yet
+// finished, by key (a consumer for shapes, "" for consumers), so that
+// concurrent requests cannot pass a limit together without a lock being
+// held across the ledger's write.
+type admissions struct {
+	mu       sync.Mutex
+	inFlight map[string]int
+}
+
+// admit admits one creation if what exists (count) plus what is in flight is
+// below max. It returns the number counted and, when admitted, a release
+// to call once the creation is done or failed.
+func (a *admissions) admit(key string, max int, count func() int) (n int, release func(), ok bool) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	n = count() + a.inFlight[key]
+	if n >= max {
+		return n, nil, false
 	}
-	if n := s.l.Stats().LiveConsumers; n >= s.limits.MaxConsumers {
-		return errorf(http.StatusTooManyRequests, wire.CodeTooManyConsumers,
+	if a.inFlight == nil {
+		a.inFlight = map[string]int{}
+	}
+	a.inFlight[key]++
+	return n, func() {
+		a.mu.Lock()
+		defer a.mu.Unlock()
+		if a.inFlight[key]--; a.inFlight[key] == 0 {
+			delete(a.inFlight, key)
+		}
+	}, true
+}
+
+// admitConsumer admits a new lease while fewer than MaxConsumers consumers
+// hold one. A consumer registering again under its own id is not counted
+// here (a live one gets its 409 from the ledger).
+func (s *Server) admitConsumer(id string) (func(), *apiError) {
+	if c, ok := s.l.Consumer(id); ok && !c.Gone && (c.Streaming || s.now().Before(c.ExpiresAt)) {
+		return func() {}, nil
+	}
+	n, release, ok := s.admitted.admit("", s.limits.MaxConsumers, func() int { return s.l.Stats().LiveConsumers })
+	if !ok {
+		return nil, errorf(http.StatusTooManyRequests, wire.CodeTooManyConsumers,
 			"%d consumers hold a lease, the most allowed (-max-consumers %d): release consumers no longer needed (DELETE /v1/consumers/{id}) or raise the limit",
 			n, s.limits.MaxConsumers)
 	}
-	return nil
+	return release, nil
 }
 
-// checkShapeCount refuses a new shape when its consumer owns
-// MaxShapesPerConsumer shapes; the same shape put again is not new. Caller
-// holds countMu.
-func (s *Server) checkShapeCount(id, consumer string) *apiError {
+// admitShape admits a new shape while its consumer owns fewer than
+// MaxShapesPerConsumer; the same shape put again is not new.
+func (s *Server) admitShape(id, consumer string) (func(), *apiError) {
 	if _, ok := s.l.Shape(id); ok {
-		return nil
+		return func() {}, nil
 	}
-	if n := s.l.ShapeCount(consumer); n >= s.limits.MaxShapesPerConsumer {
-		return errorf(http.StatusTooManyRequests, wire.CodeTooManyShapes,
+	n, release, ok := s.admitted.admit(consumer, s.limits.MaxShapesPerConsumer, func() int { return s.l.ShapeCount(consumer) })
+	if !ok {
+		return nil, errorf(http.StatusTooManyRequests, wire.CodeTooManyShapes,
 			"consumer %s owns %d shapes, the most allowed (-max-shapes-per-consumer %d): delete shapes no longer needed or raise the limit",
-			consumer, n, s.limits.MaxShapesPerConsumer)
+			clip(consumer), n, s.limits.MaxShapesPerConsumer)
 	}
-	return nil
+	return release, nil
 }
 
 // checkInventory bounds a heartbeat's shape list, which is kept in the

@@ -397,3 +397,33 @@ func TestHeartbeatInventoryBounded(t *testing.T) {
 		t.Errorf("inventory %v, want the 3 shapes of the accepted heartbeat", c.Inventory)
 	}
 }
+
+// TestCountLimitsConcurrent: registrations and shape creations racing each
+// other do not pass a count limit together.
+func TestCountLimitsConcurrent(t *testing.T) {
+	e := newEnvWith(t, func(c *api.Config) { c.Limits = api.Limits{MaxConsumers: 5, MaxShapesPerConsumer: 4} })
+	owner := e.register("owner")
+	var wg sync.WaitGroup
+	for i := range 20 {
+		wg.Go(func() { e.call("POST", "/v1/consumers", "", fmt.Sprintf(`{"id":"c%d"}`, i)) })
+		wg.Go(func() {
+			e.call("PUT", fmt.Sprintf("/v1/shapes/s%d", i), owner.Lease(), `{"consumer":"owner","table":"public.orders"}`)
+		})
+	}
+	wg.Wait()
+	if n := len(e.l.Consumers()); n > 5 {
+		t.Errorf("%d consumers registered, limit 5", n)
+	}
+	if n := e.l.ShapeCount("owner"); n > 4 {
+		t.Errorf("owner has %d shapes, limit 4", n)
+	}
+	// A creation racing another may be refused while the other is being
+	// written; once they are done the limit is reached exactly.
+	for i := 20; i < 30; i++ {
+		e.call("POST", "/v1/consumers", "", fmt.Sprintf(`{"id":"c%d"}`, i))
+		e.call("PUT", fmt.Sprintf("/v1/shapes/s%d", i), owner.Lease(), `{"consumer":"owner","table":"public.orders"}`)
+	}
+	if n, m := len(e.l.Consumers()), e.l.ShapeCount("owner"); n != 5 || m != 4 {
+		t.Errorf("%d consumers and %d shapes of owner, want the limits 5 and 4", n, m)
+	}
+}

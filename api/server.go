@@ -80,8 +80,8 @@ type Server struct {
 	streamsMu sync.Mutex
 	streams   map[string]int // open change streams by consumer
 
-	limits  Limits
-	countMu sync.Mutex // held across a count limit's check and the creation it allows
+	limits   Limits
+	admitted admissions // creations admitted under the count limits
 }
 
 type systemClock struct{}

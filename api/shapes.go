@@ -54,12 +54,12 @@ func (s *Server) putShape(w http.ResponseWriter, r *http.Request) {
 		slices.Sort(vals)
 		filter[col] = slices.Compact(vals)
 	}
-	s.countMu.Lock()
-	defer s.countMu.Unlock()
-	if e := s.checkShapeCount(id, req.Consumer); e != nil {
+	release, e := s.admitShape(id, req.Consumer)
+	if e != nil {
 		writeError(w, e)
 		return
 	}
+	defer release()
 	sh, created, err := s.hub.CreateShape(ledger.ShapeSpec{ID: id, Consumer: req.Consumer, Table: table, Filter: filter})
 	if err != nil {
 		writeError(w, fromLedger(err, "shape "+id))
