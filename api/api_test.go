@@ -180,7 +180,7 @@ func TestBadInput(t *testing.T) {
 		{"unknown field in a shape", "PUT", "/v1/shapes/s9", lease, bearer, `{"consumer":"c1","table":"public.orders","where":"x"}`, 400, wire.CodeUnknownField},
 		{"wrong type", "POST", "/v1/consumers", "", bearer, `{"id":"x","ttl_ms":"soon"}`, 400, wire.CodeMalformedJSON},
 		{"negative ttl", "POST", "/v1/consumers", "", bearer, `{"id":"x","ttl_ms":-1}`, 400, wire.CodeInvalid},
-		{"id with a slash", "POST", "/v1/consumers", "", bearer, `{"id":"a/b"}`, 400, wire.CodeInvalid},
+		{"id with a slash", "POST", "/v1/consumers", "", bearer, `{"id":"a/b"}`, 422, wire.CodeInvalidID},
 		{"malformed LSN", "POST", "/v1/consumers/c1/ack", lease, bearer, `{"acks":{"s1":"zz/1"}}`, 400, wire.CodeMalformedLSN},
 		{"malformed LSN (all shapes)", "POST", "/v1/consumers/c1/ack", lease, bearer, `{"lsn":"16B3748"}`, 400, wire.CodeMalformedLSN},
 		{"two ack forms", "POST", "/v1/consumers/c1/ack", lease, bearer, `{"lsn":"0/1","defer":["s1"]}`, 400, wire.CodeInvalid},

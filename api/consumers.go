@@ -7,7 +7,6 @@ import (
 	"sort"
 	"strings"
 	"time"
-	"unicode"
 
 	"github.com/ledgerd/ledgerd/api/wire"
 	"github.com/ledgerd/ledgerd/deliver"
@@ -18,39 +17,42 @@ import (
 // for that long (I3).
 const maxTTL = 24 * time.Hour
 
-// validID accepts ids that read well in URLs, logs and metrics.
-func validID(kind, id string) *apiError {
-	if id == "" || len(id) > 200 {
-		return errorf(http.StatusBadRequest, wire.CodeInvalid, "%s id must be 1 to 200 characters", kind)
-	}
-	for _, r := range id {
-		if unicode.IsControl(r) || unicode.IsSpace(r) || r == '/' {
-			return errorf(http.StatusBadRequest, wire.CodeInvalid,
-				"%s id %q holds a space, control character or '/'; use letters, digits and -_.:", kind, id)
-		}
-	}
-	return nil
-}
-
 func (s *Server) register(w http.ResponseWriter, r *http.Request) {
 	var req wire.RegisterRequest
 	if e := decode(w, r, &req, false); e != nil {
 		writeError(w, e)
 		return
 	}
-	if e := validID("consumer", req.ID); e != nil {
+	if e := validID("consumer", req.ID); e != nil && !s.knownConsumer(req.ID) {
 		writeError(w, e)
 		return
 	}
-	ttl := time.Duration(req.TTLMS) * time.Millisecond
-	if req.TTLMS < 0 || ttl > maxTTL {
-		writeError(w, errorf(http.StatusBadRequest, wire.CodeInvalid, "ttl_ms must be between 0 (the daemon's -ttl) and %d", maxTTL.Milliseconds()))
+	// Compare in milliseconds before converting: a large ttl_ms overflows
+	// time.Duration into a negative or short lease.
+	if req.TTLMS < 0 || req.TTLMS > maxTTL.Milliseconds() {
+		writeError(w, errorf(http.StatusBadRequest, wire.CodeInvalid,
+			"ttl_ms %d is out of range: it must be between 0 (the daemon's -ttl) and %d (24h)", req.TTLMS, maxTTL.Milliseconds()))
 		return
 	}
+	ttl := time.Duration(req.TTLMS) * time.Millisecond
 	if req.PID < 0 {
 		writeError(w, errorf(http.StatusBadRequest, wire.CodeInvalid, "pid must not be negative"))
 		return
 	}
+	if e := checkField("host", req.Host, maxHostBytes); e != nil {
+		writeError(w, e)
+		return
+	}
+	if e := checkField("proc_start", req.ProcStart, maxProcStartBytes); e != nil {
+		writeError(w, e)
+		return
+	}
+	release, e := s.admitConsumer(req.ID)
+	if e != nil {
+		writeError(w, e)
+		return
+	}
+	defer release()
 	c, err := s.l.Register(ledger.ConsumerSpec{ID: req.ID, TTL: ttl, PID: req.PID, ProcStart: req.ProcStart, Host: req.Host})
 	if err != nil {
 		writeError(w, fromLedger(err, "consumer "+req.ID))
@@ -81,6 +83,10 @@ func (s *Server) heartbeat(w http.ResponseWriter, r *http.Request) {
 	}
 	var req wire.HeartbeatRequest
 	if e := decode(w, r, &req, true); e != nil {
+		writeError(w, e)
+		return
+	}
+	if e := s.checkInventory(req.Shapes); e != nil {
 		writeError(w, e)
 		return
 	}
@@ -253,10 +259,21 @@ func (s *Server) ack(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, wire.AckResponse{FlushLSN: res.FlushLSN.String(), Gone: gone})
 }
 
+// listConsumers answers one page of consumers in id order (see page).
 func (s *Server) listConsumers(w http.ResponseWriter, r *http.Request) {
+	p, e := parsePage(r)
+	if e != nil {
+		writeError(w, e)
+		return
+	}
+	all := s.l.Consumers()
+	from, to := p.bounds(len(all), func(i int) string { return all[i].ID })
 	out := []wire.Consumer{}
-	for _, c := range s.l.Consumers() {
+	for _, c := range all[from:to] {
 		out = append(out, s.consumerView(c))
+	}
+	if to > from {
+		setNext(w, to < len(all), all[to-1].ID)
 	}
 	writeJSON(w, http.StatusOK, out)
 }

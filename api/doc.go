@@ -8,6 +8,12 @@
 // are always the JSON object {"error": code, "message": text}; no input
 // reaches the ledger unless it is valid, so none can corrupt it.
 //
+// Limits (see Limits) keep one client from costing everyone else: ids follow
+// one printable rule, filters, values and registration fields are bounded
+// (422 with a code naming the limit), and so are the shapes of a consumer
+// and the consumers holding a lease (429). Lists are paged. Every 500 answer
+// is logged with its cause.
+//
 // A 200 answer to an ack is sent only after the ack is durable in the ledger
 // (deliver.Hub.Ack waits for the group commit), so a consumer may discard
 // what it acked as soon as it has the answer (I2, I6). An open change stream

@@ -20,6 +20,7 @@ type apiError struct {
 	code    string
 	message string
 	reason  string
+	cause   error // of a 500: the error logged with it
 }
 
 func (e *apiError) Error() string { return e.code + ": " + e.message }
@@ -66,7 +67,11 @@ func fromLedger(err error, what string) *apiError {
 		return errorf(http.StatusNotFound, wire.CodeShapeNotFound, "%v; ack only shapes you created", err)
 	case errors.Is(err, ledger.ErrClosed), errors.Is(err, deliver.ErrClosed):
 		return errorf(http.StatusServiceUnavailable, wire.CodeUnavailable, "ledgerd is shutting down; retry against the restarted daemon")
+	case errors.Is(err, ledger.ErrInvalid):
+		return errorf(http.StatusBadRequest, wire.CodeInvalid, "%v", err)
 	default:
-		return errorf(http.StatusInternalServerError, wire.CodeInternal, "%v", err)
+		e := errorf(http.StatusInternalServerError, wire.CodeInternal, "%v; see the daemon's log", err)
+		e.cause = err
+		return e
 	}
 }

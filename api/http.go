@@ -5,6 +5,7 @@ import (
 	"crypto/subtle"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"strings"
@@ -18,6 +19,7 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	if err != nil {
 		status = http.StatusInternalServerError
 		b, _ = json.Marshal(wire.Error{Code: wire.CodeInternal, Message: "encoding the answer: " + err.Error()})
+		recordError(w, &apiError{status: status, code: wire.CodeInternal, cause: fmt.Errorf("encoding the answer: %w", err)})
 	}
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(status)
@@ -28,6 +30,7 @@ func writeError(w http.ResponseWriter, e *apiError) {
 	if e.status == http.StatusUnauthorized {
 		w.Header().Set("WWW-Authenticate", `Bearer realm="ledgerd"`)
 	}
+	recordError(w, e)
 	writeJSON(w, e.status, wire.Error{Code: e.code, Message: e.message, Reason: e.reason})
 }
 

@@ -59,6 +59,8 @@ type Config struct {
 	// Defer records a consumer's answer to a challenge (SPEC §5.3); nil
 	// accepts and ignores it.
 	Defer func(consumer string, shapes []string) error
+	// Limits bound filters, ids and counts; zero fields mean the defaults.
+	Limits Limits
 	// Clock gives the time for ages and expiry; nil means the system clock.
 	Clock ledger.Clock
 	// Logger receives log lines; a "component" field is added.
@@ -73,6 +75,9 @@ type Server struct {
 	log zerolog.Logger
 	reg *prometheus.Registry
 	mux *http.ServeMux
+
+	limits   Limits
+	admitted admissions // creations admitted under the count limits
 }
 
 type systemClock struct{}
@@ -85,12 +90,13 @@ func New(cfg Config) *Server {
 		cfg.Clock = systemClock{}
 	}
 	s := &Server{
-		cfg: cfg,
-		l:   cfg.Ledger,
-		hub: cfg.Hub,
-		log: cfg.Logger.With().Str("component", "api").Logger(),
-		reg: prometheus.NewRegistry(),
-		mux: http.NewServeMux(),
+		cfg:    cfg,
+		l:      cfg.Ledger,
+		hub:    cfg.Hub,
+		log:    cfg.Logger.With().Str("component", "api").Logger(),
+		reg:    prometheus.NewRegistry(),
+		mux:    http.NewServeMux(),
+		limits: cfg.Limits.withDefaults(),
 	}
 	s.reg.MustRegister(newCollector(s))
 	s.routes()
@@ -103,7 +109,7 @@ func (s *Server) Registry() *prometheus.Registry { return s.reg }
 
 // Handler returns the API's HTTP handler.
 func (s *Server) Handler() http.Handler {
-	return s.recoverPanics(s.auth(s.mux))
+	return s.recoverPanics(s.logInternalErrors(s.auth(s.mux)))
 }
 
 func (s *Server) routes() {

@@ -11,12 +11,9 @@ import (
 	"github.com/ledgerd/ledgerd/ledger"
 )
 
-// maxFilterValues bounds a filter so one shape cannot make routing slow.
-const maxFilterValues = 10000
-
 func (s *Server) putShape(w http.ResponseWriter, r *http.Request) {
 	id := r.PathValue("id")
-	if e := validID("shape", id); e != nil {
+	if e := validID("shape", id); e != nil && !s.knownShape(id) {
 		writeError(w, e)
 		return
 	}
@@ -29,17 +26,8 @@ func (s *Server) putShape(w http.ResponseWriter, r *http.Request) {
 		writeError(w, errorf(http.StatusBadRequest, wire.CodeInvalid, `a shape needs "consumer" and "table" ("schema.table")`))
 		return
 	}
-	n := 0
-	for col, vals := range req.Filter {
-		if col == "" || len(vals) == 0 {
-			writeError(w, errorf(http.StatusBadRequest, wire.CodeInvalid,
-				"filter column %q lists no values; list the allowed values or leave the column out", col))
-			return
-		}
-		n += len(vals)
-	}
-	if n > maxFilterValues {
-		writeError(w, errorf(http.StatusBadRequest, wire.CodeInvalid, "the filter lists %d values; at most %d are allowed: split the shape", n, maxFilterValues))
+	if e := s.limits.checkFilter(req.Filter); e != nil {
+		writeError(w, e)
 		return
 	}
 	if e := s.checkLease(r, req.Consumer); e != nil {
@@ -66,6 +54,12 @@ func (s *Server) putShape(w http.ResponseWriter, r *http.Request) {
 		slices.Sort(vals)
 		filter[col] = slices.Compact(vals)
 	}
+	release, e := s.admitShape(id, req.Consumer)
+	if e != nil {
+		writeError(w, e)
+		return
+	}
+	defer release()
 	sh, created, err := s.hub.CreateShape(ledger.ShapeSpec{ID: id, Consumer: req.Consumer, Table: table, Filter: filter})
 	if err != nil {
 		writeError(w, fromLedger(err, "shape "+id))
@@ -109,6 +103,8 @@ func (s *Server) getShape(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, s.shapeView(sh, s.walEnd(r.Context())))
 }
 
+// listShapes answers one page of shapes in id order (see page), or with
+// ?holding=1 every holder, worst first.
 func (s *Server) listShapes(w http.ResponseWriter, r *http.Request) {
 	holding := r.URL.Query().Get("holding")
 	walEnd := s.walEnd(r.Context())
@@ -117,10 +113,21 @@ func (s *Server) listShapes(w http.ResponseWriter, r *http.Request) {
 		for _, sh := range s.l.Holders(0) {
 			out = append(out, s.shapeView(sh, walEnd))
 		}
-	} else {
-		for _, sh := range s.l.Shapes() {
-			out = append(out, s.shapeView(sh, walEnd))
-		}
+		writeJSON(w, http.StatusOK, out)
+		return
+	}
+	p, e := parsePage(r)
+	if e != nil {
+		writeError(w, e)
+		return
+	}
+	all := s.l.Shapes()
+	from, to := p.bounds(len(all), func(i int) string { return all[i].ID })
+	for _, sh := range all[from:to] {
+		out = append(out, s.shapeView(sh, walEnd))
+	}
+	if to > from {
+		setNext(w, to < len(all), all[to-1].ID)
 	}
 	writeJSON(w, http.StatusOK, out)
 }

@@ -14,6 +14,7 @@ const (
 	DefaultTombstoneRetention = 7 * 24 * time.Hour
 	DefaultJournalMaxEvents   = 100000
 	DefaultJournalMaxAge      = 7 * 24 * time.Hour
+	DefaultConsumerRetention  = 7 * 24 * time.Hour
 )
 
 // Clock gives the current time. It is injected so that lease and restart
@@ -55,6 +56,10 @@ type Config struct {
 	MaxBatch int
 	// TombstoneRetention is how long tombstones are kept. Default 7 days.
 	TombstoneRetention time.Duration
+	// ConsumerRetention is how long the record of a gone consumer is kept
+	// (so that its calls get 410 with the reason) before the periodic
+	// compaction deletes it. Default 7 days.
+	ConsumerRetention time.Duration
 	// JournalMaxEvents bounds the event journal by count. Default 100000.
 	JournalMaxEvents int
 	// JournalMaxAge bounds the event journal by age. Default 7 days.
@@ -78,6 +83,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.TombstoneRetention <= 0 {
 		c.TombstoneRetention = DefaultTombstoneRetention
+	}
+	if c.ConsumerRetention <= 0 {
+		c.ConsumerRetention = DefaultConsumerRetention
 	}
 	if c.JournalMaxEvents <= 0 {
 		c.JournalMaxEvents = DefaultJournalMaxEvents

@@ -319,12 +319,21 @@ func (l *Ledger) compact(now time.Time) error {
 	if closed {
 		return ErrClosed
 	}
+	purge := l.expiredConsumers(now)
 	var removed []Tombstone
 	err := guard(func() error {
 		return l.db.Update(func(tx *bolt.Tx) error {
 			var err error
-			removed, err = compactTx(tx, now, l.cfg)
-			return err
+			if removed, err = compactTx(tx, now, l.cfg); err != nil {
+				return err
+			}
+			bk := tx.Bucket(bucketConsumers)
+			for _, id := range purge {
+				if err := bk.Delete([]byte(id)); err != nil {
+					return err
+				}
+			}
+			return nil
 		})
 	})
 	if err != nil {
@@ -333,6 +342,42 @@ func (l *Ledger) compact(now time.Time) error {
 	l.lastCompact = now
 	l.mu.Lock()
 	l.forgetTombstones(removed)
+	for _, id := range purge {
+		delete(l.consumers, id)
+	}
 	l.mu.Unlock()
+	if len(purge) > 0 {
+		l.log.Info().Int("consumers", len(purge)).Dur("retention", l.cfg.ConsumerRetention).
+			Msg("deleted the records of consumers gone longer than the retention")
+	}
 	return nil
+}
+
+// purgeBatch bounds the consumer records one compaction deletes, so that a
+// backlog (a week of short-lived consumers) is worked off over a few passes
+// instead of in one long write transaction.
+const purgeBatch = 1000
+
+// expiredConsumers returns up to purgeBatch consumers gone for longer than
+// Config.ConsumerRetention. Without this every registration of a new id
+// would stay in the file for ever. A gone consumer owns no shape (its shapes
+// were evicted, with their tombstones, in the transaction that ended it, so
+// I4 does not rest on this record), and Register, the only way back, waits
+// for writeMu, which the caller holds. An id registering again after its
+// record is gone starts at epoch 1: fencing rests on the random lease token,
+// which no earlier process holds.
+func (l *Ledger) expiredConsumers(now time.Time) []string {
+	cutoff := now.Add(-l.cfg.ConsumerRetention)
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var out []string
+	for id, c := range l.consumers {
+		if c.Gone && c.GoneAt.Before(cutoff) {
+			out = append(out, id)
+			if len(out) == purgeBatch {
+				break
+			}
+		}
+	}
+	return out
 }

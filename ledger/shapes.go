@@ -281,3 +281,16 @@ func readTombstones(tx *bolt.Tx) ([]Tombstone, error) {
 	})
 	return out, err
 }
+
+// ShapeCount returns the number of live shapes the consumer owns.
+func (l *Ledger) ShapeCount(consumer string) int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	n := 0
+	for _, s := range l.t.shapes {
+		if s.consumer == consumer {
+			n++
+		}
+	}
+	return n
+}

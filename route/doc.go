@@ -12,6 +12,7 @@
 //
 // The Router indexes shapes by table and, within a table, by one filter
 // column's values, so a change is compared only with the shapes that can
-// match it. It is safe for concurrent use: the stream goroutine routes while
-// the API adds and removes shapes.
+// match it, and the cost of checking a shape is bounded by the row's width,
+// not the filter's. It is safe for concurrent use: the stream goroutine
+// routes while the API adds and removes shapes.
 package route

@@ -4,6 +4,7 @@ import (
 	"slices"
 	"sort"
 	"sync"
+	"sync/atomic"
 
 	"github.com/ledgerd/ledgerd/stream"
 )
@@ -51,6 +52,7 @@ type Router struct {
 	mu     sync.RWMutex
 	shapes map[string]*entry
 	tables map[string]*tableIndex
+	probes atomic.Uint64 // column comparisons made by Route, for tests and benchmarks
 }
 
 // New returns an empty router.
@@ -169,6 +171,10 @@ func (r *Router) Len() int {
 
 // Route returns the shapes each change of txn reaches and their union.
 // A transaction that reaches no shape has an empty Result.Shapes.
+//
+// Its cost per change does not grow with the width of the filters: a
+// filter's columns are looked up in a hashed map, and a filter wider than the
+// row is checked by walking the row's columns against it (see matches).
 func (r *Router) Route(txn *stream.Txn) Result {
 	res := Result{Changes: make([][]string, len(txn.Changes))}
 	r.mu.RLock()
@@ -176,6 +182,8 @@ func (r *Router) Route(txn *stream.Txn) Result {
 	if len(r.tables) == 0 {
 		return res
 	}
+	var probes uint64
+	defer func() { r.probes.Add(probes) }()
 	union := map[string]struct{}{}
 	for i := range txn.Changes {
 		ch := &txn.Changes[i]
@@ -183,7 +191,7 @@ func (r *Router) Route(txn *stream.Txn) Result {
 		if t == nil {
 			continue
 		}
-		ids := t.match(ch)
+		ids := t.match(ch, &probes)
 		if len(ids) == 0 {
 			continue
 		}
@@ -204,7 +212,8 @@ func (r *Router) Route(txn *stream.Txn) Result {
 }
 
 // match returns the ids of the table's shapes that the change reaches.
-func (t *tableIndex) match(ch *stream.Change) []string {
+// probes counts the column comparisons made.
+func (t *tableIndex) match(ch *stream.Change, probes *uint64) []string {
 	if ch.Op == stream.OpTruncate {
 		ids := make([]string, 0, len(t.all))
 		for id := range t.all {
@@ -212,16 +221,17 @@ func (t *tableIndex) match(ch *stream.Change) []string {
 		}
 		return ids
 	}
-	var tuples [][]stream.Column
+	var buf [2]row
+	tuples := buf[:0]
 	switch ch.Op {
 	case stream.OpInsert:
-		tuples = [][]stream.Column{ch.New}
+		tuples = append(tuples, row{cols: ch.New, probes: probes})
 	case stream.OpDelete:
-		tuples = [][]stream.Column{ch.Old}
+		tuples = append(tuples, row{cols: ch.Old, probes: probes})
 	default: // update, and any op this version does not know: both rows
-		tuples = [][]stream.Column{ch.New}
+		tuples = append(tuples, row{cols: ch.New, probes: probes})
 		if ch.Old != nil {
-			tuples = append(tuples, ch.Old)
+			tuples = append(tuples, row{cols: ch.Old, probes: probes})
 		}
 	}
 	ids := make([]string, 0, len(t.unfiltered))
@@ -230,8 +240,9 @@ func (t *tableIndex) match(ch *stream.Change) []string {
 	}
 	for col, ci := range t.byCol {
 		seen := map[string]struct{}{}
-		for _, tup := range tuples {
-			v, present := lookup(tup, col)
+		for i := range tuples {
+			tup := &tuples[i]
+			v, present := tup.lookup(col)
 			var cands map[string]*entry
 			if present {
 				cands = ci.byValue[v.Value]
@@ -255,25 +266,71 @@ func (t *tableIndex) match(ch *stream.Change) []string {
 	return ids
 }
 
+// linearLookup is the widest row whose columns are found by a scan; a wider
+// row gets a map from name to column the first time one is looked up.
+const linearLookup = 8
+
+// row is one tuple of a change being routed.
+type row struct {
+	cols   []stream.Column
+	byName map[string]int // column index by name, built on first need for wide rows
+	probes *uint64
+}
+
 // lookup finds a column by name. A column Postgres did not send (unchanged
 // TOAST value) counts as absent.
-func lookup(tup []stream.Column, name string) (stream.Column, bool) {
-	for _, c := range tup {
-		if c.Name == name {
-			if c.Kind == stream.KindUnchanged {
-				return c, false
+func (r *row) lookup(name string) (stream.Column, bool) {
+	i := -1
+	if len(r.cols) <= linearLookup {
+		for j := range r.cols {
+			*r.probes++
+			if r.cols[j].Name == name {
+				i = j
+				break
 			}
-			return c, true
+		}
+	} else {
+		if r.byName == nil {
+			r.byName = make(map[string]int, len(r.cols))
+			for j := len(r.cols) - 1; j >= 0; j-- { // the first of duplicate names wins, as in a scan
+				r.byName[r.cols[j].Name] = j
+			}
+		}
+		*r.probes++
+		if j, ok := r.byName[name]; ok {
+			i = j
 		}
 	}
-	return stream.Column{}, false
+	if i < 0 || r.cols[i].Kind == stream.KindUnchanged {
+		return stream.Column{}, false
+	}
+	return r.cols[i], true
 }
 
 // matches reports whether the tuple satisfies every filter column; absent
-// columns match (over-delivery, never under-delivery).
-func (e *entry) matches(tup []stream.Column) bool {
+// columns match (over-delivery, never under-delivery: I1). A filter with more
+// columns than the row is checked by walking the row against the filter's
+// column map, so a filter listing thousands of columns costs no more than
+// the row's width.
+func (e *entry) matches(tup *row) bool {
+	if len(e.cols) > len(tup.cols) {
+		for _, c := range tup.cols {
+			*tup.probes++
+			set, ok := e.sets[c.Name]
+			if !ok || c.Kind == stream.KindUnchanged {
+				continue
+			}
+			if c.Kind == stream.KindNull {
+				return false
+			}
+			if _, ok := set[c.Value]; !ok {
+				return false
+			}
+		}
+		return true
+	}
 	for _, col := range e.cols {
-		v, present := lookup(tup, col)
+		v, present := tup.lookup(col)
 		if !present {
 			continue
 		}

@@ -194,9 +194,20 @@ func reference(shapes []route.Shape, ch stream.Change) []string {
 // TestRouteMatchesReference compares the index with the plain rule on
 // random shapes and changes, with shapes added and removed in between.
 func TestRouteMatchesReference(t *testing.T) {
-	rng := rand.New(rand.NewPCG(1, 2))
+	// Rows of 3 columns are scanned; rows of 12 are looked up through a map,
+	// and filters wider than a row are checked by walking the row.
+	for _, width := range []int{3, 12} {
+		t.Run(fmt.Sprintf("%d columns", width), func(t *testing.T) { testRouteMatchesReference(t, width) })
+	}
+}
+
+func testRouteMatchesReference(t *testing.T, width int) {
+	rng := rand.New(rand.NewPCG(1, uint64(width)))
 	tables := []string{"public.a", "public.b", "s.c"}
-	cols := []string{"k1", "k2", "k3"}
+	var cols []string
+	for i := range width {
+		cols = append(cols, fmt.Sprintf("k%d", i+1))
+	}
 	vals := []string{"x", "y", "z", ""}
 	randShape := func(i int) route.Shape {
 		s := route.Shape{ID: fmt.Sprintf("s%03d", i), Consumer: "c", Table: tables[rng.IntN(len(tables))]}

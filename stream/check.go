@@ -47,6 +47,13 @@ func (s *Stream) connect(ctx context.Context) (*pgconn.PgConn, error) {
 	}
 	conn, err := pgconn.ConnectConfig(ctx, cfg)
 	if err != nil {
+		if pgCode(err) == "28P01" {
+			// Retrying a refused password cannot succeed; it only fills the
+			// server's log (and may lock the role out).
+			return nil, &CheckError{Err: ErrPassword, Detail: err.Error(),
+				Fix: fmt.Sprintf("correct the password of role %s in -pg-url (or in PGPASSWORD or ~/.pgpass), or the role's password in Postgres (ALTER ROLE %s PASSWORD ...)",
+					quoteIdent(cfg.User), quoteIdent(cfg.User)), Terminal: true}
+		}
 		if code := pgCode(err); code == "42501" || code == "28000" {
 			return nil, &CheckError{Err: ErrPrivilege, Detail: err.Error(),
 				Fix: fmt.Sprintf("ALTER ROLE %s REPLICATION (and allow replication connections in pg_hba.conf)", quoteIdent(cfg.User)), Terminal: true}

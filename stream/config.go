@@ -85,6 +85,12 @@ func (c *Config) validate() error {
 	case c.Publication == "":
 		return fmt.Errorf("%w: Publication is required", ErrConfig)
 	}
+	if err := CheckSlotName(c.Slot); err != nil {
+		return err
+	}
+	if err := CheckPublicationName(c.Publication); err != nil {
+		return err
+	}
 	if c.StatusInterval <= 0 {
 		c.StatusInterval = DefaultStatusInterval
 	}

@@ -13,6 +13,9 @@ var (
 	// ErrPrivilege is returned when the role may not stream changes or
 	// create what it was asked to create.
 	ErrPrivilege = errors.New("insufficient privileges")
+	// ErrPassword is returned when Postgres refuses the password of the
+	// connection string (SQLSTATE 28P01).
+	ErrPassword = errors.New("password authentication failed")
 	// ErrSlotMissing is returned when the slot does not exist and creating
 	// it was not asked for.
 	ErrSlotMissing = errors.New("replication slot does not exist")
@@ -61,7 +64,7 @@ func (e *CheckError) Error() string {
 func (e *CheckError) Unwrap() error { return e.Err }
 
 // IsTerminal reports whether err is a misconfiguration that reconnecting
-// cannot cure (wal_level, privileges, missing or invalidated slot, missing
+// cannot cure (wal_level, privileges, a wrong password, missing or invalidated slot, missing
 // publication, wrong plugin or database). A slot in use by another process is
 // not terminal: that process may go away, and Run keeps retrying.
 func IsTerminal(err error) bool {

@@ -37,6 +37,16 @@ const (
 	CodeInternal           = "internal"             // 500
 )
 
+// Error codes of the limits: a request over a per-request limit is 422, a
+// count limit reached is 429.
+const (
+	CodeInvalidID        = "invalid_id"         // 422: a consumer or shape id outside [A-Za-z0-9._:-]{1,128}, or "." or ".."
+	CodeFilterTooLarge   = "filter_too_large"   // 422: a filter lists more columns or values than allowed
+	CodeValueTooLong     = "value_too_long"     // 422: a filter column name or value, host or proc_start over its length limit
+	CodeTooManyConsumers = "too_many_consumers" // 429: as many consumers hold a lease as allowed
+	CodeTooManyShapes    = "too_many_shapes"    // 429: the consumer owns as many shapes as allowed
+)
+
 // Headers.
 const (
 	// HeaderLease carries the consumer's lease token on calls on its own
@@ -44,6 +54,15 @@ const (
 	HeaderLease = "Ledger-Lease"
 	// ContentTypeNDJSON is the media type of the change stream.
 	ContentTypeNDJSON = "application/x-ndjson"
+	// HeaderNext is set on a page of GET /v1/consumers or GET /v1/shapes
+	// that is not the last: pass its value as ?after= for the next page.
+	HeaderNext = "Ledger-Next"
+)
+
+// Pages of GET /v1/consumers and GET /v1/shapes (?limit=&after=).
+const (
+	DefaultPageSize = 1000
+	MaxPageSize     = 10000
 )
 
 // MaxBody is the largest request body the daemon reads.

@@ -8,6 +8,10 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/ledgerd/ledgerd/api"
+	"github.com/ledgerd/ledgerd/ledger"
+	"github.com/ledgerd/ledgerd/stream"
 )
 
 // config is the daemon's configuration (SPEC §8).
@@ -31,6 +35,14 @@ type config struct {
 	OutboxBytes         byteSize
 	SlowConsumerTimeout time.Duration
 	LogLevel            string
+
+	// Limits (see api.Limits) and the retention of gone consumers.
+	MaxFilterColumns     int
+	MaxFilterValues      int
+	MaxValueBytes        byteSize
+	MaxShapesPerConsumer int
+	MaxConsumers         int
+	ConsumerRetention    time.Duration
 }
 
 // envPrefix is the prefix of every flag's environment variable.
@@ -65,6 +77,13 @@ func newFlagSet(cfg *config, out io.Writer) *flag.FlagSet {
 	fs.Var(&cfg.OutboxBytes, "outbox-bytes", "per-consumer outbox of unacked transactions, e.g. 64MiB")
 	fs.DurationVar(&cfg.SlowConsumerTimeout, "slow-consumer-timeout", 30*time.Second, "backpressure limit before a consumer's stream is closed")
 	fs.StringVar(&cfg.LogLevel, "log-level", "info", "log level: trace, debug, info, warn, error")
+	fs.IntVar(&cfg.MaxFilterColumns, "max-filter-columns", api.DefaultMaxFilterColumns, "most columns one shape's filter may name (over: 422 filter_too_large)")
+	fs.IntVar(&cfg.MaxFilterValues, "max-filter-values", api.DefaultMaxFilterValues, "most values one filter may list over all its columns (over: 422 filter_too_large)")
+	cfg.MaxValueBytes = api.DefaultMaxValueBytes
+	fs.Var(&cfg.MaxValueBytes, "max-value-bytes", "longest filter value, e.g. 1KiB (over: 422 value_too_long)")
+	fs.IntVar(&cfg.MaxShapesPerConsumer, "max-shapes-per-consumer", api.DefaultMaxShapesPerConsumer, "most live shapes one consumer may own (reached: 429 too_many_shapes)")
+	fs.IntVar(&cfg.MaxConsumers, "max-consumers", api.DefaultMaxConsumers, "most consumers holding a lease at once (reached: 429 too_many_consumers)")
+	fs.DurationVar(&cfg.ConsumerRetention, "consumer-retention", ledger.DefaultConsumerRetention, "how long the record of a gone consumer is kept")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "usage: ledgerd -pg-url URL [flags]\n\nEvery flag can be set in the environment as %s<FLAG> (e.g. LEDGERD_PG_URL); the command line wins.\n\n", envPrefix)
 		fs.PrintDefaults()
@@ -109,6 +128,12 @@ func (c config) validate() error {
 	if c.Slot == "" || c.Publication == "" || c.DB == "" || c.Listen == "" {
 		bad("-slot, -publication, -db and -listen must not be empty")
 	}
+	if err := stream.CheckSlotName(c.Slot); c.Slot != "" && err != nil {
+		bad("-slot: %v", err)
+	}
+	if err := stream.CheckPublicationName(c.Publication); c.Publication != "" && err != nil {
+		bad("-publication: %v", err)
+	}
 	for name, d := range map[string]time.Duration{"ttl": c.TTL, "reconcile-interval": c.ReconcileInterval,
 		"status-interval": c.StatusInterval, "stall-grace": c.StallGrace, "challenge-timeout": c.ChallengeTimeout,
 		"slow-consumer-timeout": c.SlowConsumerTimeout} {
@@ -125,7 +150,22 @@ func (c config) validate() error {
 	if c.OutboxBytes < 4096 {
 		bad("-outbox-bytes must be at least 4KiB, got %d", c.OutboxBytes)
 	}
+	for name, n := range map[string]int64{"max-filter-columns": int64(c.MaxFilterColumns), "max-filter-values": int64(c.MaxFilterValues),
+		"max-value-bytes": int64(c.MaxValueBytes), "max-shapes-per-consumer": int64(c.MaxShapesPerConsumer), "max-consumers": int64(c.MaxConsumers)} {
+		if n < 1 {
+			bad("-%s must be at least 1, got %d", name, n)
+		}
+	}
+	if c.ConsumerRetention <= 0 {
+		bad("-consumer-retention must be a positive duration such as 168h, got %v", c.ConsumerRetention)
+	}
 	return errors.Join(errs...)
+}
+
+// limits returns the API's limits.
+func (c config) limits() api.Limits {
+	return api.Limits{MaxFilterColumns: c.MaxFilterColumns, MaxFilterValues: c.MaxFilterValues, MaxValueBytes: int(c.MaxValueBytes),
+		MaxShapesPerConsumer: c.MaxShapesPerConsumer, MaxConsumers: c.MaxConsumers}
 }
 
 // byteSize is a flag value in bytes accepting units: 64MiB, 1GB, 512k, 4096.

@@ -153,7 +153,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	if err != nil {
 		return err
 	}
-	led, err := ledger.Open(ledger.Config{Path: cfg.DB, DefaultTTL: cfg.TTL, Logger: log,
+	led, err := ledger.Open(ledger.Config{Path: cfg.DB, DefaultTTL: cfg.TTL, ConsumerRetention: cfg.ConsumerRetention, Logger: log,
 		Identity: ledger.Identity{SystemID: sys.SystemID, Timeline: sys.Timeline, Database: sys.Database, Slot: cfg.Slot}})
 	if err != nil {
 		return err
@@ -192,7 +192,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 
 	streams := hub.NewRunner(scfg)
 	srv := api.New(api.Config{Ledger: led, Hub: hub, Tables: pg, Slot: pg, SlotName: cfg.Slot, Token: token,
-		Streaming: streams.Streaming, Reconnects: streams.Reconnects, Defer: rec.Defer, Logger: log})
+		Streaming: streams.Streaming, Reconnects: streams.Reconnects, Defer: rec.Defer, Limits: cfg.limits(), Logger: log})
 	if err := srv.Registry().Register(rec); err != nil {
 		return fmt.Errorf("registering the reconciler's metrics: %w", err)
 	}
