@@ -111,10 +111,14 @@ func (l *Ledger) CheckLease(id, lease string) error {
 // before that previous heartbeat. The heartbeat is durable with the next group
 // commit. A lease past its expiry that the reconciler has not ended yet is
 // renewed: the process is evidently alive, and its token still fences it.
+// A heartbeat that arrives while the consumer's end is being committed waits
+// for the outcome.
 func (l *Ledger) Heartbeat(id, lease string, inventory []string) (Consumer, error) {
 	now := l.now().UTC()
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	for l.waitConsumer(id) { // its end is being committed: answer with the outcome
+	}
 	if l.closed {
 		return Consumer{}, ErrClosed
 	}
@@ -323,7 +327,11 @@ func (l *Ledger) endConsumer(id, lease string, check func(*Consumer) error, reas
 			tss = append(tss, tombstoneOf(s, reason, evidence, actor, now))
 		}
 	}
+	ch := l.beginChange(id, owned)
 	l.mu.Unlock()
+	if testHookCommit != nil {
+		testHookCommit()
+	}
 
 	err := guard(func() error {
 		return l.db.Update(func(tx *bolt.Tx) error {
@@ -339,15 +347,18 @@ func (l *Ledger) endConsumer(id, lease string, check func(*Consumer) error, reas
 			return nil
 		})
 	})
+	l.mu.Lock()
+	if err == nil {
+		*c = nc
+		for i, s := range owned {
+			l.dropShape(s, tss[i])
+		}
+	}
+	l.endChange(ch)
+	l.mu.Unlock()
 	if err != nil {
 		return fmt.Errorf("ending consumer %q: %w", id, err)
 	}
-	l.mu.Lock()
-	*c = nc
-	for i, s := range owned {
-		l.dropShape(s, tss[i])
-	}
-	l.mu.Unlock()
 	l.log.Info().Str("consumer", id).Str("reason", string(reason)).Str("evidence", evidence).
 		Int("shapes_evicted", len(owned)).Msg("consumer gone")
 	return nil

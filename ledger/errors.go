@@ -38,7 +38,9 @@ var (
 	ErrLocked = errors.New("ledger: file is locked by a running ledgerd; use inspect -url to ask the daemon instead")
 	// ErrChanged is returned by ExpireConsumerIf when the consumer is no
 	// longer as observed (registered again, heartbeated, stream opened or
-	// closed): the decision is stale; look again.
+	// closed), and by EvictIf when the shape is no longer as observed (created
+	// again, or the reason for its eviction no longer holds): the decision is
+	// stale; look again.
 	ErrChanged = errors.New("ledger: consumer changed since it was observed")
 	// ErrClosed is returned by calls made after Close.
 	ErrClosed = errors.New("ledger: closed")

@@ -58,6 +58,8 @@ type Ledger struct {
 	// epoch (OpenStream, CloseStream); in memory only.
 	streams map[string]openStreams
 
+	changing *change // the eviction or consumer end being committed, if any (see change)
+
 	// group commit (see commit.go)
 	fill           *batch
 	inflight       *batch
@@ -212,6 +214,75 @@ func (l *Ledger) Close() error {
 	}
 	return nil
 }
+
+// change is an eviction or the end of a consumer that was decided under mu
+// and is being committed to the file without it. Until its outcome is known,
+// acks of the shapes it evicts and heartbeats of the consumer it ends wait
+// for it: answered before the decision, they are seen by it (EvictIf,
+// ExpireConsumerIf look again under mu); answered after, they get the
+// outcome. None is accepted and then evicted anyway (I4). writeMu allows one
+// change at a time.
+type change struct {
+	consumer string              // the consumer being ended, "" for an eviction
+	shapes   map[string]struct{} // the shapes being evicted
+	done     chan struct{}
+}
+
+// beginChange marks a decided change as being committed. Caller holds mu
+// and writeMu.
+func (l *Ledger) beginChange(consumer string, shapes []*shapeState) *change {
+	c := &change{consumer: consumer, shapes: make(map[string]struct{}, len(shapes)), done: make(chan struct{})}
+	for _, s := range shapes {
+		c.shapes[s.id] = struct{}{}
+	}
+	l.changing = c
+	return c
+}
+
+// endChange releases whoever waits for c. Caller holds mu.
+func (l *Ledger) endChange(c *change) {
+	l.changing = nil
+	close(c.done)
+}
+
+// waitShape waits while an eviction of the shape is being committed, and
+// reports whether it had to. Caller holds mu; it is released while waiting.
+func (l *Ledger) waitShape(id string) bool {
+	c := l.changing
+	if c == nil {
+		return false
+	}
+	if _, ok := c.shapes[id]; !ok {
+		return false
+	}
+	l.park(c)
+	return true
+}
+
+// waitConsumer waits while the end of the consumer is being committed, and
+// reports whether it had to. Caller holds mu; it is released while waiting.
+func (l *Ledger) waitConsumer(id string) bool {
+	c := l.changing
+	if c == nil || c.consumer != id {
+		return false
+	}
+	l.park(c)
+	return true
+}
+
+func (l *Ledger) park(c *change) {
+	if testHookParked != nil {
+		testHookParked()
+	}
+	l.mu.Unlock()
+	<-c.done
+	l.mu.Lock()
+}
+
+// Test hooks: testHookCommit runs when an eviction or the end of a consumer
+// has been decided and its bbolt transaction is about to start;
+// testHookParked runs when an ack or heartbeat waits for such a commit.
+var testHookCommit, testHookParked func()
 
 // now returns the clock's time.
 func (l *Ledger) now() time.Time { return l.clock.Now() }

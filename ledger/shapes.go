@@ -121,10 +121,14 @@ func (l *Ledger) shapeView(s *shapeState) Shape {
 	return sh
 }
 
-// Shape returns a live shape.
+// Shape returns a live shape. While the shape's eviction is being committed
+// it waits for the outcome, so a caller that changed what the eviction was
+// judged on (see EvictIf) and then looks learns whether it came in time.
 func (l *Ledger) Shape(id string) (Shape, bool) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	for l.waitShape(id) {
+	}
 	s := l.t.shapes[id]
 	if s == nil {
 		return Shape{}, false
@@ -155,9 +159,33 @@ func (l *Ledger) DeleteShape(id string) error {
 // one bbolt transaction (I4). Only once that transaction has committed does
 // the tracker drop the shape's pending entries, so the safe LSN moves past
 // the shape only when the eviction is durable (I1). Later acks for the shape
-// get a *GoneError with the reason. An unknown id is ErrNotFound; an id
-// already evicted is a *GoneError.
+// get a *GoneError with the reason; acks that arrive while the transaction
+// commits wait for it. An unknown id is ErrNotFound; an id already evicted
+// is a *GoneError.
 func (l *Ledger) Evict(id string, reason Reason, evidence, actor string) (Tombstone, error) {
+	return l.evict(id, 0, nil, reason, evidence, actor)
+}
+
+// EvictIf is Evict conditional on the observation the decision was made
+// from: it evicts the shape only if it is still the generation seen and
+// still reports true for the shape and its consumer as they are now (owner is
+// the zero Consumer when the shape's consumer is unknown). still runs under
+// the lock that orders acks and heartbeats, so whatever was answered before
+// it is seen by it, and whatever comes after waits for the eviction's
+// outcome: an ack or heartbeat that made the reason false is never accepted
+// and then evicted anyway (I4). still must not call the Ledger. When the
+// condition no longer holds it returns an error wrapping ErrChanged and
+// changes nothing; the caller looks again.
+func (l *Ledger) EvictIf(seen Shape, reason Reason, evidence, actor string, still func(cur Shape, owner Consumer) bool) (Tombstone, error) {
+	if seen.Generation == 0 {
+		return Tombstone{}, fmt.Errorf("%w: shape %q: EvictIf needs the generation observed", ErrInvalid, seen.ID)
+	}
+	return l.evict(seen.ID, seen.Generation, still, reason, evidence, actor)
+}
+
+// evict is Evict and EvictIf: gen, when not 0, must be the live generation
+// and a non-nil still must hold, checked under mu.
+func (l *Ledger) evict(id string, gen uint64, still func(Shape, Consumer) bool, reason Reason, evidence, actor string) (Tombstone, error) {
 	l.writeMu.Lock()
 	defer l.writeMu.Unlock()
 	l.mu.Lock()
@@ -172,20 +200,41 @@ func (l *Ledger) Evict(id string, reason Reason, evidence, actor string) (Tombst
 		return Tombstone{}, err
 	}
 	now := l.now()
+	if gen != 0 && s.gen != gen {
+		l.mu.Unlock()
+		return Tombstone{}, fmt.Errorf("%w: shape %q is generation %d, observed generation %d", ErrChanged, id, s.gen, gen)
+	}
+	if still != nil {
+		var owner Consumer
+		if c := l.consumers[s.consumer]; c != nil {
+			owner = cloneConsumer(c)
+		}
+		if !still(l.shapeView(s), owner) {
+			l.mu.Unlock()
+			return Tombstone{}, fmt.Errorf("%w: shape %q (%s no longer holds)", ErrChanged, id, reason)
+		}
+	}
 	ts := tombstoneOf(s, reason, evidence, actor, now)
+	ch := l.beginChange("", []*shapeState{s})
 	l.mu.Unlock()
+	if testHookCommit != nil {
+		testHookCommit()
+	}
 
 	err := guard(func() error {
 		return l.db.Update(func(tx *bolt.Tx) error {
 			return evictTx(tx, newJournal(tx, now), ts)
 		})
 	})
+	l.mu.Lock()
+	if err == nil {
+		l.dropShape(s, ts)
+	}
+	l.endChange(ch)
+	l.mu.Unlock()
 	if err != nil {
 		return Tombstone{}, fmt.Errorf("evicting shape %q: %w", id, err)
 	}
-	l.mu.Lock()
-	l.dropShape(s, ts)
-	l.mu.Unlock()
 	l.log.Info().Str("shape", id).Str("consumer", ts.Consumer).Str("reason", string(reason)).
 		Str("evidence", evidence).Str("actor", actor).Stringer("flushed_lsn", ts.FlushedLSN).Msg("shape evicted")
 	return ts, nil

@@ -39,11 +39,14 @@ func (l *Ledger) Idle(walEnd LSN) {
 // An ack at or below the shape's flushed LSN is ignored (I6). An ack above
 // both the flushed LSN and the last transaction sent is an *AckError: the
 // consumer claims what it never received. An evicted shape gets a *GoneError
-// with the reason (I4); an unknown one ErrNotFound.
+// with the reason (I4); an unknown one ErrNotFound. An ack that arrives
+// while the shape's eviction is being committed waits for the outcome.
 func (l *Ledger) Ack(shape string, lsn LSN) error {
 	now := l.now().UnixNano()
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	for l.waitShape(shape) { // its eviction is being committed: answer with the outcome
+	}
 	if l.closed {
 		return ErrClosed
 	}

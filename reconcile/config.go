@@ -34,7 +34,8 @@ type Ledger interface {
 	Shape(id string) (ledger.Shape, bool)
 	Holders(n int) []ledger.Shape
 	ExpireConsumerIf(seen ledger.Consumer, reason ledger.Reason, evidence string) error
-	Evict(id string, reason ledger.Reason, evidence, actor string) (ledger.Tombstone, error)
+	EvictIf(seen ledger.Shape, reason ledger.Reason, evidence, actor string, still func(cur ledger.Shape, owner ledger.Consumer) bool) (ledger.Tombstone, error)
+	Tombstone(id string) (ledger.Tombstone, bool)
 	FlushLSN() ledger.LSN
 	RecordTick(now time.Time) error
 	Record(e ledger.Event) error

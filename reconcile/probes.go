@@ -208,20 +208,29 @@ func (p *pass) expire(c ledger.Consumer, reason ledger.Reason, evidence string) 
 		Int("shapes_evicted", n).Msg("consumer ended")
 }
 
-// evict evicts one shape, if the breaker allows it and check still holds on
-// a fresh read of it (same generation, same condition).
-func (p *pass) evict(sh ledger.Shape, reason ledger.Reason, evidence string, check func(ledger.Shape) bool) {
+// testHookEvict, when set by a test, runs after a shape eviction was decided
+// and before the ledger is asked for it.
+var testHookEvict func(shape string)
+
+// evict evicts one shape, if the breaker allows it and still holds for the
+// shape and its consumer as they are when the eviction commits: the ledger
+// judges it again under the lock that orders acks and heartbeats, so an ack,
+// defer or heartbeat answered in between is never accepted and then evicted
+// anyway. When it no longer holds, the next pass decides again.
+func (p *pass) evict(sh ledger.Shape, reason ledger.Reason, evidence string, still func(cur ledger.Shape, owner ledger.Consumer) bool) {
 	r := p.r
 	if p.evicted[sh.ID] || !p.allow(1) {
 		return
 	}
-	cur, ok := r.cfg.Ledger.Shape(sh.ID)
-	if !ok || cur.Generation != sh.Generation || (check != nil && !check(cur)) {
-		return
+	if testHookEvict != nil {
+		testHookEvict(sh.ID)
 	}
-	_, err := r.cfg.Ledger.Evict(sh.ID, reason, evidence, Actor)
+	_, err := r.cfg.Ledger.EvictIf(sh, reason, evidence, Actor, still)
 	var gone *ledger.GoneError
 	switch {
+	case errors.Is(err, ledger.ErrChanged):
+		r.log.Debug().Err(err).Str("shape", sh.ID).Str("reason", string(reason)).Msg("shape changed since observed; decided again next pass")
+		return
 	case errors.As(err, &gone), errors.Is(err, ledger.ErrNotFound):
 		return
 	case err != nil:
@@ -245,9 +254,11 @@ func (p *pass) orphans() {
 		c, ok := p.byID[sh.Consumer]
 		switch {
 		case !ok:
-			p.evict(sh, ledger.ReasonLeaseExpired, fmt.Sprintf("consumer %s is unknown to the ledger, now %s", sh.Consumer, stamp(p.now)), nil)
+			p.evict(sh, ledger.ReasonLeaseExpired, fmt.Sprintf("consumer %s is unknown to the ledger, now %s", sh.Consumer, stamp(p.now)),
+				func(_ ledger.Shape, owner ledger.Consumer) bool { return owner.ID == "" })
 		case c.Gone:
-			p.evict(sh, c.GoneReason, fmt.Sprintf("consumer %s gone since %s (%s), now %s", c.ID, stamp(c.GoneAt), c.GoneReason, stamp(p.now)), nil)
+			p.evict(sh, c.GoneReason, fmt.Sprintf("consumer %s gone since %s (%s), now %s", c.ID, stamp(c.GoneAt), c.GoneReason, stamp(p.now)),
+				func(_ ledger.Shape, owner ledger.Consumer) bool { return owner.Gone && owner.Epoch == c.Epoch })
 		}
 	}
 }
@@ -259,7 +270,7 @@ func (p *pass) orphans() {
 func (p *pass) inventory() {
 	for _, id := range sortedKeys(p.byID) {
 		c := p.byID[id]
-		if c.Gone || p.ended[id] || c.Inventory == nil || c.PrevHeartbeat.IsZero() || !c.InventoryAt.Equal(c.LastHeartbeat) {
+		if c.Gone || p.ended[id] || !judgesInventory(c) {
 			continue
 		}
 		held := make(map[string]struct{}, len(c.Inventory))
@@ -272,9 +283,20 @@ func (p *pass) inventory() {
 			}
 			ev := fmt.Sprintf("heartbeat at %s listed %d shapes without it; shape created %s, before the previous heartbeat at %s",
 				stamp(c.InventoryAt), len(c.Inventory), stamp(sh.CreatedAt), stamp(c.PrevHeartbeat))
-			p.evict(sh, ledger.ReasonNotInInventory, ev, nil)
+			// Still the list judged: a heartbeat since then carries a newer one.
+			p.evict(sh, ledger.ReasonNotInInventory, ev, func(cur ledger.Shape, owner ledger.Consumer) bool {
+				return !owner.Gone && owner.Epoch == c.Epoch && owner.InventoryAt.Equal(c.InventoryAt) && judgesInventory(owner) &&
+					!slices.Contains(owner.Inventory, cur.ID) && cur.Consumer == owner.ID
+			})
 		}
 	}
+}
+
+// judgesInventory reports whether the consumer's last heartbeat carried a
+// shape list that may judge its shapes: sent by the last heartbeat, with a
+// previous heartbeat to tell which shapes are old enough to be judged.
+func judgesInventory(c ledger.Consumer) bool {
+	return c.Inventory != nil && !c.PrevHeartbeat.IsZero() && c.InventoryAt.Equal(c.LastHeartbeat)
 }
 
 // walBudget evicts pending shapes pinning more than the budget.
@@ -291,7 +313,7 @@ func (p *pass) walBudget(walEnd ledger.LSN) {
 		ev := fmt.Sprintf("pending %s since %s pins %d bytes (pg_current_wal_lsn %s), budget %d bytes, now %s",
 			sh.PendingLSN, stamp(sh.PendingSince), pinned, walEnd, budget, stamp(p.now))
 		pending := sh.PendingLSN
-		p.evict(sh, ledger.ReasonWALBudget, ev, func(cur ledger.Shape) bool { return cur.PendingLSN == pending })
+		p.evict(sh, ledger.ReasonWALBudget, ev, func(cur ledger.Shape, _ ledger.Consumer) bool { return cur.PendingLSN == pending })
 	}
 }
 
@@ -354,10 +376,13 @@ func (p *pass) progress() {
 		sh, ch := x.sh, x.ch
 		ev := fmt.Sprintf("pending %s since %s, last ack %s, challenged %s, no ack or defer within %s, now %s",
 			sh.PendingLSN, stamp(sh.PendingSince), stamp(sh.LastAckAt), stamp(ch.at), r.cfg.ChallengeTimeout, stamp(p.now))
-		p.evict(sh, ledger.ReasonStalled, ev, func(cur ledger.Shape) bool {
+		// Still pending without ack progress and without a defer since the
+		// challenge. A defer recorded after this ran finds the shape gone
+		// (Defer looks again once the eviction is over).
+		p.evict(sh, ledger.ReasonStalled, ev, func(cur ledger.Shape, _ ledger.Consumer) bool {
 			r.mu.Lock()
 			defer r.mu.Unlock()
-			return cur.FlushedLSN <= ch.flushed && r.deferred[cur.ID].Before(ch.at)
+			return cur.PendingLSN != 0 && cur.FlushedLSN <= ch.flushed && r.deferred[cur.ID].Before(ch.at)
 		})
 	}
 }

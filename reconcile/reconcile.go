@@ -117,6 +117,10 @@ func (r *Reconciler) runPass(ctx context.Context) {
 // and working on what they hold. It restarts their stall grace. It is the
 // API's Config.Defer hook; the API has checked that the shapes are the
 // consumer's.
+//
+// A stalled eviction decided before the defer was recorded may be committing
+// meanwhile; Defer then waits for it and returns the shape's *ledger.GoneError,
+// so a defer is never accepted for a shape that is evicted anyway (I4).
 func (r *Reconciler) Defer(consumer string, shapes []string) error {
 	now := r.now()
 	r.mu.Lock()
@@ -124,6 +128,15 @@ func (r *Reconciler) Defer(consumer string, shapes []string) error {
 		r.deferred[id] = now
 	}
 	r.mu.Unlock()
+	for _, id := range shapes {
+		if _, ok := r.cfg.Ledger.Shape(id); ok {
+			continue
+		}
+		if ts, ok := r.cfg.Ledger.Tombstone(id); ok {
+			return &ledger.GoneError{Shape: id, Consumer: ts.Consumer, Reason: ts.Reason, Evidence: ts.Evidence, At: ts.At}
+		}
+		return fmt.Errorf("deferring shape %s: %w", id, ledger.ErrNotFound)
+	}
 	for _, id := range shapes {
 		r.record(ledger.Event{Time: now, Kind: EventDeferred, Consumer: consumer, Shape: id, Detail: "challenge answered with defer: stall grace restarts"})
 	}

@@ -1,0 +1,10 @@
+package reconcile
+
+// SetEvictHook makes f run after the reconciler decided to evict a shape and
+// before it asks the ledger to: what lands there raced the decision. It
+// returns a function that removes the hook.
+func SetEvictHook(f func(shape string)) (restore func()) {
+	old := testHookEvict
+	testHookEvict = f
+	return func() { testHookEvict = old }
+}
