@@ -74,6 +74,10 @@ func (s *Server) putShape(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, status, wire.ShapeResponse{ID: sh.ID, Generation: sh.Generation, StartLSN: sh.StartLSN.String()})
 }
 
+// testHookDeleteShape, when set by a test, runs after DELETE checked the
+// shape's owner and before it asks the ledger.
+var testHookDeleteShape func()
+
 func (s *Server) deleteShape(w http.ResponseWriter, r *http.Request) {
 	id := r.PathValue("id")
 	sh, ok := s.l.Shape(id)
@@ -85,7 +89,16 @@ func (s *Server) deleteShape(w http.ResponseWriter, r *http.Request) {
 		writeError(w, e)
 		return
 	}
-	if err := s.l.DeleteShape(id); err != nil {
+	if testHookDeleteShape != nil {
+		testHookDeleteShape()
+	}
+	// Delete the generation whose owner was checked: the id may have been
+	// evicted and created again, by another consumer, since the read.
+	if err := s.l.DeleteShapeIf(sh); err != nil {
+		if errors.Is(err, ledger.ErrChanged) {
+			writeError(w, s.missingShape(id))
+			return
+		}
 		writeError(w, fromLedger(err, "shape "+id))
 		return
 	}

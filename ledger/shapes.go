@@ -155,6 +155,15 @@ func (l *Ledger) DeleteShape(id string) error {
 	return err
 }
 
+// DeleteShapeIf is DeleteShape of the shape as observed when its owner was
+// checked: if the id was evicted and created again since (by its consumer or
+// another), the shape now live is left alone and the answer wraps ErrChanged.
+func (l *Ledger) DeleteShapeIf(seen Shape) error {
+	_, err := l.EvictIf(seen, ReasonReleased, "deleted by its consumer", "consumer",
+		func(cur Shape, _ Consumer) bool { return cur.Consumer == seen.Consumer })
+	return err
+}
+
 // Evict removes a live shape and writes its tombstone and a journal event in
 // one bbolt transaction (I4). Only once that transaction has committed does
 // the tracker drop the shape's pending entries, so the safe LSN moves past
