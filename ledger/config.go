@@ -18,12 +18,31 @@ const (
 )
 
 // Clock gives the current time. It is injected so that lease and restart
-// logic (I3, I5) is tested without sleeping.
+// logic (I3, I5) is tested without sleeping. Now is the wall clock: what is
+// recorded, shown, and compared across restarts.
 type Clock interface{ Now() time.Time }
+
+// MonotonicClock is a Clock that also reads a monotonic clock: elapsed time
+// that steps of the wall clock (NTP, an operator setting the date) do not
+// move. Within a process leases are judged on it, so a step larger than the
+// TTL does not expire every consumer at once (I5), nor does a step back keep
+// a dead one alive (I3). A Clock without it is read as the wall clock for
+// both.
+type MonotonicClock interface {
+	Clock
+	// Monotonic returns the time elapsed since some fixed instant of this
+	// process.
+	Monotonic() time.Duration
+}
 
 type systemClock struct{}
 
+// processStart carries Go's monotonic reading: time.Since measures on it.
+var processStart = time.Now()
+
 func (systemClock) Now() time.Time { return time.Now() }
+
+func (systemClock) Monotonic() time.Duration { return time.Since(processStart) }
 
 // Identity is what a ledger file is bound to. SystemID and Slot must match on
 // every open (*ForeignError otherwise); a Timeline change is recorded.

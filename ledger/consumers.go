@@ -22,9 +22,26 @@ func cloneConsumer(c *Consumer) Consumer {
 	return out
 }
 
-// live reports whether c holds a lease at now.
-func live(c *Consumer, now time.Time) bool {
-	return !c.Gone && (c.Streaming || now.Before(c.ExpiresAt))
+// live reports whether c holds a lease now. The lease is judged on the
+// monotonic clock: a wall clock step neither ends nor extends it (I3, I5).
+func (l *Ledger) live(c *Consumer) bool {
+	return !c.Gone && (c.Streaming || l.mono() < c.leaseEnd)
+}
+
+// renew starts the lease's TTL again at now.
+func (l *Ledger) renew(c *Consumer, now time.Time) {
+	c.ExpiresAt = now.Add(c.TTL).UTC()
+	c.leaseEnd = l.mono() + c.TTL
+}
+
+// view is the public copy of c, its ExpiresAt moved to when the lease ends
+// by the wall clock now. Caller holds mu.
+func (l *Ledger) view(c *Consumer) Consumer {
+	out := cloneConsumer(c)
+	if !c.Gone && c.leaseEnd != 0 {
+		out.ExpiresAt = l.now().Add(c.leaseEnd - l.mono()).UTC()
+	}
+	return out
 }
 
 // Register gives the consumer a new lease: a new random token and the next
@@ -52,7 +69,7 @@ func (l *Ledger) Register(spec ConsumerSpec) (Consumer, error) {
 	now := l.now()
 	var epoch uint64
 	if old := l.consumers[spec.ID]; old != nil {
-		if live(old, now) {
+		if l.live(old) {
 			l.mu.Unlock()
 			return Consumer{}, fmt.Errorf("%w: consumer %q until %s", ErrConsumerExists, spec.ID, old.ExpiresAt.UTC().Format(time.RFC3339Nano))
 		}
@@ -64,6 +81,7 @@ func (l *Ledger) Register(spec ConsumerSpec) (Consumer, error) {
 		ID: spec.ID, Lease: newLease(), Epoch: epoch + 1, TTL: spec.TTL, PID: spec.PID, ProcStart: spec.ProcStart,
 		Host: spec.Host, RegisteredAt: now.UTC(), LastHeartbeat: now.UTC(), HeartbeatAt: now.UTC(), ExpiresAt: now.Add(spec.TTL).UTC(),
 	}
+	c.leaseEnd = l.mono() + spec.TTL
 	err := guard(func() error {
 		return l.db.Update(func(tx *bolt.Tx) error {
 			if err := tx.Bucket(bucketConsumers).Put([]byte(c.ID), encodeConsumer(c)); err != nil {
@@ -132,7 +150,7 @@ func (l *Ledger) Heartbeat(id, lease string, inventory []string) (Consumer, erro
 	c.PrevHeartbeat = c.HeartbeatAt
 	c.HeartbeatAt = now
 	c.LastHeartbeat = now
-	c.ExpiresAt = now.Add(c.TTL)
+	l.renew(c, now)
 	if inventory != nil {
 		c.Inventory = append([]string{}, inventory...)
 		c.InventoryAt = now
@@ -155,7 +173,7 @@ func (l *Ledger) SetStreaming(id string, open bool) {
 	}
 	c.Streaming = open
 	c.LastHeartbeat = now
-	c.ExpiresAt = now.Add(c.TTL)
+	l.renew(c, now)
 	l.markConsumer(id)
 }
 
@@ -234,7 +252,7 @@ func (l *Ledger) Consumer(id string) (Consumer, bool) {
 	if c == nil {
 		return Consumer{}, false
 	}
-	return cloneConsumer(c), true
+	return l.view(c), true
 }
 
 // Consumers returns every consumer, ordered by id.
@@ -242,7 +260,7 @@ func (l *Ledger) Consumers() []Consumer {
 	l.mu.Lock()
 	out := make([]Consumer, 0, len(l.consumers))
 	for _, c := range l.consumers {
-		out = append(out, cloneConsumer(c))
+		out = append(out, l.view(c))
 	}
 	l.mu.Unlock()
 	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })

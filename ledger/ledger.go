@@ -286,3 +286,12 @@ var testHookCommit, testHookParked func()
 
 // now returns the clock's time.
 func (l *Ledger) now() time.Time { return l.clock.Now() }
+
+// mono returns the monotonic clock's reading, or the wall clock's when the
+// Clock has no monotonic reading.
+func (l *Ledger) mono() time.Duration {
+	if mc, ok := l.clock.(MonotonicClock); ok {
+		return mc.Monotonic()
+	}
+	return time.Duration(l.clock.Now().UnixNano())
+}

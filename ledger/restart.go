@@ -187,7 +187,7 @@ func (l *Ledger) start(fresh bool) error {
 					continue
 				}
 				c.Streaming = false
-				c.ExpiresAt = now.Add(c.TTL)
+				l.renew(c, now)
 				if err := tx.Bucket(bucketConsumers).Put([]byte(c.ID), encodeConsumer(c)); err != nil {
 					return err
 				}

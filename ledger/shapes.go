@@ -216,7 +216,7 @@ func (l *Ledger) evict(id string, gen uint64, still func(Shape, Consumer) bool, 
 	if still != nil {
 		var owner Consumer
 		if c := l.consumers[s.consumer]; c != nil {
-			owner = cloneConsumer(c)
+			owner = l.view(c)
 		}
 		if !still(l.shapeView(s), owner) {
 			l.mu.Unlock()

@@ -23,13 +23,12 @@ type Stats struct {
 
 // Stats returns counters and positions for metrics.
 func (l *Ledger) Stats() Stats {
-	now := l.now()
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	st := l.stats
 	st.Consumers = len(l.consumers)
 	for _, c := range l.consumers {
-		if live(c, now) {
+		if l.live(c) {
 			st.LiveConsumers++
 		}
 	}

@@ -37,7 +37,7 @@ type Consumer struct {
 	Host          string
 	RegisteredAt  time.Time
 	LastHeartbeat time.Time
-	ExpiresAt     time.Time // LastHeartbeat + TTL; meaningless while Streaming
+	ExpiresAt     time.Time // LastHeartbeat + TTL; meaningless while Streaming. Views give when the lease ends by the wall clock now: it is judged on the monotonic clock, so a wall clock step moves it along
 	Streaming     bool      // an open change stream holds the lease
 	Gone          bool
 	GoneReason    Reason
@@ -46,6 +46,8 @@ type Consumer struct {
 	InventoryAt   time.Time // when Inventory was received
 	PrevHeartbeat time.Time // the heartbeat call before the last one
 	HeartbeatAt   time.Time // the last heartbeat call (or the registration); stream opens and closes do not count
+
+	leaseEnd time.Duration // Ledger.mono reading when the lease ends; memory only (the file keeps ExpiresAt)
 }
 
 // ShapeSpec is the definition of a shape.
