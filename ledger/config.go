@@ -62,6 +62,12 @@ type Config struct {
 	Identity Identity
 	// Clock gives the time; nil means the system clock.
 	Clock Clock
+	// SlotConfirmedFlush is the slot's confirmed_flush_lsn when the daemon
+	// starts; 0 means unknown. The stream resumes there, so everything
+	// before it counts as processed: a shape created before the stream has
+	// handed over a transaction starts there, not at 0/0 on a new file (its
+	// flushed LSN must not claim less than the slot already confirmed).
+	SlotConfirmedFlush LSN
 	// DefaultTTL is the consumer lease TTL when a registration gives none.
 	// Default 10s.
 	DefaultTTL time.Duration

@@ -87,7 +87,9 @@ type Ledger struct {
 //
 // Config.Identity must name the system and the slot; a new file is bound to
 // them. Position starts at zero after Open: the stream replays from the
-// slot's confirmed_flush_lsn and Track re-creates what is pending.
+// slot's confirmed_flush_lsn and Track re-creates what is pending. New
+// shapes start no lower than the processed position recorded in the file
+// or Config.SlotConfirmedFlush.
 func Open(cfg Config) (*Ledger, error) {
 	cfg = cfg.withDefaults()
 	if cfg.Path == "" {
@@ -114,6 +116,7 @@ func Open(cfg Config) (*Ledger, error) {
 	l.fill = newBatch(1)
 	fresh, err := l.load()
 	if err == nil {
+		l.startFloor = max(l.startFloor, cfg.SlotConfirmedFlush)
 		err = l.start(fresh)
 	}
 	if err != nil {

@@ -3,6 +3,7 @@ package ledger_test
 import (
 	"context"
 	"errors"
+	"path/filepath"
 	"slices"
 	"testing"
 	"time"
@@ -311,5 +312,39 @@ func TestIdleAdvancesToWALEnd(t *testing.T) {
 	}
 	if got := syncFlush(t, l); got != 5000 {
 		t.Fatalf("flush = %s, want 0/1388", got)
+	}
+}
+
+// TestNewShapeStartsAtSlotConfirmedFlush: on a new file, before the stream
+// has handed over anything, a shape starts at the slot's confirmed position
+// (Config.SlotConfirmedFlush), not at 0/0: a replay of older transactions
+// (Postgres moving its confirmed position back after a crash) does not
+// reach it, the next transaction does (I1, I2). After a restart the file's
+// own processed position counts when it is further.
+func TestNewShapeStartsAtSlotConfirmedFlush(t *testing.T) {
+	clk := newClock()
+	cfg := testConfig(filepath.Join(t.TempDir(), "ledger.db"), clk)
+	cfg.SlotConfirmedFlush = 0x5000
+	l := openAt(t, cfg)
+	mustRegister(t, l, "c", time.Hour)
+	mustShapes(t, l, "c", "s")
+	if sh, _ := l.Shape("s"); sh.StartLSN != 0x4fff || sh.FlushedLSN != 0x4fff {
+		t.Fatalf("shape on a new file = start %s flushed %s, want 0/4FFF below the slot's confirmed 0/5000", sh.StartLSN, sh.FlushedLSN)
+	}
+	if got := track(t, l, 0x4000, "s"); len(got) != 0 {
+		t.Fatalf("a transaction before the slot's position reached the new shape: %v", got)
+	}
+	if got := track(t, l, 0x5000, "s"); !slices.Equal(got, []string{"s"}) {
+		t.Fatalf("the transaction at the slot's position reached %v, want [s]", got)
+	}
+	mustAck(t, l, "s", 0x5000)
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	cfg.SlotConfirmedFlush = 0x100
+	l = openAt(t, cfg)
+	mustShapes(t, l, "c", "t")
+	if sh, _ := l.Shape("t"); sh.StartLSN < 0x5000 {
+		t.Fatalf("shape after a restart starts at %s, below the processed position the file records", sh.StartLSN)
 	}
 }

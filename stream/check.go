@@ -20,6 +20,9 @@ type System struct {
 	Timeline int32
 	Database string
 	XLogPos  ledger.LSN // current WAL flush position of the server
+	// ConfirmedFlush is the slot's confirmed_flush_lsn as Check found it:
+	// where the stream resumes (0 when the slot reports none).
+	ConfirmedFlush ledger.LSN
 }
 
 // slotState is the slot's row in pg_replication_slots.
@@ -72,7 +75,8 @@ func (s *Stream) Check(ctx context.Context) (System, error) {
 		return System{}, err
 	}
 	defer conn.Close(context.WithoutCancel(ctx))
-	sys, _, err := s.preflight(ctx, conn, true)
+	sys, slot, err := s.preflight(ctx, conn, true)
+	sys.ConfirmedFlush = slot.confirmedFlush
 	return sys, err
 }
 

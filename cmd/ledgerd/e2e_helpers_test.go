@@ -88,6 +88,14 @@ func startDaemon(t testing.TB, dsn, slot, dbPath string, extra ...string) *daemo
 // startDaemonOn is startDaemon listening on addr.
 func startDaemonOn(t testing.TB, addr, dsn, slot, dbPath string, extra ...string) *daemon {
 	t.Helper()
+	d := launchDaemon(t, addr, dsn, slot, dbPath, extra...)
+	d.waitReady()
+	return d
+}
+
+// launchDaemon is startDaemonOn without waiting for the daemon to be ready.
+func launchDaemon(t testing.TB, addr, dsn, slot, dbPath string, extra ...string) *daemon {
+	t.Helper()
 	if dbPath == "" {
 		dbPath = filepath.Join(t.TempDir(), "ledgerd.db")
 	}
@@ -127,7 +135,6 @@ func startDaemonOn(t testing.TB, addr, dsn, slot, dbPath string, extra ...string
 		t.Fatal(err)
 	}
 	d.c = c
-	d.waitReady()
 	return d
 }
 
