@@ -99,3 +99,31 @@ func TestHeartbeatDuringConsumerEnd(t *testing.T) {
 		t.Fatalf("heartbeat during the consumer's end answered %v, and the consumer was ended: an accepted heartbeat was lost", hbErr)
 	}
 }
+
+// TestSettledShapeDuringEvictionCommit: SettledShape asked while the shape's
+// eviction is being committed answers with the outcome, not with the shape
+// about to go (a defer recorded in that window learns it came too late).
+func TestSettledShapeDuringEvictionCommit(t *testing.T) {
+	l := raceLedger(t)
+	if _, err := l.Register(ConsumerSpec{ID: "c", TTL: time.Hour}); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := l.PutShape(ShapeSpec{ID: "s", Consumer: "c", Table: "public.t"}); err != nil {
+		t.Fatal(err)
+	}
+	errLive := errors.New("reported live")
+	lookErr, err := withCommitRace(t,
+		func() error { _, err := l.Evict("s", ReasonStalled, "test", "reconciler"); return err },
+		func() error {
+			if _, ok := l.SettledShape("s"); ok {
+				return errLive
+			}
+			return nil
+		})
+	if err != nil {
+		t.Fatalf("evict: %v", err)
+	}
+	if lookErr != nil {
+		t.Fatalf("SettledShape during the eviction's commit: %v, and the shape was evicted", lookErr)
+	}
+}

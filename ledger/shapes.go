@@ -121,10 +121,22 @@ func (l *Ledger) shapeView(s *shapeState) Shape {
 	return sh
 }
 
-// Shape returns a live shape. While the shape's eviction is being committed
-// it waits for the outcome, so a caller that changed what the eviction was
-// judged on (see EvictIf) and then looks learns whether it came in time.
+// Shape returns a live shape.
 func (l *Ledger) Shape(id string) (Shape, bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	s := l.t.shapes[id]
+	if s == nil {
+		return Shape{}, false
+	}
+	return l.shapeView(s), true
+}
+
+// SettledShape is Shape once an eviction of the shape that is being
+// committed is over: a caller that changed what the eviction was judged on
+// (see EvictIf) and then looks learns whether its change came in time. It
+// may wait for a bbolt commit; hold no lock while calling it.
+func (l *Ledger) SettledShape(id string) (Shape, bool) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	for l.waitShape(id) {

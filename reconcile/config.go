@@ -31,7 +31,7 @@ const (
 type Ledger interface {
 	Consumers() []ledger.Consumer
 	Shapes() []ledger.Shape
-	Shape(id string) (ledger.Shape, bool)
+	SettledShape(id string) (ledger.Shape, bool)
 	Holders(n int) []ledger.Shape
 	ExpireConsumerIf(seen ledger.Consumer, reason ledger.Reason, evidence string) error
 	EvictIf(seen ledger.Shape, reason ledger.Reason, evidence, actor string, still func(cur ledger.Shape, owner ledger.Consumer) bool) (ledger.Tombstone, error)

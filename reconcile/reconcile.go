@@ -129,7 +129,7 @@ func (r *Reconciler) Defer(consumer string, shapes []string) error {
 	}
 	r.mu.Unlock()
 	for _, id := range shapes {
-		if _, ok := r.cfg.Ledger.Shape(id); ok {
+		if _, ok := r.cfg.Ledger.SettledShape(id); ok {
 			continue
 		}
 		if ts, ok := r.cfg.Ledger.Tombstone(id); ok {
