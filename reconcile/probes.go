@@ -286,7 +286,7 @@ func (p *pass) inventory() {
 			// Still the list judged: a heartbeat since then carries a newer one.
 			p.evict(sh, ledger.ReasonNotInInventory, ev, func(cur ledger.Shape, owner ledger.Consumer) bool {
 				return !owner.Gone && owner.Epoch == c.Epoch && owner.InventoryAt.Equal(c.InventoryAt) && judgesInventory(owner) &&
-					!slices.Contains(owner.Inventory, cur.ID) && cur.Consumer == owner.ID
+					!slices.Contains(owner.Inventory, cur.ID)
 			})
 		}
 	}
