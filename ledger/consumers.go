@@ -129,13 +129,13 @@ func (l *Ledger) CheckLease(id, lease string) error {
 // before that previous heartbeat. The heartbeat is durable with the next group
 // commit. A lease past its expiry that the reconciler has not ended yet is
 // renewed: the process is evidently alive, and its token still fences it.
-// A heartbeat that arrives while the consumer's end is being committed waits
-// for the outcome.
+// A heartbeat that arrives while the consumer's end, or the eviction of one
+// of its shapes, is being committed waits for the outcome.
 func (l *Ledger) Heartbeat(id, lease string, inventory []string) (Consumer, error) {
 	now := l.now().UTC()
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	for l.waitConsumer(id) { // its end is being committed: answer with the outcome
+	for l.waitConsumer(id) { // its end or a shape's eviction is being committed: answer with the outcome
 	}
 	if l.closed {
 		return Consumer{}, ErrClosed

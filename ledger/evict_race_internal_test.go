@@ -127,3 +127,36 @@ func TestSettledShapeDuringEvictionCommit(t *testing.T) {
 		t.Fatalf("SettledShape during the eviction's commit: %v, and the shape was evicted", lookErr)
 	}
 }
+
+// TestHeartbeatDuringShapeEviction: a heartbeat (listing the shape) that
+// arrives while one of its consumer's shapes is being evicted is answered
+// once the eviction is over, so its answer can name the shape as evicted
+// rather than leave the consumer believing it live.
+func TestHeartbeatDuringShapeEviction(t *testing.T) {
+	l := raceLedger(t)
+	c, err := l.Register(ConsumerSpec{ID: "c", TTL: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := l.PutShape(ShapeSpec{ID: "s", Consumer: "c", Table: "public.t"}); err != nil {
+		t.Fatal(err)
+	}
+	errNoTomb := errors.New("no tombstone when the heartbeat was answered")
+	hbErr, err := withCommitRace(t,
+		func() error { _, err := l.Evict("s", ReasonNotInInventory, "test", "reconciler"); return err },
+		func() error {
+			if _, err := l.Heartbeat("c", c.Lease, []string{"s"}); err != nil {
+				return err
+			}
+			if _, ok := l.Tombstone("s"); !ok {
+				return errNoTomb
+			}
+			return nil
+		})
+	if err != nil {
+		t.Fatalf("evict: %v", err)
+	}
+	if hbErr != nil {
+		t.Fatalf("heartbeat during the shape's eviction: %v", hbErr)
+	}
+}

@@ -220,13 +220,14 @@ func (l *Ledger) Close() error {
 
 // change is an eviction or the end of a consumer that was decided under mu
 // and is being committed to the file without it. Until its outcome is known,
-// acks of the shapes it evicts and heartbeats of the consumer it ends wait
-// for it: answered before the decision, they are seen by it (EvictIf,
+// acks of the shapes it evicts and heartbeats of their consumer wait for it:
+// answered before the decision, they are seen by it (EvictIf,
 // ExpireConsumerIf look again under mu); answered after, they get the
-// outcome. None is accepted and then evicted anyway (I4). writeMu allows one
-// change at a time.
+// outcome (a heartbeat's answer lists the shape as evicted). None is
+// accepted and then evicted anyway (I4). writeMu allows one change at a
+// time.
 type change struct {
-	consumer string              // the consumer being ended, "" for an eviction
+	consumer string              // the consumer ended, or whose shape is evicted
 	shapes   map[string]struct{} // the shapes being evicted
 	done     chan struct{}
 }
@@ -262,8 +263,8 @@ func (l *Ledger) waitShape(id string) bool {
 	return true
 }
 
-// waitConsumer waits while the end of the consumer is being committed, and
-// reports whether it had to. Caller holds mu; it is released while waiting.
+// waitConsumer waits while the end of the consumer, or an eviction of one of
+// its shapes, is being committed, and reports whether it had to. Caller holds mu; it is released while waiting.
 func (l *Ledger) waitConsumer(id string) bool {
 	c := l.changing
 	if c == nil || c.consumer != id {

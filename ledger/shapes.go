@@ -236,7 +236,7 @@ func (l *Ledger) evict(id string, gen uint64, still func(Shape, Consumer) bool, 
 		}
 	}
 	ts := tombstoneOf(s, reason, evidence, actor, now)
-	ch := l.beginChange("", []*shapeState{s})
+	ch := l.beginChange(s.consumer, []*shapeState{s})
 	l.mu.Unlock()
 	if testHookCommit != nil {
 		testHookCommit()
