@@ -45,3 +45,26 @@ func TestLeaseJudgedOnMonotonicClock(t *testing.T) {
 		t.Errorf("epoch %d, want %d", again.Epoch, c.Epoch+1)
 	}
 }
+
+// TestLeaseRunsFromStreamClose: a lease held by an open change stream runs
+// its TTL again, on the monotonic clock, from the moment the last stream
+// closes.
+func TestLeaseRunsFromStreamClose(t *testing.T) {
+	l, clk, _ := newLedger(t)
+	c := mustRegister(t, l, "c", 10*time.Second)
+	clk.Advance(8 * time.Second)
+	epoch, err := l.OpenStream("c", c.Lease)
+	if err != nil {
+		t.Fatal(err)
+	}
+	clk.Advance(time.Minute)
+	l.CloseStream("c", epoch)
+	clk.Advance(9 * time.Second)
+	if _, err := l.Register(ledger.ConsumerSpec{ID: "c", TTL: 10 * time.Second}); !errors.Is(err, ledger.ErrConsumerExists) {
+		t.Fatalf("register 9s after the stream closed: %v, want ErrConsumerExists", err)
+	}
+	clk.Advance(time.Second)
+	if _, err := l.Register(ledger.ConsumerSpec{ID: "c", TTL: 10 * time.Second}); err != nil {
+		t.Fatalf("register 10s after the stream closed: %v", err)
+	}
+}

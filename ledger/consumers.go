@@ -193,6 +193,8 @@ func (l *Ledger) OpenStream(id, lease string) (uint64, error) {
 	now := l.now().UTC()
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	for l.waitConsumer(id) { // its end or a shape's eviction is being committed: answer with the outcome
+	}
 	if l.closed {
 		return 0, ErrClosed
 	}
@@ -212,7 +214,7 @@ func (l *Ledger) OpenStream(id, lease string) (uint64, error) {
 	if st.n == 1 {
 		c.Streaming = true
 		c.LastHeartbeat = now
-		c.ExpiresAt = now.Add(c.TTL)
+		l.renew(c, now)
 		l.markConsumer(id)
 	}
 	return c.Epoch, nil
@@ -240,7 +242,7 @@ func (l *Ledger) CloseStream(id string, epoch uint64) {
 	}
 	c.Streaming = false
 	c.LastHeartbeat = now
-	c.ExpiresAt = now.Add(c.TTL)
+	l.renew(c, now)
 	l.markConsumer(id)
 }
 
