@@ -154,8 +154,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		return err
 	}
 	led, err := ledger.Open(ledger.Config{Path: cfg.DB, DefaultTTL: cfg.TTL, ConsumerRetention: cfg.ConsumerRetention, Logger: log,
-		SlotConfirmedFlush: sys.ConfirmedFlush,
-		Identity: ledger.Identity{SystemID: sys.SystemID, Timeline: sys.Timeline, Database: sys.Database, Slot: cfg.Slot}})
+		SlotConfirmedFlush: sys.ConfirmedFlush, Identity: ledger.Identity{SystemID: sys.SystemID, Timeline: sys.Timeline, Database: sys.Database, Slot: cfg.Slot}})
 	if err != nil {
 		return err
 	}
