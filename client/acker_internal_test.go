@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"sync"
 	"testing"
 
@@ -55,5 +56,46 @@ func TestAckerAcksTheRestOfARefusedBatch(t *testing.T) {
 	}
 	if len(a.pending) != 0 {
 		t.Errorf("acks left pending %v, want none", a.pending)
+	}
+}
+
+// TestResentAfterHandlingIsAckedNotHandled: the stream breaks while a
+// transaction is being handled, and the new stream sends it again before
+// its ack went out. The handler must not see it twice (the consumer would
+// apply it twice within one run), and it must be acked again, since the
+// first ack may be refused by a daemon that restarted meanwhile.
+func TestResentAfterHandlingIsAckedNotHandled(t *testing.T) {
+	a := &acker{wake: make(chan struct{}, 1), pending: map[string]ledger.LSN{}, handled: map[string]ledger.LSN{}}
+	w := &work{wake: make(chan struct{}, 1)}
+	txn := func(lsn ledger.LSN) *Txn {
+		return &Txn{LSN: lsn, Changes: []wire.Change{{Shapes: []string{"s"}, Op: "insert", Table: "public.t"}}}
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	var seen []ledger.LSN
+	done := make(chan error, 1)
+	go func() {
+		done <- w.handle(ctx, func(_ context.Context, t *Txn) error {
+			seen = append(seen, t.LSN)
+			if t.LSN == 0x300 {
+				cancel()
+			}
+			return nil
+		}, a)
+	}()
+	w.push(txn(0x100))
+	w.push(txn(0x200))
+	w.push(txn(0x100)) // the new stream resends what the old one sent
+	w.push(txn(0x200))
+	w.push(txn(0x300))
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if want := []ledger.LSN{0x100, 0x200, 0x300}; !slices.Equal(seen, want) {
+		t.Errorf("handled %v, want %v", seen, want)
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.pending["s"] != 0x300 {
+		t.Errorf("pending ack %s, want 0/300", a.pending["s"])
 	}
 }

@@ -61,8 +61,9 @@ type RunOptions struct {
 // sends no more than its outbox of unacked transactions (-outbox-bytes), so
 // that bounds them. When the stream breaks, the reader reconnects at once,
 // without waiting for the handler: what was read and not handled comes again
-// on the next stream, and so does the transaction being handled, unless its
-// ack was answered before it arrives again.
+// on the next stream. A transaction that comes again after it was handled
+// (it was resent while being handled, or before its ack was answered) is not
+// handled again, only acked again.
 //
 // Acks are batched: one ack request is in flight at a time and the next one
 // carries everything handled meanwhile, coalesced to the highest LSN per
@@ -95,7 +96,7 @@ func (k *Consumer) Run(ctx context.Context, h Handler, opt RunOptions) error {
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 
-	ack := &acker{k: k, wake: make(chan struct{}, 1), pending: map[string]ledger.LSN{}, done: map[string]ledger.LSN{},
+	ack := &acker{k: k, wake: make(chan struct{}, 1), pending: map[string]ledger.LSN{}, handled: map[string]ledger.LSN{},
 		onAck: opt.OnAck, report: report, every: opt.AckInterval,
 		fatal: func(err error) { cancel(err) }}
 	w := &work{wake: make(chan struct{}, 1)}
@@ -264,9 +265,8 @@ func reaches(t *Txn, shape string) bool {
 }
 
 // handle calls h on each transaction in turn until ctx ends (nil) or h
-// fails (its error). A transaction whose every shape has an answered ack at
-// or past it (it came again on a new stream while it was being handled) is
-// not handled again.
+// fails (its error). A transaction whose every shape was handled at or past
+// it (it came again on a new stream) is not handled again, only acked again.
 func (w *work) handle(ctx context.Context, h Handler, ack *acker) error {
 	for {
 		w.mu.Lock()
@@ -348,7 +348,7 @@ type acker struct {
 	every  time.Duration
 
 	pending map[string]ledger.LSN
-	done    map[string]ledger.LSN // per shape, the highest ack the daemon answered
+	handled map[string]ledger.LSN // per shape, the highest transaction handled
 }
 
 // holds reports whether an ack of shape is waiting to be sent.
@@ -359,33 +359,22 @@ func (a *acker) holds(shape string) bool {
 	return ok
 }
 
-// covers reports whether every shape t reaches has an answered ack at or
-// past it: the daemon holds it as flushed and never needs it again.
+// covers reports whether every shape t reaches was handled at or past it:
+// the transaction came again on a new stream (it was resent while it was
+// being handled, or its ack was not answered yet). Handling it again would
+// be a duplicate; acking it again is all it needs, and an ack the daemon
+// refused because it restarted since is sent anew this way.
 func (a *acker) covers(t *Txn) bool {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	for _, ch := range t.Changes {
 		for _, s := range ch.Shapes {
-			if a.done[s] < t.LSN {
+			if a.handled[s] < t.LSN {
 				return false
 			}
 		}
 	}
 	return len(t.Changes) > 0
-}
-
-// answered records acks the daemon made durable.
-func (a *acker) answered(acks map[string]ledger.LSN) {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	if a.done == nil {
-		return
-	}
-	for s, l := range acks {
-		if l > a.done[s] {
-			a.done[s] = l
-		}
-	}
 }
 
 func (a *acker) add(t *Txn) {
@@ -394,6 +383,9 @@ func (a *acker) add(t *Txn) {
 		for _, s := range ch.Shapes {
 			if t.LSN > a.pending[s] {
 				a.pending[s] = t.LSN
+			}
+			if t.LSN > a.handled[s] {
+				a.handled[s] = t.LSN
 			}
 		}
 	}
@@ -438,7 +430,6 @@ func (a *acker) flush(ctx context.Context) {
 	res, err := a.k.Ack(ctx, batch)
 	switch {
 	case err == nil:
-		a.answered(batch)
 		if a.onAck != nil {
 			flush, _ := ledger.ParseLSN(res.FlushLSN)
 			a.onAck(batch, flush)
@@ -482,7 +473,6 @@ func (a *acker) ackOne(ctx context.Context, shape string, lsn ledger.LSN) {
 	res, err := a.k.Ack(ctx, one)
 	switch {
 	case err == nil:
-		a.answered(one)
 		if a.onAck != nil {
 			flush, _ := ledger.ParseLSN(res.FlushLSN)
 			a.onAck(one, flush)
