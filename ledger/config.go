@@ -91,6 +91,32 @@ type Config struct {
 	JournalMaxAge time.Duration
 	// Logger receives the ledger's log lines; a "component" field is added.
 	Logger zerolog.Logger
+	// Slot, when set, is what Postgres says of the slot as the ledger is
+	// opened. Open then refuses, with *SlotError, a file that does not hold
+	// the slot's history: a new or 0-byte file against a slot that exists, a
+	// file whose last reported flush is behind the slot's
+	// confirmed_flush_lsn (an old backup), or a file tracking live shapes
+	// whose slot is gone. Taking such a slot over silently would confirm
+	// transactions no consumer received (I1) and forget evictions (I4).
+	// nil skips the check.
+	Slot *SlotInfo
+	// AdoptSlot accepts such a file, and an existing 0-byte file, anyway:
+	// the ledger takes the slot's confirmed position as its own reported
+	// flush and records a slot_adopted event. Every consumer must then
+	// resynchronise.
+	AdoptSlot bool
+}
+
+// SlotInfo is the slot's row of pg_replication_slots when the ledger is
+// opened. Postgres exposes no identity of a slot's creation (no creation time
+// or id, up to version 17 at least), so a slot is known by its system,
+// database and name (Identity), and its history by how far it is confirmed.
+type SlotInfo struct {
+	// Exists is false when the slot is missing and the caller is about to
+	// create it.
+	Exists bool
+	// ConfirmedFlush is the slot's confirmed_flush_lsn.
+	ConfirmedFlush LSN
 }
 
 func (c Config) withDefaults() Config {

@@ -88,7 +88,7 @@ func TestOpenForeignSystemOrSlotRefused(t *testing.T) {
 			t.Fatalf("open with %+v: %v, want *ForeignError", id, err)
 		}
 		msg := err.Error()
-		for _, want := range []string{testIdentity.SystemID, id.SystemID, id.Slot, "-db", "move"} {
+		for _, want := range []string{testIdentity.SystemID, id.SystemID, id.Slot, "-db", "-adopt-slot"} {
 			if !strings.Contains(msg, want) {
 				t.Fatalf("error %q does not name %q", msg, want)
 			}
@@ -261,11 +261,26 @@ func TestOpenNewerSchemaRefused(t *testing.T) {
 	}
 }
 
-func TestOpenEmptyFileStartsALedger(t *testing.T) {
+// TestOpenEmptyFileRefused: an existing 0-byte file is not a new ledger. Its
+// tombstones are gone, so starting afresh in it would let evicted shapes come
+// back (I4): Open refuses it, names the fix and leaves it as it was; only
+// AdoptSlot starts a ledger in it.
+func TestOpenEmptyFileRefused(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "empty.db")
 	if err := os.WriteFile(path, nil, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	l := openAt(t, testConfig(path, newClock()))
+	err := openMustFail(t, path, ledger.ErrEmptyFile)
+	for _, want := range []string{path, "backup", "-adopt-slot"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error %q does not say %q", err, want)
+		}
+	}
+	if fi, err := os.Stat(path); err != nil || fi.Size() != 0 {
+		t.Fatalf("the refused file changed: %v %v", fi, err)
+	}
+	cfg := testConfig(path, newClock())
+	cfg.AdoptSlot = true
+	l := openAt(t, cfg)
 	mustRegister(t, l, "c", 0)
 }

@@ -47,6 +47,13 @@ var (
 	// ErrSchema is returned, wrapped, when the file was written by a newer
 	// ledgerd whose schema this version does not know.
 	ErrSchema = errors.New("ledger: unknown schema version")
+	// ErrSlotHistory is returned (inside *SlotError) when the file does not
+	// hold the history of the slot it is opened against (I1, I4).
+	ErrSlotHistory = errors.New("ledger: file does not hold the slot's history")
+	// ErrEmptyFile is returned when the ledger file exists and has 0 bytes:
+	// whatever it held is gone, tombstones included, so starting afresh in it
+	// would let evicted shapes come back (I4).
+	ErrEmptyFile = errors.New("ledger: file is empty (0 bytes)")
 )
 
 // GoneError reports that a shape (or, with Shape empty, a consumer) was
@@ -103,8 +110,8 @@ type ForeignError struct {
 
 func (e *ForeignError) Error() string {
 	return fmt.Sprintf("ledger %s belongs to system %s slot %q, but this ledgerd runs against system %s slot %q: "+
-		"point -db at the ledger file of this system and slot, or move %s away to start a new ledger",
-		e.Path, e.Have.SystemID, e.Have.Slot, e.Want.SystemID, e.Want.Slot, e.Path)
+		"point -db at the ledger file of this system and slot (a new file for a slot that exists needs -adopt-slot)",
+		e.Path, e.Have.SystemID, e.Have.Slot, e.Want.SystemID, e.Want.Slot)
 }
 
 // Unwrap returns ErrForeign.
@@ -113,3 +120,55 @@ func (e *ForeignError) Unwrap() error { return ErrForeign }
 // ErrInvalid is returned, wrapped, for malformed arguments (empty ids, ids
 // with NUL bytes, a shape without a table).
 var ErrInvalid = errors.New("ledger: invalid argument")
+
+// SlotMismatch says how a ledger file and its slot disagree.
+type SlotMismatch string
+
+// Slot mismatches.
+const (
+	// SlotNewFile: a new (or 0-byte) file against a slot that exists.
+	SlotNewFile SlotMismatch = "new_file"
+	// SlotFileBehind: the slot is confirmed past the file's last reported
+	// flush: the file is older than the slot, or someone else moved it.
+	SlotFileBehind SlotMismatch = "file_behind"
+	// SlotMissing: the file tracks live shapes but the slot does not exist.
+	SlotMissing SlotMismatch = "slot_missing"
+)
+
+// SlotError reports a ledger file that does not hold the history of its
+// slot. Going on would confirm transactions that no consumer received (I1)
+// and forget evictions (I4), so Open refuses unless Config.AdoptSlot.
+type SlotError struct {
+	Path          string
+	Slot          string
+	Mismatch      SlotMismatch
+	FileFlush     LSN // the file's last reported flush
+	SlotConfirmed LSN // the slot's confirmed_flush_lsn
+	LiveShapes    int // shapes the file tracks
+}
+
+// adoptCost is what -adopt-slot costs, said in every SlotError.
+const adoptCost = "every consumer must then resynchronise its shapes from scratch"
+
+func (e *SlotError) Error() string {
+	switch e.Mismatch {
+	case SlotNewFile:
+		return fmt.Sprintf("ledger %s is new, but slot %q already exists (confirmed_flush_lsn %s) and its history "+
+			"(shapes, acks, evictions) is not in this file: if the ledger file was lost or moved, restore it from a "+
+			"backup or point -db at it; to start a new ledger on this slot anyway, run with -adopt-slot (%s)",
+			e.Path, e.Slot, e.SlotConfirmed, adoptCost)
+	case SlotFileBehind:
+		return fmt.Sprintf("ledger %s last reported flush %s, but slot %q is confirmed at %s, past it: the file is "+
+			"older than the slot (restored from a backup?) or another client moved the slot, and what happened in "+
+			"between is not in this file: point -db at the current ledger file; to go on with this one anyway, run "+
+			"with -adopt-slot (%s)", e.Path, e.FileFlush, e.Slot, e.SlotConfirmed, adoptCost)
+	default:
+		return fmt.Sprintf("ledger %s tracks %d live shapes of slot %q, but the slot does not exist: a new slot "+
+			"starts at the current WAL end, so changes since %s would never reach those shapes: check -pg-url and "+
+			"-slot; to create a new slot anyway, run with -create-slot -adopt-slot (%s)",
+			e.Path, e.LiveShapes, e.Slot, e.FileFlush, adoptCost)
+	}
+}
+
+// Unwrap returns ErrSlotHistory.
+func (e *SlotError) Unwrap() error { return ErrSlotHistory }

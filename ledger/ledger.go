@@ -12,6 +12,10 @@ import (
 	berrors "go.etcd.io/bbolt/errors"
 )
 
+// corruptFix is the advice for a damaged file. Moving it away and starting
+// afresh would forget the slot's history (I1, I4): that takes -adopt-slot.
+const corruptFix = "restore it from a backup; without one, a new ledger file on the same slot needs -adopt-slot (" + adoptCost + ")"
+
 // lockTimeout bounds the wait for the file lock held by another process.
 const lockTimeout = time.Second
 
@@ -82,8 +86,10 @@ type Ledger struct {
 // It fails with *ForeignError for a file bound to another system or slot,
 // ErrCorrupt for a file that is not a readable ledger (not bbolt, truncated,
 // failing bbolt's consistency check, or holding records that do not decode),
-// ErrSchema for a newer layout and ErrLocked when another process holds the
-// file. On any of these the file is left unchanged.
+// ErrSchema for a newer layout, ErrLocked when another process holds the
+// file, ErrEmptyFile for an existing 0-byte file and *SlotError when
+// Config.Slot shows that the file does not hold the slot's history (both
+// unless Config.AdoptSlot). On any of these the file is left unchanged.
 //
 // Config.Identity must name the system and the slot; a new file is bound to
 // them. Position starts at zero after Open: the stream replays from the
@@ -97,6 +103,11 @@ func Open(cfg Config) (*Ledger, error) {
 	}
 	if cfg.Identity.SystemID == "" || cfg.Identity.Slot == "" {
 		return nil, fmt.Errorf("%w: Config.Identity needs SystemID and Slot: the file is bound to them", ErrInvalid)
+	}
+	if fi, err := os.Stat(cfg.Path); err == nil && fi.Mode().IsRegular() && fi.Size() == 0 && !cfg.AdoptSlot {
+		return nil, fmt.Errorf("opening ledger %s: %w: whatever it held is gone, tombstones included, so evicted "+
+			"shapes could come back; restore the file from a backup (or point -db at it), or remove it if no ledgerd "+
+			"ever ran on it; to start a new ledger in it anyway, run with -adopt-slot (%s)", cfg.Path, ErrEmptyFile, adoptCost)
 	}
 	db, err := openBolt(cfg.Path, false)
 	if err != nil {
@@ -115,16 +126,26 @@ func Open(cfg Config) (*Ledger, error) {
 	}
 	l.fill = newBatch(1)
 	fresh, err := l.load()
+	var adopt *SlotError
 	if err == nil {
 		l.startFloor = max(l.startFloor, cfg.SlotConfirmedFlush)
-		err = l.start(fresh)
+		if adopt = l.checkSlot(fresh); adopt != nil && !cfg.AdoptSlot {
+			err = adopt
+		}
+	}
+	if err == nil {
+		err = l.start(fresh, adopt)
 	}
 	if err != nil {
 		_ = db.Close()
 		if errors.Is(err, ErrCorrupt) {
-			err = fmt.Errorf("%w; restore it from a backup or move it away to start a new ledger (inspect verify shows the damage)", err)
+			err = fmt.Errorf("%w; %s (inspect verify shows the damage)", err, corruptFix)
 		}
 		return nil, err
+	}
+	if fresh {
+		l.log.Warn().Str("path", cfg.Path).Str("slot", cfg.Identity.Slot).Str("system_id", cfg.Identity.SystemID).
+			Msg("created a new ledger file")
 	}
 	go l.run()
 	return l, nil
@@ -170,18 +191,18 @@ func openBolt(path string, readOnly bool) (*bolt.DB, error) {
 		}
 		return nil, fmt.Errorf("%w: %s is held by another process; stop it or use another -db file", ErrLocked, path)
 	case errors.Is(err, ErrCorrupt):
-		return nil, fmt.Errorf("opening ledger %s: %w; restore it from a backup or move it away to start a new ledger", path, err)
+		return nil, fmt.Errorf("opening ledger %s: %w; %s", path, err, corruptFix)
 	case errors.Is(err, berrors.ErrInvalid), errors.Is(err, berrors.ErrVersionMismatch), errors.Is(err, berrors.ErrChecksum):
-		return nil, fmt.Errorf("opening ledger %s: %w: %v; restore it from a backup or move it away to start a new ledger",
-			path, ErrCorrupt, err)
+		return nil, fmt.Errorf("opening ledger %s: %w: %v; %s",
+			path, ErrCorrupt, err, corruptFix)
 	default:
 		var pe *os.PathError
 		if errors.As(err, &pe) {
 			return nil, fmt.Errorf("opening ledger %s: %w", path, err)
 		}
 		// bbolt reports short or damaged files with plain errors.
-		return nil, fmt.Errorf("opening ledger %s: %w: %v; restore it from a backup or move it away to start a new ledger",
-			path, ErrCorrupt, err)
+		return nil, fmt.Errorf("opening ledger %s: %w: %v; %s",
+			path, ErrCorrupt, err, corruptFix)
 	}
 }
 

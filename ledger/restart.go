@@ -120,7 +120,12 @@ func loadState(tx *bolt.Tx, consumers map[string]*Consumer, t *tracker, tombs ma
 // expired_before_restart. Every other lease is extended to now + TTL, because
 // ledgerd's own downtime is not evidence against anyone; its consumer gets a
 // full TTL to come back. Nothing else is evicted at start.
-func (l *Ledger) start(fresh bool) error {
+//
+// adopt, when set, is the slot the file is adopting (Config.AdoptSlot): the
+// slot's confirmed position becomes the file's reported flush and processed
+// position, since Postgres will never send anything before it again, and the
+// adoption is journaled.
+func (l *Ledger) start(fresh bool, adopt *SlotError) error {
 	now := l.now().UTC()
 	var gone []*Consumer
 	var evicted []*shapeState
@@ -193,6 +198,15 @@ func (l *Ledger) start(fresh bool) error {
 				}
 				extended++
 			}
+			if adopt != nil {
+				if err := j.add(Event{Kind: EventSlotAdopted, LSN: adopt.SlotConfirmed, Detail: fmt.Sprintf(
+					"adopted slot %q (%s): the file's last reported flush was %s, the slot's confirmed_flush_lsn %s; %d live shapes; every consumer must resynchronise",
+					adopt.Slot, adopt.Mismatch, adopt.FileFlush, adopt.SlotConfirmed, adopt.LiveShapes)}); err != nil {
+					return err
+				}
+				l.meta.LastFlush = max(l.meta.LastFlush, adopt.SlotConfirmed)
+				l.meta.Position = max(l.meta.Position, adopt.SlotConfirmed)
+			}
 			var err error
 			if removed, err = compactTx(tx, now, l.cfg); err != nil {
 				return err
@@ -220,6 +234,14 @@ func (l *Ledger) start(fresh bool) error {
 	})
 	if err != nil {
 		return fmt.Errorf("starting ledger %s: %w", l.cfg.Path, err)
+	}
+	l.persistedFlush = max(l.persistedFlush, l.meta.LastFlush)
+	l.durableSafe = max(l.durableSafe, l.meta.LastFlush)
+	l.startFloor = max(l.startFloor, l.meta.Position)
+	if adopt != nil {
+		l.log.Warn().Str("slot", adopt.Slot).Str("mismatch", string(adopt.Mismatch)).
+			Stringer("file_flush_lsn", adopt.FileFlush).Stringer("confirmed_flush_lsn", adopt.SlotConfirmed).
+			Int("live_shapes", adopt.LiveShapes).Msg("adopted a slot whose history this ledger file does not hold; every consumer must resynchronise")
 	}
 	for i, s := range evicted {
 		l.dropShape(s, tss[i])

@@ -217,7 +217,7 @@ func readMeta(tx *bolt.Tx) (m Meta, ok bool, err error) {
 	}
 	m.SchemaVersion = int(binary.BigEndian.Uint32(sv))
 	if m.SchemaVersion > SchemaVersion || m.SchemaVersion < 1 {
-		return m, true, fmt.Errorf("%w %d: this ledgerd reads version %d; run the ledgerd that wrote the file, or move it away",
+		return m, true, fmt.Errorf("%w %d: this ledgerd reads version %d; run the ledgerd that wrote the file, or restore one this version reads from a backup",
 			ErrSchema, m.SchemaVersion, SchemaVersion)
 	}
 	var r metaRec

@@ -111,6 +111,11 @@ const (
 	EventTimeline      = "timeline_changed"
 	EventLeaseExtended = "lease_extended"
 	EventConsumerGone  = "consumer_gone"
+	// EventSlotAdopted: the file was opened with Config.AdoptSlot against a
+	// slot whose history it does not hold.
+	EventSlotAdopted = "slot_adopted"
+	// EventSlotCreated: the slot was created for this ledger (SlotCreated).
+	EventSlotCreated = "slot_created"
 )
 
 // Meta is the file's header record.
