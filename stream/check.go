@@ -28,6 +28,7 @@ type System struct {
 // slotState is the slot's row in pg_replication_slots.
 type slotState struct {
 	confirmedFlush ledger.LSN
+	missing        bool // not created yet (preflight with deferSlot)
 }
 
 // connect opens a replication connection (replication=database) to the
@@ -75,7 +76,7 @@ func (s *Stream) Check(ctx context.Context) (System, error) {
 		return System{}, err
 	}
 	defer conn.Close(context.WithoutCancel(ctx))
-	sys, slot, err := s.preflight(ctx, conn, true)
+	sys, slot, err := s.preflight(ctx, conn, true, false)
 	sys.ConfirmedFlush = slot.confirmedFlush
 	return sys, err
 }
@@ -83,8 +84,10 @@ func (s *Stream) Check(ctx context.Context) (System, error) {
 // preflight runs the checks on a replication connection. create allows
 // creating a missing slot or publication (when configured): only the first
 // session may do so, so that a slot dropped while running is reported rather
-// than silently recreated past lost transactions.
-func (s *Stream) preflight(ctx context.Context, conn *pgconn.PgConn, create bool) (System, slotState, error) {
+// than silently recreated past lost transactions. deferSlot reports a missing
+// slot that Config.CreateSlot allows creating as slotState.missing instead of
+// creating it (Setup creates it once the ledger file is open).
+func (s *Stream) preflight(ctx context.Context, conn *pgconn.PgConn, create, deferSlot bool) (System, slotState, error) {
 	id, err := pglogrepl.IdentifySystem(ctx, conn)
 	if err != nil {
 		return System{}, slotState{}, fmt.Errorf("identify system: %w", err)
@@ -120,7 +123,7 @@ func (s *Stream) preflight(ctx context.Context, conn *pgconn.PgConn, create bool
 	if err := s.checkPublication(ctx, conn, create); err != nil {
 		return sys, slotState{}, err
 	}
-	slot, err := s.checkSlot(ctx, conn, sys.Database, create)
+	slot, err := s.checkSlot(ctx, conn, sys.Database, create, deferSlot)
 	return sys, slot, err
 }
 
@@ -160,7 +163,7 @@ func (s *Stream) checkPublication(ctx context.Context, conn *pgconn.PgConn, crea
 	return nil
 }
 
-func (s *Stream) checkSlot(ctx context.Context, conn *pgconn.PgConn, db string, create bool) (slotState, error) {
+func (s *Stream) checkSlot(ctx context.Context, conn *pgconn.PgConn, db string, create, deferSlot bool) (slotState, error) {
 	slot := s.cfg.Slot
 	const cols = "SELECT coalesce(plugin, ''), slot_type, coalesce(database, ''), active::text, coalesce(active_pid::text, ''), coalesce(wal_status, ''), coalesce(confirmed_flush_lsn::text, '') FROM pg_replication_slots WHERE slot_name = "
 	rows, err := query(ctx, conn, cols+quoteLiteral(slot))
@@ -172,13 +175,12 @@ func (s *Stream) checkSlot(ctx context.Context, conn *pgconn.PgConn, db string, 
 			return slotState{}, &CheckError{Err: ErrSlotMissing, Detail: fmt.Sprintf("slot %q", slot),
 				Fix: fmt.Sprintf("run with -create-slot, or SELECT pg_create_logical_replication_slot(%s, 'pgoutput')", quoteLiteral(slot)), Terminal: true}
 		}
-		if _, err := pglogrepl.CreateReplicationSlot(ctx, conn, slot, "pgoutput", pglogrepl.CreateReplicationSlotOptions{Mode: pglogrepl.LogicalReplication}); err != nil {
-			if pgCode(err) == "42501" {
-				return slotState{}, &CheckError{Err: ErrPrivilege, Detail: "creating slot: " + err.Error(), Fix: "ALTER ROLE ... REPLICATION", Terminal: true}
-			}
-			return slotState{}, fmt.Errorf("creating slot %q: %w", slot, err)
+		if deferSlot {
+			return slotState{missing: true}, nil
 		}
-		s.log.Info().Msg("created replication slot")
+		if _, err := s.createSlot(ctx, conn); err != nil {
+			return slotState{}, err
+		}
 		if rows, err = query(ctx, conn, cols+quoteLiteral(slot)); err != nil {
 			return slotState{}, err
 		}
@@ -210,6 +212,24 @@ func (s *Stream) checkSlot(ctx context.Context, conn *pgconn.PgConn, db string, 
 		}
 	}
 	return st, nil
+}
+
+// createSlot creates the slot and returns its consistent point.
+func (s *Stream) createSlot(ctx context.Context, conn *pgconn.PgConn) (ledger.LSN, error) {
+	slot := s.cfg.Slot
+	res, err := pglogrepl.CreateReplicationSlot(ctx, conn, slot, "pgoutput", pglogrepl.CreateReplicationSlotOptions{Mode: pglogrepl.LogicalReplication})
+	if err != nil {
+		if pgCode(err) == "42501" {
+			return 0, &CheckError{Err: ErrPrivilege, Detail: "creating slot: " + err.Error(), Fix: "ALTER ROLE ... REPLICATION", Terminal: true}
+		}
+		return 0, fmt.Errorf("creating slot %q: %w", slot, err)
+	}
+	at, err := ledger.ParseLSN(res.ConsistentPoint)
+	if err != nil {
+		return 0, fmt.Errorf("slot %q created with consistent point %q: %w", slot, res.ConsistentPoint, err)
+	}
+	s.log.Info().Stringer("consistent_point", at).Msg("created replication slot")
+	return at, nil
 }
 
 // query runs sql with the simple protocol (the only one a replication

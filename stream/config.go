@@ -74,6 +74,10 @@ type Config struct {
 	ReconnectMin, ReconnectMax time.Duration
 	// Logger receives the stream's logs; a "component" field is added.
 	Logger zerolog.Logger
+	// OnStreaming, when set, is called each time a session starts streaming
+	// (the daemon's start is complete once the first one does). It must not
+	// block.
+	OnStreaming func()
 }
 
 func (c *Config) validate() error {

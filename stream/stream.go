@@ -141,7 +141,7 @@ func (s *Stream) session(ctx context.Context) (streamed bool, err error) {
 		conn.Close(cctx)
 	}()
 
-	_, slot, err := s.preflight(ctx, conn, !s.started)
+	_, slot, err := s.preflight(ctx, conn, !s.started, false)
 	if err != nil {
 		return false, err
 	}
@@ -166,6 +166,9 @@ func (s *Stream) session(ctx context.Context) (streamed bool, err error) {
 	streamed = true
 	s.stats.streaming.Store(true)
 	s.stats.sessions.Add(1)
+	if s.cfg.OnStreaming != nil {
+		s.cfg.OnStreaming()
+	}
 	s.log.Info().Stringer("start_lsn", start).Stringer("last_handed", s.lastHanded).Msg("streaming")
 
 	dec := NewDecoder()
