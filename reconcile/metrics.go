@@ -50,9 +50,9 @@ func newMetrics() *metrics {
 		walStatus: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: s("wal_status"),
 			Help: "1 for the slot's wal_status at the last audit (reserved, extended, unreserved, lost)."}, []string{"status"}),
 		anomalies: prometheus.NewCounterVec(prometheus.CounterOpts{Name: s("anomalies_total"),
-			Help: "Slot audit findings: confirmed flush gone backwards, or moved beyond what ledgerd reported."}, []string{"anomaly"}),
+			Help: "Slot audit findings: confirmed flush gone backwards, moved beyond what ledgerd reported, or past what the ledger holds."}, []string{"anomaly"}),
 	}
-	for _, a := range []SlotAnomaly{AnomalyBackwards, AnomalyMovedElsewhere} {
+	for _, a := range []SlotAnomaly{AnomalyBackwards, AnomalyMovedElsewhere, AnomalyPastLedger} {
 		m.anomalies.WithLabelValues(string(a))
 	}
 	return m

@@ -27,6 +27,7 @@ type Reconciler struct {
 	procs       map[string]procSeen // by consumer id
 	lastSlot    SlotState
 	hasLastSlot bool
+	slotAhead   bool // the last audit found the slot past the ledger's reported flush
 
 	// mu guards the progress probe's memory, also written by Defer from
 	// API goroutines.

@@ -40,6 +40,13 @@ const (
 	// (pg_replication_slot_advance, another replication connection), which
 	// can skip transactions pending for live shapes (I1).
 	AnomalyMovedElsewhere SlotAnomaly = "confirmed_flush_moved_elsewhere"
+	// AnomalyPastLedger: confirmed_flush_lsn is past the flush position the
+	// ledger reported, however it got there: the ledger file does not hold
+	// the slot's history (the slot was replaced or moved by someone else, or
+	// the file is older than the slot). ledgerd refuses to start in that
+	// state without -adopt-slot; running, it is reported once per episode.
+	// Consumers may have missed transactions (I1).
+	AnomalyPastLedger SlotAnomaly = "confirmed_flush_past_ledger"
 )
 
 // audit reads the slot, compares it with the previous audit and with the
@@ -68,15 +75,28 @@ func (r *Reconciler) audit(ctx context.Context) (SlotState, bool, error) {
 		r.record(ledger.Event{Kind: EventSlotAnomaly, LSN: st.ConfirmedFlush, Reason: ledger.Reason(AnomalyBackwards),
 			Detail: fmt.Sprintf("confirmed_flush_lsn %s, previously %s", st.ConfirmedFlush, prev.ConfirmedFlush)})
 	}
-	// Only a move seen between two audits counts: at start-up the slot may be
-	// ahead of a fresh ledger that has reported nothing yet.
-	if hadPrev && st.ConfirmedFlush > prev.ConfirmedFlush && st.ConfirmedFlush > reported {
+	// A move seen between two audits.
+	movedElsewhere := hadPrev && st.ConfirmedFlush > prev.ConfirmedFlush && st.ConfirmedFlush > reported
+	if movedElsewhere {
 		r.m.anomalies.WithLabelValues(string(AnomalyMovedElsewhere)).Inc()
 		log.Error().Str("anomaly", string(AnomalyMovedElsewhere)).Stringer("previous_confirmed_flush_lsn", prev.ConfirmedFlush).
 			Msg("the slot's confirmed flush moved beyond what ledgerd reported: another client is moving this slot; stop it, ledgerd must own the slot alone")
 		r.record(ledger.Event{Kind: EventSlotAnomaly, LSN: st.ConfirmedFlush, Reason: ledger.Reason(AnomalyMovedElsewhere),
 			Detail: fmt.Sprintf("confirmed_flush_lsn %s, previously %s, ledgerd reported %s", st.ConfirmedFlush, prev.ConfirmedFlush, reported)})
 	}
+	// The ledger records a flush before reporting it (I6), so a slot
+	// confirmed past it holds history the ledger does not. Checked on every
+	// audit, the first included: the start binds the ledger to the slot's
+	// position, so even a fresh ledger is never behind its own slot.
+	ahead := st.ConfirmedFlush > reported
+	if ahead && !r.slotAhead {
+		r.m.anomalies.WithLabelValues(string(AnomalyPastLedger)).Inc()
+		log.Error().Str("anomaly", string(AnomalyPastLedger)).
+			Msg("the slot's confirmed flush is past what this ledger reported: the ledger file does not hold the slot's history (slot replaced or moved by another client, or an older ledger file); consumers may have missed transactions")
+		r.record(ledger.Event{Kind: EventSlotAnomaly, LSN: st.ConfirmedFlush, Reason: ledger.Reason(AnomalyPastLedger),
+			Detail: fmt.Sprintf("confirmed_flush_lsn %s, ledgerd reported %s", st.ConfirmedFlush, reported)})
+	}
+	r.slotAhead = ahead
 	if st.WALStatus == "lost" && prev.WALStatus != "lost" {
 		log.Error().Str("wal_status", st.WALStatus).Msg("the slot is invalidated (wal_status lost): Postgres removed WAL it still needed")
 	}
