@@ -199,7 +199,7 @@ func (s *Stream) checkSlot(ctx context.Context, conn *pgconn.PgConn, db string, 
 	}
 	if walStatus == "lost" {
 		return slotState{}, &CheckError{Err: ErrSlotInvalidated, Detail: fmt.Sprintf("slot %q has wal_status lost", slot),
-			Fix: fmt.Sprintf("the WAL it needed is gone: SELECT pg_drop_replication_slot(%s), run with -create-slot and resynchronise consumers; raise max_slot_wal_keep_size to avoid it", quoteLiteral(slot)), Terminal: true}
+			Fix: fmt.Sprintf("the WAL it needed is gone: SELECT pg_drop_replication_slot(%s), run with -create-slot -adopt-slot and resynchronise every consumer; raise max_slot_wal_keep_size to avoid it", quoteLiteral(slot)), Terminal: true}
 	}
 	if active == "true" && pid != fmt.Sprint(conn.PID()) {
 		return slotState{}, &CheckError{Err: ErrSlotActive, Detail: fmt.Sprintf("slot %q is active in pid %s", slot, pid),

@@ -77,11 +77,18 @@ func (u *Setup) CreateSlot(ctx context.Context) (ledger.LSN, error) {
 	return at, nil
 }
 
-// Done ends the setup of a start that completed: the slot stays.
+// Done ends the setup of a start that completed: the slot stays, whatever
+// happens next. It may be called more than once.
 func (u *Setup) Done() {
 	u.mu.Lock()
-	defer u.mu.Unlock()
-	u.close()
+	conn := u.conn
+	u.conn = nil
+	u.mu.Unlock()
+	if conn != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), closeTimeout)
+		defer cancel()
+		conn.Close(ctx)
+	}
 }
 
 // Abort ends the setup of a start that failed: the slot, if this Setup
@@ -91,7 +98,10 @@ func (u *Setup) Done() {
 func (u *Setup) Abort(ctx context.Context) error {
 	u.mu.Lock()
 	defer u.mu.Unlock()
-	if u.conn == nil || !u.created {
+	if u.conn == nil {
+		return nil // Done: the start completed
+	}
+	if !u.created {
 		u.close()
 		return nil
 	}

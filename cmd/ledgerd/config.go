@@ -43,6 +43,7 @@ type config struct {
 	MaxShapesPerConsumer int
 	MaxConsumers         int
 	ConsumerRetention    time.Duration
+	AdoptSlot            bool
 }
 
 // envPrefix is the prefix of every flag's environment variable.
@@ -84,6 +85,7 @@ func newFlagSet(cfg *config, out io.Writer) *flag.FlagSet {
 	fs.IntVar(&cfg.MaxShapesPerConsumer, "max-shapes-per-consumer", api.DefaultMaxShapesPerConsumer, "most live shapes one consumer may own (reached: 429 too_many_shapes)")
 	fs.IntVar(&cfg.MaxConsumers, "max-consumers", api.DefaultMaxConsumers, "most consumers holding a lease at once (reached: 429 too_many_consumers)")
 	fs.DurationVar(&cfg.ConsumerRetention, "consumer-retention", ledger.DefaultConsumerRetention, "how long the record of a gone consumer is kept")
+	fs.BoolVar(&cfg.AdoptSlot, "adopt-slot", false, "accept a slot whose history this ledger file does not hold (a new, lost or 0-byte file, an old backup): every consumer must resynchronise")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "usage: ledgerd -pg-url URL [flags]\n\nEvery flag can be set in the environment as %s<FLAG> (e.g. LEDGERD_PG_URL); the command line wins.\n\n", envPrefix)
 		fs.PrintDefaults()

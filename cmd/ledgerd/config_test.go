@@ -65,3 +65,20 @@ func TestParseSize(t *testing.T) {
 		}
 	}
 }
+
+// TestConfigAdoptSlot: -adopt-slot is off unless asked for, on the command
+// line or as LEDGERD_ADOPT_SLOT.
+func TestConfigAdoptSlot(t *testing.T) {
+	env := map[string]string{"LEDGERD_PG_URL": "postgres://env/db"}
+	cfg, err := parseConfig(nil, func(k string) string { return env[k] }, io.Discard)
+	if err != nil || cfg.AdoptSlot {
+		t.Fatalf("default: adopt %v, err %v; want off", cfg.AdoptSlot, err)
+	}
+	env["LEDGERD_ADOPT_SLOT"] = "true"
+	if cfg, err = parseConfig(nil, func(k string) string { return env[k] }, io.Discard); err != nil || !cfg.AdoptSlot {
+		t.Fatalf("LEDGERD_ADOPT_SLOT=true: adopt %v, err %v", cfg.AdoptSlot, err)
+	}
+	if cfg, err = parseConfig([]string{"-adopt-slot=false"}, func(k string) string { return env[k] }, io.Discard); err != nil || cfg.AdoptSlot {
+		t.Fatalf("-adopt-slot=false over the environment: adopt %v, err %v", cfg.AdoptSlot, err)
+	}
+}

@@ -114,7 +114,7 @@ func (checkOnly) HandleTxn(context.Context, *stream.Txn) error {
 func (checkOnly) Idle(ledger.LSN)      {}
 func (checkOnly) FlushLSN() ledger.LSN { return 0 }
 
-func run(ctx context.Context, args []string, getenv func(string) string, stderr io.Writer) error {
+func run(ctx context.Context, args []string, getenv func(string) string, stderr io.Writer) (retErr error) {
 	cfg, err := parseConfig(args, getenv, stderr)
 	if errors.Is(err, errHelp) {
 		return nil
@@ -145,16 +145,39 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		CreateSlot: cfg.CreateSlot, CreatePublication: cfg.CreatePublication,
 		StatusInterval: cfg.StatusInterval, HeartbeatInterval: hb, Logger: log}
 
-	sys, err := preflight(ctx, scfg, log)
+	setup, err := preflight(ctx, scfg, log)
 	if ctx.Err() != nil {
+		if setup != nil {
+			setup.Done()
+		}
 		log.Info().Msg("signal received before the stream was checked: nothing to drain")
 		return nil
 	}
 	if err != nil {
 		return err
 	}
+	// The start is complete once the stream first streams; a start that
+	// fails before drops the slot it created (I3).
+	defer func() {
+		if retErr == nil {
+			setup.Done()
+			return
+		}
+		actx, cancel := context.WithTimeout(context.Background(), drainTimeout)
+		defer cancel()
+		if err := setup.Abort(actx); err != nil {
+			log.Error().Err(err).Msg("the slot created by this start is left behind")
+		}
+	}()
+	scfg.OnStreaming = setup.Done
+	scfg.CreateSlot = false // created below, once the ledger file is open and locked
+	sys := setup.System
+	// The ledger file is opened and locked before the slot is created, and
+	// refused when it does not hold the slot's history (I1, I4).
 	led, err := ledger.Open(ledger.Config{Path: cfg.DB, DefaultTTL: cfg.TTL, ConsumerRetention: cfg.ConsumerRetention, Logger: log,
-		SlotConfirmedFlush: sys.ConfirmedFlush, Identity: ledger.Identity{SystemID: sys.SystemID, Timeline: sys.Timeline, Database: sys.Database, Slot: cfg.Slot}})
+		SlotConfirmedFlush: sys.ConfirmedFlush, Identity: ledger.Identity{SystemID: sys.SystemID, Timeline: sys.Timeline, Database: sys.Database, Slot: cfg.Slot},
+		Slot:      &ledger.SlotInfo{Exists: setup.Slot.Exists, ConfirmedFlush: setup.Slot.ConfirmedFlush},
+		AdoptSlot: cfg.AdoptSlot})
 	if err != nil {
 		return err
 	}
@@ -164,6 +187,15 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 			_ = led.Close()
 		}
 	}()
+	if !setup.Slot.Exists {
+		at, err := setup.CreateSlot(ctx)
+		if err != nil {
+			return err
+		}
+		if err := led.SlotCreated(ctx, at); err != nil {
+			return err
+		}
+	}
 	hub := deliver.New(deliver.Config{Ledger: led, OutboxBytes: int64(cfg.OutboxBytes),
 		SlowConsumerTimeout: cfg.SlowConsumerTimeout, Logger: log})
 	hub.Sync()
@@ -255,25 +287,26 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 }
 
 // preflight runs the stream's checks, retrying while Postgres is not
-// reachable; a misconfiguration is returned at once.
-func preflight(ctx context.Context, scfg stream.Config, log zerolog.Logger) (stream.System, error) {
+// reachable; a misconfiguration is returned at once. The slot is not created
+// yet: the returned Setup does that once the ledger file is open.
+func preflight(ctx context.Context, scfg stream.Config, log zerolog.Logger) (*stream.Setup, error) {
 	probe, err := stream.New(scfg, checkOnly{})
 	if err != nil {
-		return stream.System{}, err
+		return nil, err
 	}
 	backoff := 250 * time.Millisecond
 	for {
-		sys, err := probe.Check(ctx)
+		setup, err := probe.Setup(ctx)
 		if err == nil {
-			return sys, nil
+			return setup, nil
 		}
 		if stream.IsTerminal(err) || ctx.Err() != nil {
-			return sys, err
+			return nil, err
 		}
 		log.Warn().Err(err).Dur("retry_in", backoff).Msg("preflight failed, retrying")
 		select {
 		case <-ctx.Done():
-			return sys, ctx.Err()
+			return nil, ctx.Err()
 		case <-time.After(backoff):
 		}
 		backoff = min(2*backoff, 10*time.Second)

@@ -99,7 +99,7 @@ func buildVerify(src *Source) VerifyReport {
 		s := pg.Slot
 		switch {
 		case s == nil:
-			add("pg_slot_missing", m.Identity.Slot, "slot %q does not exist in Postgres: ledgerd cannot stream; start it with -create-slot (a new slot starts at the current WAL end, so changes since %s are lost to consumers)",
+			add("pg_slot_missing", m.Identity.Slot, "slot %q does not exist in Postgres: ledgerd cannot stream; start it with -create-slot -adopt-slot (a new slot starts at the current WAL end, so changes since %s are lost to consumers, and every consumer must resynchronise)",
 				m.Identity.Slot, m.LastFlush)
 		default:
 			if s.Type != "logical" || s.Plugin != "pgoutput" {

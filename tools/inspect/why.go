@@ -90,7 +90,7 @@ func buildWhy(src *Source, p Policy) WhyReport {
 	case ours != nil && ours.WALStatus == "lost":
 		rep.Cause, rep.Slot = causeSlotLost, slotName
 		rep.Paragraph = fmt.Sprintf("Slot %s was invalidated by Postgres (wal_status lost, max_slot_wal_keep_size exceeded): it no longer retains WAL and cannot stream. "+
-			"Drop it (SELECT pg_drop_replication_slot('%s')), then start ledgerd with -create-slot; consumers must resynchronise.", slotName, slotName)
+			"Drop it (SELECT pg_drop_replication_slot('%s')), then start ledgerd with -create-slot -adopt-slot; every consumer must resynchronise.", slotName, slotName)
 		return rep
 	case oldest != nil && (ours == nil || oldest.Name != ours.Name && oldest.RestartLSN < ours.RestartLSN):
 		rep.otherSlot(pg, oldest)
