@@ -158,6 +158,12 @@ func (e *SlotError) Error() string {
 			"backup or point -db at it; to start a new ledger on this slot anyway, run with -adopt-slot (%s)",
 			e.Path, e.Slot, e.SlotConfirmed, adoptCost)
 	case SlotFileBehind:
+		if e.FileFlush == 0 && e.LiveShapes == 0 {
+			return fmt.Sprintf("ledger %s never recorded a position of slot %q, which is confirmed at %s: the file's "+
+				"first start was interrupted before it could (right after creating the slot), or the file is not this "+
+				"slot's; if nothing else used the slot, run with -adopt-slot once: it costs nothing here, as no consumer "+
+				"has used this ledger; otherwise point -db at the slot's ledger file", e.Path, e.Slot, e.SlotConfirmed)
+		}
 		return fmt.Sprintf("ledger %s last reported flush %s, but slot %q is confirmed at %s, past it: the file is "+
 			"older than the slot (restored from a backup?) or another client moved the slot, and what happened in "+
 			"between is not in this file: point -db at the current ledger file; to go on with this one anyway, run "+

@@ -7,9 +7,13 @@
 // flag name upper-cased, '-' as '_'); a flag given on the command line wins.
 // Run "ledgerd -h" for the list.
 //
-// Start-up: the replication stream's preflight (stream.Check) identifies
-// the Postgres system, then the ledger file is opened bound to that identity,
-// then the API listens, the stream runs and the reconciler (package
+// Start-up: the replication stream's preflight (stream.Setup) identifies
+// the Postgres system and finds the slot without creating it, then the
+// ledger file is opened and locked, bound to that identity and refused when
+// it does not hold the slot's history (unless -adopt-slot), then a missing
+// slot is created (-create-slot) and the file bound to it; a start that
+// fails before the stream first streams drops the slot it created. Then
+// the API listens, the stream runs and the reconciler (package
 // reconcile) passes every -reconcile-interval: it records the liveness
 // tick, evicts what no live consumer holds, audits the slot and brings
 // delivery in step. The first SIGTERM or SIGINT
