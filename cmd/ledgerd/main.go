@@ -195,6 +195,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		if err := led.SlotCreated(ctx, at); err != nil {
 			return err
 		}
+	} else {
+		setup.Done() // nothing to drop: free the walsender before the stream needs one
 	}
 	hub := deliver.New(deliver.Config{Ledger: led, OutboxBytes: int64(cfg.OutboxBytes),
 		SlowConsumerTimeout: cfg.SlowConsumerTimeout, Logger: log})
