@@ -115,8 +115,10 @@ func TestNewLedgerOnExistingSlotRefused(t *testing.T) {
 	}
 
 	d := startDaemon(t, dsn, slot, dbPath, "-adopt-slot")
-	if !strings.Contains(d.logText(), "adopted a slot") {
-		t.Error("adopting the slot is not logged")
+	for _, want := range []string{"adopted a slot", "created a new ledger file"} {
+		if !strings.Contains(d.logText(), want) {
+			t.Errorf("ledgerd did not log %q", want)
+		}
 	}
 	d.stop()
 	if !hasEvent(t, dbPath, ledger.EventSlotAdopted) {
