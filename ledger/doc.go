@@ -21,7 +21,10 @@
 //     had run out before that tick and extends every other lease, so ledgerd's
 //     own downtime never evicts a healthy consumer (I5).
 //   - The last flush position reported to Postgres, so it never goes
-//     backwards across restarts (I6).
+//     backwards across restarts (I6). It also binds the file to its slot's
+//     history: the slot's confirmed_flush_lsn can never pass it, so Open
+//     (given Config.Slot) refuses a new file against a slot that exists and a
+//     file the slot has moved past, unless Config.AdoptSlot (I1, I4).
 //
 // Pending entries are deliberately not persisted: after a restart the stream
 // replays from the slot's confirmed_flush_lsn, which is never beyond any

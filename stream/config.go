@@ -74,9 +74,9 @@ type Config struct {
 	ReconnectMin, ReconnectMax time.Duration
 	// Logger receives the stream's logs; a "component" field is added.
 	Logger zerolog.Logger
-	// OnStreaming, when set, is called each time a session starts streaming
-	// (the daemon's start is complete once the first one does). It must not
-	// block.
+	// OnStreaming, when set, is called from the stream's goroutine each time
+	// a session starts streaming (the daemon's start is complete once the
+	// first one does). It must return quickly.
 	OnStreaming func()
 }
 
