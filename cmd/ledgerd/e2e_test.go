@@ -556,7 +556,13 @@ func TestSIGTERMConfirmsLastAck(t *testing.T) {
 	if took > 5*time.Second {
 		t.Errorf("SIGTERM took %v, want under 5s", took)
 	}
-	cf := confirmedFlush(t, dsn, slot)
+	// The walsender reads the final status update on its own time, possibly
+	// after ledgerd has exited: wait for it rather than read once.
+	var cf ledger.LSN
+	deadline := time.Now().Add(10 * time.Second)
+	for cf = confirmedFlush(t, dsn, slot); cf < got[2].EndLSN && time.Now().Before(deadline); cf = confirmedFlush(t, dsn, slot) {
+		time.Sleep(20 * time.Millisecond)
+	}
 	if cf < got[2].EndLSN {
 		t.Errorf("after SIGTERM confirmed_flush_lsn is %s (was %s), want the last acked transaction's end %s", cf, before, got[2].EndLSN)
 	}
