@@ -72,14 +72,7 @@ func newLogger(level string, w io.Writer) (zerolog.Logger, error) {
 
 func listen(addr string) (net.Listener, error) {
 	if path, ok := strings.CutPrefix(addr, "unix:"); ok {
-		if fi, err := os.Stat(path); err == nil && fi.Mode()&os.ModeSocket != 0 {
-			_ = os.Remove(path) // a stale socket of a previous run
-		}
-		l, err := net.Listen("unix", path)
-		if err != nil {
-			return nil, fmt.Errorf("-listen %s: %w", addr, err)
-		}
-		return l, nil
+		return listenUnix(path)
 	}
 	l, err := net.Listen("tcp", addr)
 	if err != nil {
@@ -88,17 +81,23 @@ func listen(addr string) (net.Listener, error) {
 	return l, nil
 }
 
-func readToken(path string) (string, error) {
+// readToken reads the token of -flag from path. A file group or others may
+// read is a token anyone on the host may read: it is used, with a warning.
+func readToken(flag, path string, log zerolog.Logger) (string, error) {
 	if path == "" {
 		return "", nil
 	}
 	b, err := os.ReadFile(path)
 	if err != nil {
-		return "", fmt.Errorf("-token-file: %w", err)
+		return "", fmt.Errorf("-%s: %w", flag, err)
 	}
 	tok := strings.TrimSpace(string(b))
 	if tok == "" {
-		return "", fmt.Errorf("-token-file %s is empty: write the bearer token into it", path)
+		return "", fmt.Errorf("-%s %s is empty: write the bearer token into it", flag, path)
+	}
+	if fi, err := os.Stat(path); err == nil && fi.Mode().Perm()&0o044 != 0 {
+		log.Warn().Str("file", path).Str("mode", fmt.Sprintf("%04o", fi.Mode().Perm())).
+			Msgf("the -%s file is readable by group or others; chmod 600 it", flag)
 	}
 	return tok, nil
 }
@@ -127,7 +126,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	if err != nil {
 		return err
 	}
-	token, err := readToken(cfg.TokenFile)
+	token, err := readToken("token-file", cfg.TokenFile, log)
 	if err != nil {
 		return err
 	}
