@@ -7,7 +7,6 @@ import (
 	"io"
 	"math"
 	"net"
-	"net/http"
 	"os"
 	"os/signal"
 	"strings"
@@ -130,11 +129,22 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	if err != nil {
 		return err
 	}
+	adminToken, err := readToken("admin-token-file", cfg.AdminTokenFile, log)
+	if err != nil {
+		return err
+	}
+	if adminToken != "" && adminToken == token {
+		return fmt.Errorf("-admin-token-file holds the same token as -token-file: give the admin calls a token of their own")
+	}
+	if token == "" && adminToken == "" && !strings.HasPrefix(cfg.Listen, "unix:") {
+		log.Warn().Str("listen", cfg.Listen).Msg("no -token-file: whoever reaches the API may register, ack, evict and download the ledger")
+	}
 	ln, err := listen(cfg.Listen)
 	if err != nil {
 		return err
 	}
 	defer ln.Close()
+	limits := defaultHTTPLimits(connCap(cfg.MaxConnections, log))
 
 	hb := cfg.HeartbeatInterval
 	if hb == 0 {
@@ -224,15 +234,14 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	}
 
 	streams := hub.NewRunner(scfg)
-	srv := api.New(api.Config{Ledger: led, Hub: hub, Tables: pg, Slot: pg, SlotName: cfg.Slot, Token: token,
+	srv := api.New(api.Config{Ledger: led, Hub: hub, Tables: pg, Slot: pg, SlotName: cfg.Slot, Token: token, AdminToken: adminToken,
 		Streaming: streams.Streaming, Reconnects: streams.Reconnects, Defer: rec.Defer, Limits: cfg.limits(), Logger: log})
 	if err := srv.Registry().Register(rec); err != nil {
 		return fmt.Errorf("registering the reconciler's metrics: %w", err)
 	}
-	httpSrv := &http.Server{Handler: srv.Handler(), ReadHeaderTimeout: 10 * time.Second,
-		ErrorLog: nil, BaseContext: func(net.Listener) context.Context { return context.WithoutCancel(ctx) }}
+	httpSrv := newHTTPServer(ctx, srv.Handler(), limits)
 	httpDone := make(chan error, 1)
-	go func() { httpDone <- httpSrv.Serve(ln) }()
+	go func() { httpDone <- httpSrv.Serve(limitListener(ln, limits.MaxConns)) }()
 	log.Info().Str("listen", cfg.Listen).Str("slot", cfg.Slot).Str("system_id", sys.SystemID).
 		Str("db", cfg.DB).Msg("ledgerd serving")
 

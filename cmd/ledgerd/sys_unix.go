@@ -18,3 +18,12 @@ func withUmask(mask int, f func() error) error {
 	defer syscall.Umask(old)
 	return f()
 }
+
+// fdLimit returns the process's soft limit on open files.
+func fdLimit() (int64, bool) {
+	var r syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &r); err != nil || r.Cur > 1<<40 {
+		return 0, false
+	}
+	return int64(r.Cur), true
+}
