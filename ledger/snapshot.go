@@ -5,6 +5,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 
 	bolt "go.etcd.io/bbolt"
 )
@@ -120,8 +121,11 @@ func compactFile(dst, src string) error {
 // behind. Only the holder of the ledger's lock calls it: no other process
 // builds snapshots of this file meanwhile.
 func removeSnapshotTemps(path string) {
-	old, _ := filepath.Glob(path + snapshotSuffix + "*")
-	for _, p := range old {
-		_ = os.Remove(p)
+	dir, prefix := filepath.Dir(path), filepath.Base(path)+snapshotSuffix
+	entries, _ := os.ReadDir(dir)
+	for _, e := range entries {
+		if !e.IsDir() && strings.HasPrefix(e.Name(), prefix) {
+			_ = os.Remove(filepath.Join(dir, e.Name()))
+		}
 	}
 }

@@ -2,6 +2,7 @@ package ledger
 
 import (
 	"bytes"
+	"os"
 	"path/filepath"
 	"testing"
 
@@ -53,5 +54,30 @@ func TestSnapshotWrittenOutsideReadTx(t *testing.T) {
 	matches, _ := filepath.Glob(filepath.Join(filepath.Dir(path), "*"))
 	if len(matches) != 1 {
 		t.Errorf("files left next to the ledger: %v", matches)
+	}
+}
+
+// A daemon killed while it built a snapshot leaves its temporary files; the
+// next Open removes them, and only them.
+func TestOpenRemovesSnapshotLeftovers(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "ledger.db")
+	left := filepath.Join(dir, "ledger.db"+snapshotSuffix+"123")
+	other := filepath.Join(dir, "other.db"+snapshotSuffix+"123")
+	for _, p := range []string{left, other} {
+		if err := os.WriteFile(p, []byte("x"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	l, err := Open(Config{Path: path, Identity: Identity{SystemID: "1", Slot: "s"}, Logger: zerolog.Nop()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	if _, err := os.Stat(left); !os.IsNotExist(err) {
+		t.Errorf("leftover snapshot file kept: %v", err)
+	}
+	if _, err := os.Stat(other); err != nil {
+		t.Errorf("another ledger's file removed: %v", err)
 	}
 }
