@@ -47,9 +47,10 @@ type Consumer struct {
 	PrevHeartbeat time.Time // the heartbeat call before the last one
 	HeartbeatAt   time.Time // the last heartbeat call (or the registration); stream opens and closes do not count
 
-	leaseEnd   time.Duration // Ledger.mono reading when the lease ends; memory only (the file keeps ExpiresAt)
-	leaseHash  leaseHash     // SHA-256 of the lease token: all the ledger keeps of it
-	leaseClear bool          // read from a record holding the token in the clear (an older file); Open rewrites it
+	leaseEnd time.Duration // Ledger.mono reading when the lease ends; memory only (the file keeps ExpiresAt)
+
+	leaseHash  leaseHash // SHA-256 of the lease token: all the ledger keeps of it
+	leaseClear bool      // read from a record holding the token in the clear (an older file); Open rewrites it
 }
 
 // ShapeSpec is the definition of a shape.
