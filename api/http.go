@@ -2,7 +2,6 @@ package api
 
 import (
 	"bytes"
-	"crypto/subtle"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -81,23 +80,6 @@ func parseLSN(field, s string) (ledger.LSN, *apiError) {
 		return 0, errorf(http.StatusBadRequest, wire.CodeMalformedLSN, "%s: %v", field, err)
 	}
 	return l, nil
-}
-
-// auth requires the bearer token on every call when one is configured.
-func (s *Server) auth(next http.Handler) http.Handler {
-	if s.cfg.Token == "" {
-		return next
-	}
-	want := []byte("Bearer " + s.cfg.Token)
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		got := []byte(r.Header.Get("Authorization"))
-		if subtle.ConstantTimeCompare(got, want) != 1 {
-			writeError(w, errorf(http.StatusUnauthorized, wire.CodeUnauthorized,
-				"missing or wrong bearer token: send \"Authorization: Bearer <token>\" with the token of ledgerd's -token-file"))
-			return
-		}
-		next.ServeHTTP(w, r)
-	})
 }
 
 // recoverPanics answers 500 instead of dropping the connection if a handler

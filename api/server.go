@@ -50,6 +50,11 @@ type Config struct {
 	SlotName string
 	// Token, when set, is the bearer token every call must carry.
 	Token string
+	// AdminToken, when set, is the bearer token /v1/debug/* and POST
+	// /v1/shapes/{id}/evict need instead of Token: every consumer process
+	// holds Token, and these calls copy the whole ledger or evict another
+	// consumer's shapes. It is accepted on every other call as well.
+	AdminToken string
 	// Streaming reports whether the replication stream is open (/readyz);
 	// nil means ready.
 	Streaming func() bool
@@ -125,11 +130,11 @@ func (s *Server) routes() {
 	m.HandleFunc("DELETE /v1/shapes/{id}", s.deleteShape)
 	m.HandleFunc("GET /v1/shapes", s.listShapes)
 	m.HandleFunc("GET /v1/shapes/{id}", s.getShape)
-	m.HandleFunc("POST /v1/shapes/{id}/evict", s.evict)
+	m.HandleFunc("POST /v1/shapes/{id}/evict", s.adminOnly(s.evict))
 	m.HandleFunc("GET /v1/status", s.status)
 	m.HandleFunc("GET /v1/evictions", s.evictions)
 	m.HandleFunc("GET /v1/events", s.events)
-	m.HandleFunc("GET /v1/debug/snapshot", s.snapshot)
+	m.HandleFunc("GET /v1/debug/snapshot", s.adminOnly(s.snapshot))
 	m.Handle("GET /metrics", promhttp.HandlerFor(s.reg, promhttp.HandlerOpts{ErrorLog: nil}))
 	m.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})

@@ -102,7 +102,7 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request) {
 func (s *Server) snapshot(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "application/octet-stream")
 	w.Header().Set("Content-Disposition", `attachment; filename="ledgerd.db"`)
-	n, err := s.l.WriteSnapshot(w)
+	n, err := s.l.WriteSnapshot(progressWriter(w))
 	if err != nil {
 		// Headers may be gone already; the truncated body fails bbolt's check.
 		s.log.Error().Err(err).Int64("bytes", n).Msg("writing the ledger snapshot")

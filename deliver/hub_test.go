@@ -44,11 +44,14 @@ func newEnv(t *testing.T, cfg deliver.Config) *env {
 	return &env{t: t, l: l, hub: h}
 }
 
-func (e *env) consumer(id string) {
+// consumer registers id and returns it with its lease token.
+func (e *env) consumer(id string) ledger.Consumer {
 	e.t.Helper()
-	if _, err := e.l.Register(ledger.ConsumerSpec{ID: id, TTL: time.Hour}); err != nil {
+	c, err := e.l.Register(ledger.ConsumerSpec{ID: id, TTL: time.Hour})
+	if err != nil {
 		e.t.Fatal(err)
 	}
+	return c
 }
 
 func (e *env) shape(id, consumer, table string, filter map[string][]string) {
@@ -394,7 +397,7 @@ func TestNewStreamReplacesOld(t *testing.T) {
 
 func TestRemoveShapeAndSync(t *testing.T) {
 	e := newEnv(t, deliver.Config{})
-	e.consumer("c1")
+	c1 := e.consumer("c1")
 	e.shape("a", "c1", "public.t", nil)
 	e.shape("b", "c1", "public.u", nil)
 	e.handle(txn(0x100, insert("public.t", "id", "1")), txn(0x200, insert("public.u", "id", "1")))
@@ -421,8 +424,7 @@ func TestRemoveShapeAndSync(t *testing.T) {
 		t.Errorf("frame %+v, want a challenge for b", f)
 	}
 	// A consumer that is gone loses its stream.
-	c, _ := e.l.Consumer("c1")
-	if err := e.l.Release("c1", c.Lease); err != nil {
+	if err := e.l.Release("c1", c1.Lease); err != nil {
 		t.Fatal(err)
 	}
 	e.hub.Sync()

@@ -77,8 +77,9 @@ func (l *Ledger) Register(spec ConsumerSpec) (Consumer, error) {
 	}
 	l.mu.Unlock()
 
+	token := newLease()
 	c := &Consumer{
-		ID: spec.ID, Lease: newLease(), Epoch: epoch + 1, TTL: spec.TTL, PID: spec.PID, ProcStart: spec.ProcStart,
+		ID: spec.ID, leaseHash: hashLease(token), Epoch: epoch + 1, TTL: spec.TTL, PID: spec.PID, ProcStart: spec.ProcStart,
 		Host: spec.Host, RegisteredAt: now.UTC(), LastHeartbeat: now.UTC(), HeartbeatAt: now.UTC(), ExpiresAt: now.Add(spec.TTL).UTC(),
 	}
 	c.leaseEnd = l.mono() + spec.TTL
@@ -97,7 +98,9 @@ func (l *Ledger) Register(spec ConsumerSpec) (Consumer, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.consumers[c.ID] = c
-	return cloneConsumer(c), nil
+	out := cloneConsumer(c)
+	out.Lease = token // the only copy of the token that leaves the ledger
+	return out, nil
 }
 
 // checkLease is CheckLease with mu held.
@@ -108,7 +111,7 @@ func (l *Ledger) checkLease(id, lease string) (*Consumer, error) {
 		return nil, fmt.Errorf("%w: consumer %q", ErrNotFound, id)
 	case c.Gone:
 		return c, &GoneError{Consumer: id, Reason: c.GoneReason, At: c.GoneAt}
-	case c.Lease != lease:
+	case !c.leaseHash.matches(lease):
 		return c, fmt.Errorf("%w: consumer %q (epoch %d)", ErrWrongLease, id, c.Epoch)
 	}
 	return c, nil
@@ -298,7 +301,7 @@ func (l *Ledger) ExpireConsumer(id string, reason Reason, evidence string) error
 // wrapping ErrChanged and changes nothing; the caller looks again.
 func (l *Ledger) ExpireConsumerIf(seen Consumer, reason Reason, evidence string) error {
 	same := func(c *Consumer) error {
-		if c.Epoch != seen.Epoch || c.Lease != seen.Lease || !c.LastHeartbeat.Equal(seen.LastHeartbeat) || c.Streaming != seen.Streaming {
+		if c.Epoch != seen.Epoch || c.leaseHash != seen.leaseHash || !c.LastHeartbeat.Equal(seen.LastHeartbeat) || c.Streaming != seen.Streaming {
 			return fmt.Errorf("%w: consumer %q (epoch %d, seen epoch %d)", ErrChanged, c.ID, c.Epoch, seen.Epoch)
 		}
 		return nil
@@ -322,7 +325,7 @@ func (l *Ledger) endConsumer(id, lease string, check func(*Consumer) error, reas
 		l.mu.Unlock()
 		return fmt.Errorf("%w: consumer %q", ErrNotFound, id)
 	}
-	if lease != "" && c.Lease != lease {
+	if lease != "" && !c.leaseHash.matches(lease) {
 		l.mu.Unlock()
 		return fmt.Errorf("%w: consumer %q (epoch %d)", ErrWrongLease, id, c.Epoch)
 	}

@@ -19,7 +19,9 @@
 //   - Consumers with their leases, plus a liveness tick written every
 //     reconcile pass: on start the ledger evicts only consumers whose lease
 //     had run out before that tick and extends every other lease, so ledgerd's
-//     own downtime never evicts a healthy consumer (I5).
+//     own downtime never evicts a healthy consumer (I5). A lease token is
+//     stored only as its SHA-256: the file and its snapshots let nobody ack
+//     in a consumer's place (lease.go).
 //   - The last flush position reported to Postgres, so it never goes
 //     backwards across restarts (I6). It also binds the file to its slot's
 //     history: the slot's confirmed_flush_lsn can never pass it, so Open

@@ -49,6 +49,8 @@ type Ledger struct {
 	writeMu     sync.Mutex
 	lastCompact time.Time // guarded by writeMu
 
+	snapMu sync.Mutex // one snapshot built at a time (snapshot.go)
+
 	mu         sync.Mutex
 	closed     bool
 	t          *tracker
@@ -125,6 +127,7 @@ func Open(cfg Config) (*Ledger, error) {
 		done:      make(chan struct{}),
 	}
 	l.fill = newBatch(1)
+	removeSnapshotTemps(cfg.Path)
 	fresh, err := l.load()
 	var adopt *SlotError
 	if err == nil {

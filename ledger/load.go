@@ -2,7 +2,6 @@ package ledger
 
 import (
 	"fmt"
-	"io"
 	"sort"
 
 	bolt "go.etcd.io/bbolt"
@@ -59,23 +58,6 @@ func Load(path string) (*State, error) {
 		return nil, fmt.Errorf("loading ledger %s: %w", path, err)
 	}
 	return st, nil
-}
-
-// WriteSnapshot writes a consistent copy of the ledger file to w (one bbolt
-// read transaction), for inspect -url against a running daemon.
-func (l *Ledger) WriteSnapshot(w io.Writer) (int64, error) {
-	var n int64
-	err := guard(func() error {
-		return l.db.View(func(tx *bolt.Tx) error {
-			var err error
-			n, err = tx.WriteTo(w)
-			return err
-		})
-	})
-	if err != nil {
-		return n, fmt.Errorf("writing ledger snapshot: %w", err)
-	}
-	return n, nil
 }
 
 // readHeader reads the metadata of an existing ledger file and checks that

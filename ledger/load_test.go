@@ -118,7 +118,7 @@ func TestVerifyFindsBrokenInvariants(t *testing.T) {
 
 func TestTombstoneCompactionKeepsGenerations(t *testing.T) {
 	l, clk, _ := newLedger(t)
-	mustRegister(t, l, "c", time.Hour)
+	reg := mustRegister(t, l, "c", time.Hour)
 	mustShapes(t, l, "c", "s")
 	if _, err := l.Evict("s", ledger.ReasonManual, "", "test"); err != nil {
 		t.Fatal(err)
@@ -134,7 +134,7 @@ func TestTombstoneCompactionKeepsGenerations(t *testing.T) {
 	if err := l.ExpireConsumer("c", ledger.ReasonLeaseExpired, "no heartbeat for 8 days"); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := l.Heartbeat("c", mustLease(t, l, "c"), nil); !isGone(err) {
+	if _, err := l.Heartbeat("c", reg.Lease, nil); !isGone(err) {
 		t.Fatalf("heartbeat after expiry: %v, want gone", err)
 	}
 	if err := l.RecordTick(clk.Now()); err != nil {
@@ -151,15 +151,6 @@ func TestTombstoneCompactionKeepsGenerations(t *testing.T) {
 	if err != nil || sh.Generation != 3 {
 		t.Fatalf("after compaction: %+v %v, want generation 3 (I4)", sh, err)
 	}
-}
-
-func mustLease(t *testing.T, l *ledger.Ledger, id string) string {
-	t.Helper()
-	c, ok := l.Consumer(id)
-	if !ok {
-		t.Fatalf("no consumer %s", id)
-	}
-	return c.Lease
 }
 
 func TestJournalBounded(t *testing.T) {

@@ -39,7 +39,8 @@ func decodeTomb(k, v []byte) (Tombstone, error) {
 
 type consumerRec struct {
 	ID            string   `json:"id"`
-	Lease         string   `json:"lease"`
+	Lease         string   `json:"lease,omitempty"` // the token in the clear: only in files of older versions, read and hashed, never written
+	LeaseSHA256   string   `json:"lease_sha256,omitempty"`
 	Epoch         uint64   `json:"epoch"`
 	TTL           int64    `json:"ttl_ns"`
 	PID           int      `json:"pid,omitempty"`
@@ -75,7 +76,7 @@ func fromNanos(n int64) time.Time {
 
 func encodeConsumer(c *Consumer) []byte {
 	r := consumerRec{
-		ID: c.ID, Lease: c.Lease, Epoch: c.Epoch, TTL: int64(c.TTL), PID: c.PID, ProcStart: c.ProcStart, Host: c.Host,
+		ID: c.ID, LeaseSHA256: c.leaseHash.String(), Epoch: c.Epoch, TTL: int64(c.TTL), PID: c.PID, ProcStart: c.ProcStart, Host: c.Host,
 		RegisteredAt: nanos(c.RegisteredAt), LastHeartbeat: nanos(c.LastHeartbeat), ExpiresAt: nanos(c.ExpiresAt),
 		Streaming: c.Streaming, Gone: c.Gone, GoneReason: c.GoneReason, GoneAt: nanos(c.GoneAt),
 		Inventory: c.Inventory, HasInventory: c.Inventory != nil, InventoryAt: nanos(c.InventoryAt),
@@ -93,8 +94,12 @@ func decodeConsumer(k, v []byte) (*Consumer, error) {
 	if r.ID != string(k) || r.TTL < 0 {
 		return nil, fmt.Errorf("%w: consumer %q: record names %q or has a negative ttl", ErrCorrupt, k, r.ID)
 	}
+	lh, clear, err := storedLease(r.LeaseSHA256, r.Lease)
+	if err != nil {
+		return nil, fmt.Errorf("%w: consumer %q: %v", ErrCorrupt, k, err)
+	}
 	c := &Consumer{
-		ID: r.ID, Lease: r.Lease, Epoch: r.Epoch, TTL: time.Duration(r.TTL), PID: r.PID, ProcStart: r.ProcStart, Host: r.Host,
+		ID: r.ID, leaseHash: lh, leaseClear: clear, Epoch: r.Epoch, TTL: time.Duration(r.TTL), PID: r.PID, ProcStart: r.ProcStart, Host: r.Host,
 		RegisteredAt: fromNanos(r.RegisteredAt), LastHeartbeat: fromNanos(r.LastHeartbeat), ExpiresAt: fromNanos(r.ExpiresAt),
 		Streaming: r.Streaming, Gone: r.Gone, GoneReason: r.GoneReason, GoneAt: fromNanos(r.GoneAt),
 		Inventory: r.Inventory, InventoryAt: fromNanos(r.InventoryAt), PrevHeartbeat: fromNanos(r.PrevHeartbeat),

@@ -131,6 +131,7 @@ func (l *Ledger) start(fresh bool, adopt *SlotError) error {
 	var evicted []*shapeState
 	var tss []Tombstone
 	var removed []Tombstone
+	hashed := 0 // records of an older version holding their lease in the clear
 	err := guard(func() error {
 		return l.db.Update(func(tx *bolt.Tx) error {
 			if fresh {
@@ -163,9 +164,18 @@ func (l *Ledger) start(fresh bool, adopt *SlotError) error {
 				T = l.meta.CleanShutdown
 			}
 			extended := 0
+			hashed = 0
 			var owned map[string][]*shapeState // by consumer, built only if someone expired
 			for _, c := range l.consumers {
+				if c.leaseClear {
+					hashed++ // every record below is rewritten, holding the hash only
+				}
 				if c.Gone {
+					if c.leaseClear {
+						if err := tx.Bucket(bucketConsumers).Put([]byte(c.ID), encodeConsumer(c)); err != nil {
+							return err
+						}
+					}
 					continue
 				}
 				if !T.IsZero() && !c.Streaming && c.ExpiresAt.Before(T) {
@@ -242,6 +252,12 @@ func (l *Ledger) start(fresh bool, adopt *SlotError) error {
 		l.log.Warn().Str("slot", adopt.Slot).Str("mismatch", string(adopt.Mismatch)).
 			Stringer("file_flush_lsn", adopt.FileFlush).Stringer("confirmed_flush_lsn", adopt.SlotConfirmed).
 			Int("live_shapes", adopt.LiveShapes).Msg("adopted a slot whose history this ledger file does not hold; every consumer must resynchronise")
+	}
+	for _, c := range l.consumers {
+		c.leaseClear = false
+	}
+	if hashed > 0 {
+		l.log.Info().Int("consumers", hashed).Msg("lease tokens stored in the clear by an older version replaced by their hashes")
 	}
 	for i, s := range evicted {
 		l.dropShape(s, tss[i])

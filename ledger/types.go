@@ -29,7 +29,7 @@ type ConsumerSpec struct {
 // Consumer is a leased client process.
 type Consumer struct {
 	ID            string
-	Lease         string // fencing token: a new random value on every Register
+	Lease         string // fencing token: a new random value on every Register; set only in what Register returns, never stored (only its hash is)
 	Epoch         uint64 // bumps on every Register of this id
 	TTL           time.Duration
 	PID           int
@@ -48,6 +48,9 @@ type Consumer struct {
 	HeartbeatAt   time.Time // the last heartbeat call (or the registration); stream opens and closes do not count
 
 	leaseEnd time.Duration // Ledger.mono reading when the lease ends; memory only (the file keeps ExpiresAt)
+
+	leaseHash  leaseHash // SHA-256 of the lease token: all the ledger keeps of it
+	leaseClear bool      // read from a record holding the token in the clear (an older file); Open rewrites it
 }
 
 // ShapeSpec is the definition of a shape.

@@ -70,7 +70,7 @@ func Verify(path string) ([]Problem, error) {
 				}
 			}
 			for _, c := range consumers {
-				if !c.Gone && c.Lease == "" {
+				if !c.Gone && c.leaseHash == (leaseHash{}) {
 					add("consumer_lease", c.ID, "live consumer without a lease token")
 				}
 			}

@@ -44,6 +44,9 @@ type config struct {
 	MaxConsumers         int
 	ConsumerRetention    time.Duration
 	AdoptSlot            bool
+
+	AdminTokenFile string
+	MaxConnections int
 }
 
 // envPrefix is the prefix of every flag's environment variable.
@@ -86,6 +89,8 @@ func newFlagSet(cfg *config, out io.Writer) *flag.FlagSet {
 	fs.IntVar(&cfg.MaxConsumers, "max-consumers", api.DefaultMaxConsumers, "most consumers holding a lease at once (reached: 429 too_many_consumers)")
 	fs.DurationVar(&cfg.ConsumerRetention, "consumer-retention", ledger.DefaultConsumerRetention, "how long the record of a gone consumer is kept")
 	fs.BoolVar(&cfg.AdoptSlot, "adopt-slot", false, "accept a slot whose history this ledger file does not hold (a new, lost or 0-byte file, an old backup): every consumer must resynchronise")
+	fs.StringVar(&cfg.AdminTokenFile, "admin-token-file", "", "file holding the bearer token /v1/debug/* and POST /v1/shapes/{id}/evict need instead of -token-file's")
+	fs.IntVar(&cfg.MaxConnections, "max-connections", DefaultMaxConnections, "most API connections open at once; more wait in the listen backlog")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "usage: ledgerd -pg-url URL [flags]\n\nEvery flag can be set in the environment as %s<FLAG> (e.g. LEDGERD_PG_URL); the command line wins.\n\n", envPrefix)
 		fs.PrintDefaults()
@@ -148,6 +153,9 @@ func (c config) validate() error {
 	}
 	if c.EvictMaxFraction < 0 || c.EvictMaxFraction > 1 {
 		bad("-evict-max-fraction must be between 0 and 1, got %v", c.EvictMaxFraction)
+	}
+	if c.MaxConnections < 1 {
+		bad("-max-connections must be at least 1, got %d", c.MaxConnections)
 	}
 	if c.OutboxBytes < 4096 {
 		bad("-outbox-bytes must be at least 4KiB, got %d", c.OutboxBytes)

@@ -7,7 +7,6 @@ import (
 	"io"
 	"math"
 	"net"
-	"net/http"
 	"os"
 	"os/signal"
 	"strings"
@@ -72,14 +71,7 @@ func newLogger(level string, w io.Writer) (zerolog.Logger, error) {
 
 func listen(addr string) (net.Listener, error) {
 	if path, ok := strings.CutPrefix(addr, "unix:"); ok {
-		if fi, err := os.Stat(path); err == nil && fi.Mode()&os.ModeSocket != 0 {
-			_ = os.Remove(path) // a stale socket of a previous run
-		}
-		l, err := net.Listen("unix", path)
-		if err != nil {
-			return nil, fmt.Errorf("-listen %s: %w", addr, err)
-		}
-		return l, nil
+		return listenUnix(path)
 	}
 	l, err := net.Listen("tcp", addr)
 	if err != nil {
@@ -88,17 +80,23 @@ func listen(addr string) (net.Listener, error) {
 	return l, nil
 }
 
-func readToken(path string) (string, error) {
+// readToken reads the token of -flag from path. A file group or others may
+// read is a token anyone on the host may read: it is used, with a warning.
+func readToken(flag, path string, log zerolog.Logger) (string, error) {
 	if path == "" {
 		return "", nil
 	}
 	b, err := os.ReadFile(path)
 	if err != nil {
-		return "", fmt.Errorf("-token-file: %w", err)
+		return "", fmt.Errorf("-%s: %w", flag, err)
 	}
 	tok := strings.TrimSpace(string(b))
 	if tok == "" {
-		return "", fmt.Errorf("-token-file %s is empty: write the bearer token into it", path)
+		return "", fmt.Errorf("-%s %s is empty: write the bearer token into it", flag, path)
+	}
+	if fi, err := os.Stat(path); err == nil && fi.Mode().Perm()&0o044 != 0 {
+		log.Warn().Str("file", path).Str("mode", fmt.Sprintf("%04o", fi.Mode().Perm())).
+			Msgf("the -%s file is readable by group or others; chmod 600 it", flag)
 	}
 	return tok, nil
 }
@@ -127,15 +125,26 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	if err != nil {
 		return err
 	}
-	token, err := readToken(cfg.TokenFile)
+	token, err := readToken("token-file", cfg.TokenFile, log)
 	if err != nil {
 		return err
+	}
+	adminToken, err := readToken("admin-token-file", cfg.AdminTokenFile, log)
+	if err != nil {
+		return err
+	}
+	if adminToken != "" && adminToken == token {
+		return fmt.Errorf("-admin-token-file holds the same token as -token-file: give the admin calls a token of their own")
+	}
+	if token == "" && adminToken == "" && !strings.HasPrefix(cfg.Listen, "unix:") {
+		log.Warn().Str("listen", cfg.Listen).Msg("no -token-file: whoever reaches the API may register, ack, evict and download the ledger")
 	}
 	ln, err := listen(cfg.Listen)
 	if err != nil {
 		return err
 	}
 	defer ln.Close()
+	limits := defaultHTTPLimits(connCap(cfg.MaxConnections, log))
 
 	hb := cfg.HeartbeatInterval
 	if hb == 0 {
@@ -225,15 +234,14 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	}
 
 	streams := hub.NewRunner(scfg)
-	srv := api.New(api.Config{Ledger: led, Hub: hub, Tables: pg, Slot: pg, SlotName: cfg.Slot, Token: token,
+	srv := api.New(api.Config{Ledger: led, Hub: hub, Tables: pg, Slot: pg, SlotName: cfg.Slot, Token: token, AdminToken: adminToken,
 		Streaming: streams.Streaming, Reconnects: streams.Reconnects, Defer: rec.Defer, Limits: cfg.limits(), Logger: log})
 	if err := srv.Registry().Register(rec); err != nil {
 		return fmt.Errorf("registering the reconciler's metrics: %w", err)
 	}
-	httpSrv := &http.Server{Handler: srv.Handler(), ReadHeaderTimeout: 10 * time.Second,
-		ErrorLog: nil, BaseContext: func(net.Listener) context.Context { return context.WithoutCancel(ctx) }}
+	httpSrv := newHTTPServer(ctx, srv.Handler(), limits)
 	httpDone := make(chan error, 1)
-	go func() { httpDone <- httpSrv.Serve(ln) }()
+	go func() { httpDone <- httpSrv.Serve(limitListener(ln, limits.MaxConns)) }()
 	log.Info().Str("listen", cfg.Listen).Str("slot", cfg.Slot).Str("system_id", sys.SystemID).
 		Str("db", cfg.DB).Msg("ledgerd serving")
 
