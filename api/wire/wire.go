@@ -173,8 +173,19 @@ type Frame struct {
 }
 
 // Change is one row change inside a txn frame: the consumer's shapes it
-// reaches, and the rows as column -> text value (null for SQL NULL; an
-// unchanged TOASTed column is left out).
+// reaches, and the rows as column -> text value (null for SQL NULL). A
+// column whose value Postgres did not send is left out, never null: an
+// unchanged TOASTed column, and every non-key column of a key-only old row.
+//
+// New is set for insert and update. Old depends on the table's replica
+// identity: with FULL, updates and deletes carry the whole old row; with
+// DEFAULT (the primary key) or USING INDEX (that index's columns), a delete,
+// and an update that changed the key, carry only the key columns, and an
+// update that kept the key carries no Old; with NOTHING there is no Old
+// (Postgres refuses updates and deletes of a table it publishes with no
+// replica identity). Truncate carries neither. A shape filtered on a column
+// that a change lacks receives the change (over-delivery, never a miss), so
+// a consumer must be ready for deletes of rows it never held.
 type Change struct {
 	Shapes []string           `json:"shapes"`
 	Op     string             `json:"op"`
