@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/ledgerd/ledgerd/ledger"
 )
 
 // Replica identity modes, as ALTER TABLE ... REPLICA IDENTITY names them.
@@ -122,4 +124,64 @@ func SetFull(ctx context.Context, db Beginner, table string, lockTimeout time.Du
 		return fmt.Errorf("setting replica identity full on %s: %w", table, err)
 	}
 	return nil
+}
+
+// Gap is a table whose shapes filter on columns that the old row of its
+// deletes lacks: those deletes (and key-changing updates) reach the shapes
+// unfiltered, and an update moving a row out of such a filter does not
+// reach the shape it leaves.
+type Gap struct {
+	Table   string   `json:"table"`
+	Mode    string   `json:"replica_identity"` // ModeDefault, ModeIndex or ModeNothing
+	Columns []string `json:"columns"`          // filter columns outside the key, sorted
+	Shapes  int      `json:"shapes"`           // shapes filtering on one of them
+}
+
+// FilteredTables returns, sorted, the tables that shapes filter.
+func FilteredTables(shapes []ledger.Shape) []string {
+	seen := map[string]bool{}
+	var out []string
+	for _, sh := range shapes {
+		if len(sh.Filter) > 0 && !seen[sh.Table] {
+			seen[sh.Table] = true
+			out = append(out, sh.Table)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+// Gaps returns, sorted by table, the tables of ids whose shapes filter on
+// columns the identity's old row lacks. Tables missing from ids (dropped)
+// are left out.
+func Gaps(ids map[string]Identity, shapes []ledger.Shape) []Gap {
+	byTable := map[string]*Gap{}
+	for _, sh := range shapes {
+		id, ok := ids[sh.Table]
+		if !ok {
+			continue
+		}
+		missing := id.Missing(sh.Filter)
+		if len(missing) == 0 {
+			continue
+		}
+		g := byTable[sh.Table]
+		if g == nil {
+			g = &Gap{Table: sh.Table, Mode: id.Mode}
+			byTable[sh.Table] = g
+		}
+		g.Shapes++
+		for _, c := range missing {
+			if !slices.Contains(g.Columns, c) {
+				g.Columns = append(g.Columns, c)
+			}
+		}
+	}
+	out := make([]Gap, 0, len(byTable))
+	for _, g := range byTable {
+		slices.Sort(g.Columns)
+		out = append(out, *g)
+	}
+	slices.SortFunc(out, func(a, b Gap) int { return strings.Compare(a.Table, b.Table) })
+	return out
 }

@@ -13,6 +13,7 @@ import (
 
 	"github.com/ledgerd/ledgerd/internal/pgtest"
 	"github.com/ledgerd/ledgerd/internal/replident"
+	"github.com/ledgerd/ledgerd/ledger"
 )
 
 var cluster *pgtest.Cluster
@@ -62,7 +63,7 @@ func TestReadAndMissing(t *testing.T) {
 	}
 	filter := map[string][]string{"tenant": {"b"}, "region": {"eu"}, "code": {"k"}}
 	for _, c := range []struct {
-		table, mode string
+		table, mode  string
 		key, missing []string
 	}{
 		{"public.dflt", replident.ModeDefault, []string{"id", "region"}, []string{"code", "tenant"}},
@@ -139,5 +140,34 @@ func TestSetFull(t *testing.T) {
 	err = replident.SetFull(ctx, other, "public.plain", 100*time.Millisecond)
 	if err == nil || !strings.Contains(err.Error(), "lock timeout") {
 		t.Errorf("SetFull behind a lock: %v, want a lock timeout", err)
+	}
+}
+
+// TestGaps groups the shapes filtering on columns outside a table's key.
+func TestGaps(t *testing.T) {
+	ids := map[string]replident.Identity{
+		"public.orders": {Table: "public.orders", Mode: replident.ModeDefault, Key: []string{"id"}},
+		"public.items":  {Table: "public.items", Mode: replident.ModeFull},
+		"public.keyed":  {Table: "public.keyed", Mode: replident.ModeIndex, Key: []string{"code"}},
+	}
+	shape := func(table string, filter map[string][]string) ledger.Shape {
+		return ledger.Shape{ShapeSpec: ledger.ShapeSpec{Table: table, Filter: filter}}
+	}
+	shapes := []ledger.Shape{
+		shape("public.orders", map[string][]string{"tenant": {"a"}}),
+		shape("public.orders", map[string][]string{"region": {"eu"}, "id": {"1"}}),
+		shape("public.orders", map[string][]string{"id": {"2"}}), // filtered on the key: no gap
+		shape("public.orders", nil),
+		shape("public.items", map[string][]string{"tenant": {"a"}}), // full: no gap
+		shape("public.keyed", map[string][]string{"code": {"k"}}),
+		shape("public.dropped", map[string][]string{"tenant": {"a"}}),
+	}
+	if got, want := replident.FilteredTables(shapes), []string{"public.dropped", "public.items", "public.keyed", "public.orders"}; !slices.Equal(got, want) {
+		t.Errorf("filtered tables %v, want %v", got, want)
+	}
+	got := replident.Gaps(ids, shapes)
+	if len(got) != 1 || got[0].Table != "public.orders" || got[0].Mode != replident.ModeDefault || got[0].Shapes != 2 ||
+		!slices.Equal(got[0].Columns, []string{"region", "tenant"}) {
+		t.Errorf("gaps %+v, want public.orders (default) with 2 shapes on region, tenant", got)
 	}
 }
