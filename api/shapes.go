@@ -48,6 +48,7 @@ func (s *Server) putShape(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
+	warnings := s.checkIdentity(r.Context(), table, req.Filter)
 	filter := req.Filter
 	for col, vals := range filter {
 		vals = slices.Clone(vals)
@@ -71,7 +72,7 @@ func (s *Server) putShape(w http.ResponseWriter, r *http.Request) {
 		s.log.Info().Str("shape", id).Str("consumer", sh.Consumer).Str("table", table).Uint64("generation", sh.Generation).
 			Stringer("start_lsn", sh.StartLSN).Msg("shape created")
 	}
-	writeJSON(w, status, wire.ShapeResponse{ID: sh.ID, Generation: sh.Generation, StartLSN: sh.StartLSN.String()})
+	writeJSON(w, status, wire.ShapeResponse{ID: sh.ID, Generation: sh.Generation, StartLSN: sh.StartLSN.String(), Warnings: warnings})
 }
 
 // testHookDeleteShape, when set by a test, runs after DELETE checked the

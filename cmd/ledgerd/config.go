@@ -44,6 +44,9 @@ type config struct {
 	MaxConsumers         int
 	ConsumerRetention    time.Duration
 	AdoptSlot            bool
+
+	// ReplicaIdentity "full" sets REPLICA IDENTITY FULL on tables filtered on non-key columns.
+	ReplicaIdentity string
 }
 
 // envPrefix is the prefix of every flag's environment variable.
@@ -86,6 +89,7 @@ func newFlagSet(cfg *config, out io.Writer) *flag.FlagSet {
 	fs.IntVar(&cfg.MaxConsumers, "max-consumers", api.DefaultMaxConsumers, "most consumers holding a lease at once (reached: 429 too_many_consumers)")
 	fs.DurationVar(&cfg.ConsumerRetention, "consumer-retention", ledger.DefaultConsumerRetention, "how long the record of a gone consumer is kept")
 	fs.BoolVar(&cfg.AdoptSlot, "adopt-slot", false, "accept a slot whose history this ledger file does not hold (a new, lost or 0-byte file, an old backup): every consumer must resynchronise")
+	fs.StringVar(&cfg.ReplicaIdentity, "replica-identity", "", `"full": set REPLICA IDENTITY FULL on a table the first time a shape filters it on a column outside its key, so its deletes can be filtered ("" leaves tables alone and warns)`)
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "usage: ledgerd -pg-url URL [flags]\n\nEvery flag can be set in the environment as %s<FLAG> (e.g. LEDGERD_PG_URL); the command line wins.\n\n", envPrefix)
 		fs.PrintDefaults()
@@ -160,6 +164,9 @@ func (c config) validate() error {
 	}
 	if c.ConsumerRetention <= 0 {
 		bad("-consumer-retention must be a positive duration such as 168h, got %v", c.ConsumerRetention)
+	}
+	if c.ReplicaIdentity != "" && c.ReplicaIdentity != "full" {
+		bad(`-replica-identity must be "full" or empty, got %q`, c.ReplicaIdentity)
 	}
 	return errors.Join(errs...)
 }
