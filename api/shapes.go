@@ -48,7 +48,6 @@ func (s *Server) putShape(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	warnings := s.checkIdentity(r.Context(), table, req.Filter)
 	filter := req.Filter
 	for col, vals := range filter {
 		vals = slices.Clone(vals)
@@ -61,6 +60,7 @@ func (s *Server) putShape(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer release()
+	warnings := s.checkIdentity(r.Context(), table, filter)
 	sh, created, err := s.hub.CreateShape(ledger.ShapeSpec{ID: id, Consumer: req.Consumer, Table: table, Filter: filter})
 	if err != nil {
 		writeError(w, fromLedger(err, "shape "+id))
