@@ -105,3 +105,34 @@ func (s *Server) keyOnlyTables(ctx context.Context, st *wire.Status) {
 		st.KeyOnlyTables = append(st.KeyOnlyTables, wire.KeyOnlyTable{Table: g.Table, ReplicaIdentity: g.Mode, Columns: g.Columns, Shapes: g.Shapes})
 	}
 }
+
+// SetIdentitiesFull does, with Config.SetIdentityFull, what a PUT would
+// have done for every live shape: it sets REPLICA IDENTITY FULL on each
+// table that shapes filter on columns outside its key. It covers shapes
+// created before the flag was given, and it is idempotent (a FULL table is
+// left alone). It logs what it did and what it could not do; it never
+// stops the daemon, since over-delivery loses nothing.
+func (s *Server) SetIdentitiesFull(ctx context.Context) {
+	if s.cfg.Identity == nil || !s.cfg.SetIdentityFull {
+		return
+	}
+	shapes := s.l.Shapes()
+	tables := replident.FilteredTables(shapes)
+	if len(tables) == 0 {
+		return
+	}
+	ids, err := s.cfg.Identity.ReplicaIdentity(ctx, tables)
+	if err != nil {
+		s.log.Warn().Err(err).Msg("reading the replica identity of filtered tables at start-up")
+		return
+	}
+	for _, g := range replident.Gaps(ids, shapes) {
+		if err := s.cfg.Identity.SetReplicaIdentityFull(ctx, g.Table); err != nil {
+			s.log.Warn().Err(err).Str("table", g.Table).Strs("filter_columns", g.Columns).Int("shapes", g.Shapes).
+				Msg("could not set replica identity full; deletes of the table reach its filtered shapes unfiltered")
+			continue
+		}
+		s.log.Info().Str("table", g.Table).Str("was", g.Mode).Strs("filter_columns", g.Columns).Int("shapes", g.Shapes).
+			Msg("set replica identity full: deletes now carry the columns shapes filter on")
+	}
+}

@@ -231,6 +231,11 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	if err := srv.Registry().Register(rec); err != nil {
 		return fmt.Errorf("registering the reconciler's metrics: %w", err)
 	}
+	// Shapes created before -replica-identity full was given get their
+	// tables set FULL now, as a new shape would.
+	identityCtx, cancelIdentity := context.WithTimeout(ctx, 30*time.Second)
+	srv.SetIdentitiesFull(identityCtx)
+	cancelIdentity()
 	httpSrv := &http.Server{Handler: srv.Handler(), ReadHeaderTimeout: 10 * time.Second,
 		ErrorLog: nil, BaseContext: func(net.Listener) context.Context { return context.WithoutCancel(ctx) }}
 	httpDone := make(chan error, 1)

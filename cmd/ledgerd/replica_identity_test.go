@@ -299,3 +299,51 @@ func TestReplicaIdentityFullFlag(t *testing.T) {
 		"theirs-a": {`delete old={"id":"1"}`}, // over-delivered: the ALTER was refused
 	})
 }
+
+// TestReplicaIdentityFullAtStart: a shape created without
+// -replica-identity full keeps its table's identity (and gets the warning);
+// when ledgerd starts again with the flag, the table of that existing shape
+// is set FULL, as a new shape's would be, and its deletes are filtered.
+func TestReplicaIdentityFullAtStart(t *testing.T) {
+	dsn := pgtest.NewDB(t, cluster)
+	slot := slotName(t)
+	sql(t, dsn, "CREATE TABLE orders (id int PRIMARY KEY, tenant text)")
+	d := startDaemon(t, dsn, slot, "")
+	ctx := context.Background()
+	k, err := d.c.Register(ctx, client.ConsumerConfig{ID: "c", TTL: 30 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := k.PutShape(ctx, "a", "public.orders", map[string][]string{"tenant": {"a"}})
+	if err != nil || len(res.Warnings) != 1 {
+		t.Fatalf("PUT without the flag: warnings %q, %v; want one", res.Warnings, err)
+	}
+	identity := func() string {
+		var ident string
+		conn, err := pgx.Connect(ctx, dsn)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close(ctx)
+		if err := conn.QueryRow(ctx, "SELECT relreplident::text FROM pg_class WHERE oid = 'orders'::regclass").Scan(&ident); err != nil {
+			t.Fatal(err)
+		}
+		return ident
+	}
+	if got := identity(); got != "d" {
+		t.Fatalf("without the flag the table's identity became %q", got)
+	}
+	d.stop()
+
+	d = startDaemonOn(t, d.addr, dsn, slot, d.dbPath, "-replica-identity", "full")
+	if got := identity(); got != "f" {
+		t.Errorf("after a start with -replica-identity full the table's identity is %q, want f (FULL)", got)
+	}
+	var st wire.Status
+	if _, err := d.c.Do(ctx, "GET", "/v1/status", "", nil, &st); err != nil {
+		t.Fatal(err)
+	}
+	if st.KeyOnlyTables == nil || len(st.KeyOnlyTables) != 0 {
+		t.Errorf("status key-only tables %+v, want none", st.KeyOnlyTables)
+	}
+}
