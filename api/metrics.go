@@ -18,6 +18,7 @@ type collector struct {
 	outboxBytes, outboxTxns, streams            *prometheus.Desc
 	overflows, dropped, slowCloses, reconnects  *prometheus.Desc
 	slotUp                                      *prometheus.Desc
+	overdelivered                               *prometheus.Desc
 }
 
 func newCollector(s *Server) *collector {
@@ -46,6 +47,8 @@ func newCollector(s *Server) *collector {
 		slowCloses:     d("slow_consumer_closes_total", "Change streams closed by the slow-consumer timeout."),
 		reconnects:     d("stream_reconnects_total", "Reconnects of the replication stream to Postgres."),
 		slotUp:         d("slot_status_up", "1 when the last read of pg_replication_slots succeeded."),
+		overdelivered: d("overdelivered_changes_total", "Changes routed to a filtered shape only because a filter column was absent from them "+
+			"(a delete's key-only old row under replica identity DEFAULT or USING INDEX, no old row, an unchanged TOAST value): possible over-deliveries."),
 	}
 }
 
@@ -101,6 +104,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	ctr(c.overflows, hs.Overflows)
 	ctr(c.dropped, hs.Dropped)
 	ctr(c.slowCloses, hs.SlowCloses)
+	ctr(c.overdelivered, hs.Overdelivered)
 	var rc uint64
 	if s.cfg.Reconnects != nil {
 		rc = s.cfg.Reconnects()

@@ -46,6 +46,14 @@ type Config struct {
 	// Slot reads pg_replication_slots for status and metrics; nil leaves
 	// those fields empty.
 	Slot SlotReader
+	// Identity reads the replica identity of the tables shapes filter, for
+	// the PUT answer's warnings and the status' key-only tables; nil skips
+	// both.
+	Identity IdentityManager
+	// SetIdentityFull (-replica-identity full) sets REPLICA IDENTITY FULL on
+	// a table the first time a shape filters it on a column outside its
+	// key, so deletes can be filtered; without it the PUT answer warns.
+	SetIdentityFull bool
 	// SlotName is reported by /v1/status.
 	SlotName string
 	// Token, when set, is the bearer token every call must carry.

@@ -60,6 +60,7 @@ func (s *Server) putShape(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer release()
+	warnings := s.checkIdentity(r.Context(), table, filter)
 	sh, created, err := s.hub.CreateShape(ledger.ShapeSpec{ID: id, Consumer: req.Consumer, Table: table, Filter: filter})
 	if err != nil {
 		writeError(w, fromLedger(err, "shape "+id))
@@ -71,7 +72,7 @@ func (s *Server) putShape(w http.ResponseWriter, r *http.Request) {
 		s.log.Info().Str("shape", id).Str("consumer", sh.Consumer).Str("table", table).Uint64("generation", sh.Generation).
 			Stringer("start_lsn", sh.StartLSN).Msg("shape created")
 	}
-	writeJSON(w, status, wire.ShapeResponse{ID: sh.ID, Generation: sh.Generation, StartLSN: sh.StartLSN.String()})
+	writeJSON(w, status, wire.ShapeResponse{ID: sh.ID, Generation: sh.Generation, StartLSN: sh.StartLSN.String(), Warnings: warnings})
 }
 
 // testHookDeleteShape, when set by a test, runs after DELETE checked the

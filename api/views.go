@@ -61,6 +61,7 @@ func (s *Server) status(w http.ResponseWriter, r *http.Request) {
 	for _, h := range s.l.Holders(topHolders) {
 		st.Holders = append(st.Holders, s.shapeView(h, walEnd))
 	}
+	s.keyOnlyTables(r.Context(), &st)
 	writeJSON(w, http.StatusOK, st)
 }
 

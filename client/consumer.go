@@ -69,6 +69,8 @@ func (k *Consumer) path(suffix string) string {
 
 // PutShape creates (or confirms) a shape of this consumer on table
 // ("schema.table") with an optional filter (column -> allowed values).
+// The answer's Warnings say what the shape will receive beyond its filter
+// (deletes of a table whose replica identity is not FULL).
 func (k *Consumer) PutShape(ctx context.Context, id, table string, filter map[string][]string) (wire.ShapeResponse, error) {
 	var res wire.ShapeResponse
 	_, err := k.c.Do(ctx, http.MethodPut, "/v1/shapes/"+url.PathEscape(id), k.lease,

@@ -76,7 +76,10 @@ func appendTxnFrame(b []byte, e *entry) []byte {
 }
 
 // appendRow encodes a tuple as an object in column order: text values as
-// strings, NULL as null; unchanged TOASTed columns are left out.
+// strings, NULL as null. Columns whose value is unknown are left out, never
+// written as null: unchanged TOASTed columns, and the non-key columns of a
+// key-only old tuple (the decoder leaves those out of the row), so a
+// consumer can tell "NULL" from "not sent" (I1).
 func appendRow(b []byte, cols []stream.Column) []byte {
 	b = append(b, '{')
 	first := true

@@ -83,6 +83,8 @@ type Hub struct {
 	slowCloses  atomic.Uint64
 	replays     atomic.Uint64
 	acks        atomic.Uint64
+
+	overdelivered atomic.Uint64
 }
 
 // New returns a Hub over the given ledger.
@@ -222,6 +224,9 @@ func (h *Hub) HandleTxn(ctx context.Context, txn *stream.Txn) error {
 	if len(targets) == 0 {
 		return nil
 	}
+	if res.Absent != nil {
+		h.countAbsent(&res, targets)
+	}
 	byConsumer := map[string][]string{}
 	for _, id := range targets {
 		if c := h.router.Consumer(id); c != "" {
@@ -241,6 +246,24 @@ func (h *Hub) HandleTxn(ctx context.Context, txn *stream.Txn) error {
 		}
 	}
 	return nil
+}
+
+// countAbsent counts the changes routed to a target shape only through an
+// absent filter column (route.Result.Absent), once per change and shape.
+func (h *Hub) countAbsent(res *route.Result, targets []string) {
+	live := make(map[string]struct{}, len(targets))
+	for _, id := range targets {
+		live[id] = struct{}{}
+	}
+	var n uint64
+	for _, ids := range res.Absent {
+		for _, id := range ids {
+			if _, ok := live[id]; ok {
+				n++
+			}
+		}
+	}
+	h.overdelivered.Add(n)
 }
 
 // onReplay runs when the stream starts a new pass over the slot at commit

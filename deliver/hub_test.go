@@ -228,6 +228,47 @@ func TestDeliversToMatchingShapesOnly(t *testing.T) {
 	}
 }
 
+// TestKeyOnlyDeleteOverDelivered: a delete whose old tuple holds only the
+// key (replica identity DEFAULT) reaches a shape filtered on another column
+// (I1), its frame's "old" carries the key and leaves the unknown columns out
+// (never null), and Stats counts it as a possible over-delivery; a delete
+// with the whole old row is filtered and not counted.
+func TestKeyOnlyDeleteOverDelivered(t *testing.T) {
+	e := newEnv(t, deliver.Config{})
+	e.consumer("c1")
+	e.shape("tenant-b", "c1", "public.orders", map[string][]string{"tenant": {"b"}})
+	e.shape("orders", "c1", "public.orders", nil)
+	s, stop := e.serve("c1")
+	defer stop()
+	e.handle(
+		txn(0x100, stream.Change{Op: stream.OpDelete, Table: "public.orders",
+			Old: []stream.Column{{Name: "id", Value: "2"}}, OldKind: stream.TupleKey}),
+		txn(0x200, stream.Change{Op: stream.OpDelete, Table: "public.orders",
+			Old: []stream.Column{{Name: "id", Value: "3"}, {Name: "tenant", Value: "a"}}, OldKind: stream.TupleFull}),
+	)
+	f := s.next(t)
+	if f.LSN != "0/100" || len(f.Changes) != 1 {
+		t.Fatalf("first frame %+v", f)
+	}
+	ch := f.Changes[0]
+	if !slices.Equal(ch.Shapes, []string{"orders", "tenant-b"}) {
+		t.Errorf("key-only delete reaches %v, want both shapes", ch.Shapes)
+	}
+	if len(ch.Old) != 1 || ch.Old["id"] == nil || *ch.Old["id"] != "2" {
+		t.Errorf("old %v, want only the key id=2", ch.Old)
+	}
+	if _, ok := ch.Old["tenant"]; ok {
+		t.Errorf("old carries tenant %v; a key-only tuple leaves it out", ch.Old["tenant"])
+	}
+	f = s.next(t)
+	if f.LSN != "0/200" || len(f.Changes) != 1 || !slices.Equal(f.Changes[0].Shapes, []string{"orders"}) {
+		t.Errorf("full delete of tenant a: %+v, want only the unfiltered shape", f)
+	}
+	if st := e.hub.Stats(); st.Overdelivered != 1 {
+		t.Errorf("over-delivered %d, want 1 (the key-only delete to tenant-b)", st.Overdelivered)
+	}
+}
+
 func TestUntrackedTxnAccountedAtOnce(t *testing.T) {
 	e := newEnv(t, deliver.Config{})
 	e.consumer("c1")

@@ -163,6 +163,11 @@ type Stats struct {
 	Dropped        uint64 // transactions dropped from an overflowed outbox (replayed later)
 	SlowCloses     uint64 // streams closed by the slow-consumer timeout
 	Replays        uint64 // restarts of the stream observed (replays from the slot)
+	// Overdelivered counts changes routed to a filtered shape only because
+	// a filter column was absent from them (key-only or missing old tuple,
+	// unchanged TOAST value): possible over-deliveries, the price of
+	// routing without REPLICA IDENTITY FULL.
+	Overdelivered uint64
 }
 
 // ConsumerStats describe one consumer's outbox.
@@ -185,6 +190,7 @@ func (h *Hub) Stats() Stats {
 		Dropped:        h.dropped.Load(),
 		SlowCloses:     h.slowCloses.Load(),
 		Replays:        h.replays.Load(),
+		Overdelivered:  h.overdelivered.Load(),
 	}
 	h.mu.Lock()
 	defer h.mu.Unlock()

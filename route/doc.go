@@ -5,9 +5,13 @@
 // its values (AND over columns, IN within a column). Inserts match on the new
 // row, deletes on the old key, updates on the new row or, when Postgres sent
 // it, the old one. A filter column that is absent from the tuple (not part of
-// a delete's key, or an unchanged TOASTed value) counts as a match: routing
-// may over-deliver, it never under-delivers, because a missed change is lost
-// for good while an extra one is merely filtered by the consumer (I1).
+// a key-only old tuple, no old tuple at all, or an unchanged TOASTed value)
+// counts as a match: routing may over-deliver, it never under-delivers,
+// because a missed change is lost for good while an extra one is merely
+// filtered by the consumer (I1). Under replica identity DEFAULT or USING
+// INDEX a delete carries only the key, so it reaches every shape filtered on
+// another column; Result.Absent names those deliveries so they can be
+// counted.
 // TRUNCATE reaches every shape on the table.
 //
 // The Router indexes shapes by table and, within a table, by one filter

@@ -25,6 +25,12 @@ type Result struct {
 	// Changes holds, for each change of the transaction (same index), the
 	// sorted ids of the shapes it reaches; nil for a change that reaches none.
 	Changes [][]string
+	// Absent holds, for each change (same index), the sorted ids among
+	// Changes[i] of the filtered shapes it reaches only because a filter
+	// column was absent from it: a key-only or missing old tuple, or an
+	// unchanged TOAST value. Those deliveries may be over-deliveries (the
+	// row may not match). Absent is nil when no change was.
+	Absent [][]string
 }
 
 // entry is an indexed shape with its filter compiled to sets.
@@ -191,12 +197,19 @@ func (r *Router) Route(txn *stream.Txn) Result {
 		if t == nil {
 			continue
 		}
-		ids := t.match(ch, &probes)
+		ids, absent := t.match(ch, &probes)
 		if len(ids) == 0 {
 			continue
 		}
 		sort.Strings(ids)
 		res.Changes[i] = ids
+		if len(absent) > 0 {
+			if res.Absent == nil {
+				res.Absent = make([][]string, len(txn.Changes))
+			}
+			sort.Strings(absent)
+			res.Absent[i] = absent
+		}
 		for _, id := range ids {
 			union[id] = struct{}{}
 		}
@@ -211,15 +224,16 @@ func (r *Router) Route(txn *stream.Txn) Result {
 	return res
 }
 
-// match returns the ids of the table's shapes that the change reaches.
-// probes counts the column comparisons made.
-func (t *tableIndex) match(ch *stream.Change, probes *uint64) []string {
+// match returns the ids of the table's shapes that the change reaches and,
+// among them, those reached only through an absent filter column. probes
+// counts the column comparisons made.
+func (t *tableIndex) match(ch *stream.Change, probes *uint64) (ids, absent []string) {
 	if ch.Op == stream.OpTruncate {
 		ids := make([]string, 0, len(t.all))
 		for id := range t.all {
 			ids = append(ids, id)
 		}
-		return ids
+		return ids, nil
 	}
 	var buf [2]row
 	tuples := buf[:0]
@@ -234,12 +248,12 @@ func (t *tableIndex) match(ch *stream.Change, probes *uint64) []string {
 			tuples = append(tuples, row{cols: ch.Old, probes: probes})
 		}
 	}
-	ids := make([]string, 0, len(t.unfiltered))
+	ids = make([]string, 0, len(t.unfiltered))
 	for id := range t.unfiltered {
 		ids = append(ids, id)
 	}
 	for col, ci := range t.byCol {
-		seen := map[string]struct{}{}
+		seen := map[string]bool{} // matched shapes: true once a tuple held all their filter columns
 		for i := range tuples {
 			tup := &tuples[i]
 			v, present := tup.lookup(col)
@@ -253,17 +267,22 @@ func (t *tableIndex) match(ch *stream.Change, probes *uint64) []string {
 				cands = ci.entries
 			}
 			for id, e := range cands {
-				if _, dup := seen[id]; dup {
+				if seen[id] {
 					continue
 				}
-				if e.matches(tup) {
-					seen[id] = struct{}{}
-					ids = append(ids, id)
+				if ok, whole := e.matches(tup); ok {
+					seen[id] = whole
 				}
 			}
 		}
+		for id, whole := range seen {
+			ids = append(ids, id)
+			if !whole {
+				absent = append(absent, id)
+			}
+		}
 	}
-	return ids
+	return ids, absent
 }
 
 // linearLookup is the widest row whose columns are found by a scan; a wider
@@ -308,11 +327,13 @@ func (r *row) lookup(name string) (stream.Column, bool) {
 }
 
 // matches reports whether the tuple satisfies every filter column; absent
-// columns match (over-delivery, never under-delivery: I1). A filter with more
-// columns than the row is checked by walking the row against the filter's
-// column map, so a filter listing thousands of columns costs no more than
-// the row's width.
-func (e *entry) matches(tup *row) bool {
+// columns match (over-delivery, never under-delivery: a key-only old tuple
+// lacks the non-key columns, I1). whole is false when a filter column was
+// absent, so the match may be an over-delivery. A filter with more columns
+// than the row is checked by walking the row against the filter's column
+// map, so a filter listing thousands of columns costs no more than the
+// row's width; such a row always lacks a filter column.
+func (e *entry) matches(tup *row) (ok, whole bool) {
 	if len(e.cols) > len(tup.cols) {
 		for _, c := range tup.cols {
 			*tup.probes++
@@ -321,27 +342,29 @@ func (e *entry) matches(tup *row) bool {
 				continue
 			}
 			if c.Kind == stream.KindNull {
-				return false
+				return false, false
 			}
 			if _, ok := set[c.Value]; !ok {
-				return false
+				return false, false
 			}
 		}
-		return true
+		return true, false
 	}
+	whole = true
 	for _, col := range e.cols {
 		v, present := tup.lookup(col)
 		if !present {
+			whole = false
 			continue
 		}
 		if v.Kind == stream.KindNull {
-			return false
+			return false, false
 		}
 		if _, ok := e.sets[col][v.Value]; !ok {
-			return false
+			return false, false
 		}
 	}
-	return true
+	return true, whole
 }
 
 func compile(s Shape) *entry {

@@ -96,6 +96,66 @@ func TestRouteChange(t *testing.T) {
 	}
 }
 
+// TestRouteOldTupleKinds: the changes the decoder makes of a key-only old
+// tuple (replica identity DEFAULT or USING INDEX), of a missing one and of an
+// unchanged TOAST value reach every filtered shape whose filter columns they
+// lack (over-delivery, never under-delivery: I1), and Result.Absent names the
+// shapes reached only that way. A full old row is filtered as usual.
+func TestRouteOldTupleKinds(t *testing.T) {
+	key := func(cols ...stream.Column) []stream.Column { return cols }
+	tests := []struct {
+		name   string
+		change stream.Change
+		want   []string
+		absent []string
+	}{
+		{"key-only delete reaches every filtered shape", stream.Change{Op: stream.OpDelete, Table: "public.orders",
+			Old: key(col("id", "2")), OldKind: stream.TupleKey},
+			[]string{"all-orders", "region-us", "tenant-a", "tenant-ab-eu"}, []string{"region-us", "tenant-a", "tenant-ab-eu"}},
+		{"key-only delete whose key holds a filter column is filtered on it", stream.Change{Op: stream.OpDelete, Table: "public.orders",
+			Old: key(col("region", "eu")), OldKind: stream.TupleKey},
+			[]string{"all-orders", "tenant-a", "tenant-ab-eu"}, []string{"tenant-a", "tenant-ab-eu"}},
+		{"delete without an old tuple reaches every shape", stream.Change{Op: stream.OpDelete, Table: "public.orders"},
+			[]string{"all-orders", "region-us", "tenant-a", "tenant-ab-eu"}, []string{"region-us", "tenant-a", "tenant-ab-eu"}},
+		{"full delete is filtered", stream.Change{Op: stream.OpDelete, Table: "public.orders",
+			Old: key(col("id", "2"), col("tenant", "b"), col("region", "us")), OldKind: stream.TupleFull},
+			[]string{"all-orders", "region-us"}, nil},
+		{"key-changing update: new row filtered, key-only old row reaches the rest", stream.Change{Op: stream.OpUpdate, Table: "public.orders",
+			New: key(col("id", "3"), col("tenant", "a"), col("region", "us")), Old: key(col("id", "2")), OldKind: stream.TupleKey},
+			[]string{"all-orders", "region-us", "tenant-a", "tenant-ab-eu"}, []string{"tenant-ab-eu"}},
+		{"update without an old tuple matches on the new row", stream.Change{Op: stream.OpUpdate, Table: "public.orders",
+			New: key(col("id", "3"), col("tenant", "c"), col("region", "eu"))},
+			[]string{"all-orders"}, nil},
+		{"unchanged toast value in a filter column is absent", stream.Change{Op: stream.OpUpdate, Table: "public.orders",
+			New: key(col("id", "3"), toast("tenant"), col("region", "us"))},
+			[]string{"all-orders", "region-us", "tenant-a"}, []string{"tenant-a"}},
+		{"insert is never absent", stream.Change{Op: stream.OpInsert, Table: "public.orders",
+			New: key(col("id", "1"), col("tenant", "a"), col("region", "eu"))},
+			[]string{"all-orders", "tenant-a", "tenant-ab-eu"}, nil},
+		{"truncate reaches every shape, none by absence", stream.Change{Op: stream.OpTruncate, Table: "public.orders"},
+			[]string{"all-orders", "region-us", "tenant-a", "tenant-ab-eu"}, nil},
+	}
+	r := route.New()
+	for _, s := range testShapes() {
+		r.Put(s)
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			res := r.Route(&stream.Txn{Changes: []stream.Change{tc.change}})
+			if !slices.Equal(res.Changes[0], tc.want) {
+				t.Errorf("change reaches %v, want %v", res.Changes[0], tc.want)
+			}
+			var absent []string
+			if res.Absent != nil {
+				absent = res.Absent[0]
+			}
+			if !slices.Equal(absent, tc.absent) {
+				t.Errorf("reached by an absent filter column: %v, want %v", absent, tc.absent)
+			}
+		})
+	}
+}
+
 func TestRouteTxnUnion(t *testing.T) {
 	r := route.New()
 	for _, s := range testShapes() {

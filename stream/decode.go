@@ -29,6 +29,7 @@ type Decoder struct {
 type relation struct {
 	name    string // "schema.table"
 	columns []string
+	key     []bool // columns[i] is part of the replica identity key (relation message flag 1)
 }
 
 // NewDecoder returns a Decoder with an empty relation cache.
@@ -73,18 +74,20 @@ func (d *Decoder) Decode(msg []byte) (*Txn, error) {
 		txn.CommitTime = m.CommitTime
 		return txn, nil
 	case *pglogrepl.RelationMessage:
-		rel := &relation{name: m.Namespace + "." + m.RelationName, columns: make([]string, len(m.Columns))}
+		rel := &relation{name: m.Namespace + "." + m.RelationName, columns: make([]string, len(m.Columns)),
+			key: make([]bool, len(m.Columns))}
 		for i, c := range m.Columns {
 			rel.columns[i] = c.Name
+			rel.key[i] = c.Flags&1 != 0
 		}
 		d.relations[m.RelationID] = rel
 		return nil, nil
 	case *pglogrepl.InsertMessage:
-		return nil, d.change(msg, OpInsert, m.RelationID, m.Tuple, nil)
+		return nil, d.change(msg, OpInsert, m.RelationID, m.Tuple, nil, 0)
 	case *pglogrepl.UpdateMessage:
-		return nil, d.change(msg, OpUpdate, m.RelationID, m.NewTuple, m.OldTuple)
+		return nil, d.change(msg, OpUpdate, m.RelationID, m.NewTuple, m.OldTuple, m.OldTupleType)
 	case *pglogrepl.DeleteMessage:
-		return nil, d.change(msg, OpDelete, m.RelationID, nil, m.OldTuple)
+		return nil, d.change(msg, OpDelete, m.RelationID, nil, m.OldTuple, m.OldTupleType)
 	case *pglogrepl.TruncateMessage:
 		if err := d.inTxn(msg); err != nil {
 			return nil, err
@@ -128,7 +131,9 @@ func (d *Decoder) inTxn(msg []byte) error {
 	return nil
 }
 
-func (d *Decoder) change(msg []byte, op Op, relID uint32, newTup, oldTup *pglogrepl.TupleData) error {
+// change appends a row change. oldType is the old tuple's marker: 'K' for
+// the key columns only, 'O' for the whole row, 0 for none.
+func (d *Decoder) change(msg []byte, op Op, relID uint32, newTup, oldTup *pglogrepl.TupleData, oldType uint8) error {
 	if err := d.inTxn(msg); err != nil {
 		return err
 	}
@@ -141,35 +146,51 @@ func (d *Decoder) change(msg []byte, op Op, relID uint32, newTup, oldTup *pglogr
 	}
 	c := Change{Op: op, Table: rel.name}
 	var err error
-	if c.New, err = rel.row(msg, newTup); err != nil {
+	if c.New, err = rel.row(msg, newTup, false); err != nil {
 		return err
 	}
-	if c.Old, err = rel.row(msg, oldTup); err != nil {
+	keyOnly := oldType == pglogrepl.UpdateMessageTupleTypeKey
+	if c.Old, err = rel.row(msg, oldTup, keyOnly); err != nil {
 		return err
+	}
+	switch {
+	case c.Old == nil:
+	case keyOnly:
+		c.OldKind = TupleKey
+	default:
+		c.OldKind = TupleFull
 	}
 	d.txn.Changes = append(d.txn.Changes, c)
 	return nil
 }
 
-func (r *relation) row(msg []byte, t *pglogrepl.TupleData) ([]Column, error) {
+// row decodes a tuple in the relation's column order. In a key-only tuple
+// Postgres sends the columns outside the replica identity key as NULL
+// placeholders: they are left out of the row (absent, value unknown), so
+// nothing downstream mistakes them for a NULL the row holds (I1).
+func (r *relation) row(msg []byte, t *pglogrepl.TupleData, keyOnly bool) ([]Column, error) {
 	if t == nil {
 		return nil, nil
 	}
 	if len(t.Columns) != len(r.columns) {
 		return nil, decodeErr(msg, "tuple of %s has %d columns, its relation message %d", r.name, len(t.Columns), len(r.columns))
 	}
-	row := make([]Column, len(t.Columns))
+	row := make([]Column, 0, len(t.Columns))
 	for i, c := range t.Columns {
-		row[i].Name = r.columns[i]
+		col := Column{Name: r.columns[i]}
 		switch c.DataType {
 		case pglogrepl.TupleDataTypeText, pglogrepl.TupleDataTypeBinary:
-			row[i].Kind = KindText
-			row[i].Value = string(c.Data)
+			col.Kind = KindText
+			col.Value = string(c.Data)
 		case pglogrepl.TupleDataTypeNull:
-			row[i].Kind = KindNull
+			if keyOnly && !r.key[i] {
+				continue
+			}
+			col.Kind = KindNull
 		case pglogrepl.TupleDataTypeToast:
-			row[i].Kind = KindUnchanged
+			col.Kind = KindUnchanged
 		}
+		row = append(row, col)
 	}
 	return row, nil
 }

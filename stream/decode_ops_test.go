@@ -1,6 +1,7 @@
 package stream_test
 
 import (
+	"context"
 	"fmt"
 	"strings"
 	"testing"
@@ -33,8 +34,14 @@ func row(cols []stream.Column) string {
 	return strings.Join(parts, " ")
 }
 
+// change renders a change; a key-only or full old tuple is marked old(key)
+// or old(full).
 func change(c stream.Change) string {
-	return fmt.Sprintf("%s %s new[%s] old[%s]", c.Op, c.Table, row(c.New), row(c.Old))
+	kind := ""
+	if c.OldKind != stream.TupleNone {
+		kind = "(" + c.OldKind.String() + ")"
+	}
+	return fmt.Sprintf("%s %s new[%s] old%s[%s]", c.Op, c.Table, row(c.New), kind, row(c.Old))
 }
 
 // TestDecodeEveryOp checks each operation's decoded values: insert, update
@@ -65,11 +72,11 @@ func TestDecodeEveryOp(t *testing.T) {
 	want := [][]string{
 		{"insert public.items new[id=1 name=a qty=10 note=NULL big=xxxx...(10000)] old[-]"},
 		{"update public.items new[id=1 name=a qty=11 note=NULL big=<unchanged>] old[-]"},
-		{"update public.items new[id=2 name=a qty=11 note=it's big=<unchanged>] old[id=1 name=NULL qty=NULL note=NULL big=NULL]"},
+		{"update public.items new[id=2 name=a qty=11 note=it's big=<unchanged>] old(key)[id=1]"},
 		{"insert public.full_items new[id=1 name=f] old[-]"},
-		{"update public.full_items new[id=1 name=g] old[id=1 name=f]"},
-		{"delete public.items new[-] old[id=2 name=NULL qty=NULL note=NULL big=NULL]"},
-		{"delete public.full_items new[-] old[id=1 name=g]"},
+		{"update public.full_items new[id=1 name=g] old(full)[id=1 name=f]"},
+		{"delete public.items new[-] old(key)[id=2]"},
+		{"delete public.full_items new[-] old(full)[id=1 name=g]"},
 		{"insert public.other new[id=7] old[-]", "truncate public.items new[-] old[-]", "truncate public.other new[-] old[-]"},
 	}
 	waitFor(t, "all transactions", func() bool { return len(h.dataTxns()) >= len(want) })
@@ -112,6 +119,79 @@ func TestDecodeEveryOp(t *testing.T) {
 	}
 	if h.duplicates() != 0 {
 		t.Errorf("%d transactions handed twice", h.duplicates())
+	}
+}
+
+// TestDecodeReplicaIdentity: under each replica identity, the old tuple of
+// an update or delete holds what Postgres sent and nothing more. A key-only
+// tuple (DEFAULT, USING INDEX) holds just the key columns: the others are
+// absent, never decoded as NULL (a NULL tenant would match no filter and a
+// filtered shape would miss the delete, I1). FULL holds the whole row. Under
+// NOTHING Postgres refuses updates and deletes of a published table, so
+// only inserts and TRUNCATE reach the stream.
+func TestDecodeReplicaIdentity(t *testing.T) {
+	e := newEnv(t)
+	e.exec(`CREATE TABLE dflt (id int PRIMARY KEY, tenant text, note text)`)
+	e.exec(`CREATE TABLE fullr (id int PRIMARY KEY, tenant text, note text)`)
+	e.exec(`ALTER TABLE fullr REPLICA IDENTITY FULL`)
+	e.exec(`CREATE TABLE idx (id int PRIMARY KEY, code text NOT NULL, tenant text)`)
+	e.exec(`CREATE UNIQUE INDEX idx_code ON idx (code)`)
+	e.exec(`ALTER TABLE idx REPLICA IDENTITY USING INDEX idx_code`)
+	e.exec(`CREATE TABLE nothing (id int PRIMARY KEY, tenant text)`)
+	e.exec(`ALTER TABLE nothing REPLICA IDENTITY NOTHING`)
+	e.exec(`CREATE TABLE nokey (tenant text, note text)`) // DEFAULT without a primary key: like NOTHING
+	h := newRecorder(true)
+	e.start(h)
+
+	for _, sql := range []string{
+		`INSERT INTO dflt VALUES (1, 'b', NULL)`,
+		`UPDATE dflt SET note = 'n'`,
+		`UPDATE dflt SET id = 2`,
+		`DELETE FROM dflt`,
+		`INSERT INTO fullr VALUES (1, 'b', NULL)`,
+		`UPDATE fullr SET id = 2`,
+		`DELETE FROM fullr`,
+		`INSERT INTO idx VALUES (1, 'k1', 'b')`,
+		`UPDATE idx SET id = 2`,
+		`UPDATE idx SET code = 'k2'`,
+		`DELETE FROM idx`,
+		`INSERT INTO nothing VALUES (1, 'b')`,
+		`TRUNCATE nothing`,
+	} {
+		e.exec(sql)
+	}
+	for _, sql := range []string{`UPDATE nothing SET tenant = 'c'`, `DELETE FROM nothing`, `DELETE FROM nokey`} {
+		if _, err := e.sql.Exec(context.Background(), sql); err == nil || !strings.Contains(err.Error(), "replica identity") {
+			t.Errorf("%s: %v, want Postgres to refuse it for lack of a replica identity", sql, err)
+		}
+	}
+	want := []string{
+		"insert public.dflt new[id=1 tenant=b note=NULL] old[-]",
+		"update public.dflt new[id=1 tenant=b note=n] old[-]",
+		"update public.dflt new[id=2 tenant=b note=n] old(key)[id=1]",
+		"delete public.dflt new[-] old(key)[id=2]",
+		"insert public.fullr new[id=1 tenant=b note=NULL] old[-]",
+		"update public.fullr new[id=2 tenant=b note=NULL] old(full)[id=1 tenant=b note=NULL]",
+		"delete public.fullr new[-] old(full)[id=2 tenant=b note=NULL]",
+		"insert public.idx new[id=1 code=k1 tenant=b] old[-]",
+		"update public.idx new[id=2 code=k1 tenant=b] old[-]",
+		"update public.idx new[id=2 code=k2 tenant=b] old(key)[code=k1]",
+		"delete public.idx new[-] old(key)[code=k2]",
+		"insert public.nothing new[id=1 tenant=b] old[-]",
+		"truncate public.nothing new[-] old[-]",
+	}
+	waitFor(t, "all transactions", func() bool { return len(h.dataTxns()) >= len(want) })
+	var got []string
+	for _, txn := range h.dataTxns() {
+		for _, c := range txn.Changes {
+			got = append(got, change(c))
+			if (c.Old == nil) != (c.OldKind == stream.TupleNone) {
+				t.Errorf("%s: old tuple kind %s with old row %v", change(c), c.OldKind, c.Old)
+			}
+		}
+	}
+	if strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Errorf("got\n  %s\nwant\n  %s", strings.Join(got, "\n  "), strings.Join(want, "\n  "))
 	}
 }
 

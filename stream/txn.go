@@ -27,6 +27,34 @@ const (
 	KindUnchanged             // unchanged TOASTed value: not sent, keep the old one
 )
 
+// TupleKind says what an old tuple holds, as pgoutput marks it.
+type TupleKind uint8
+
+// Old tuple kinds.
+const (
+	// TupleNone: no old tuple (inserts; updates that left the key alone
+	// under replica identity DEFAULT or USING INDEX; any update or delete
+	// under NOTHING).
+	TupleNone TupleKind = iota
+	// TupleKey ('K'): only the replica identity's key columns. The other
+	// columns are absent from the tuple: their values are unknown, not
+	// NULL.
+	TupleKey
+	// TupleFull ('O'): the whole old row (REPLICA IDENTITY FULL).
+	TupleFull
+)
+
+func (k TupleKind) String() string {
+	switch k {
+	case TupleKey:
+		return "key"
+	case TupleFull:
+		return "full"
+	default:
+		return "none"
+	}
+}
+
 // Column is one column of a decoded row, in the relation's column order.
 type Column struct {
 	Name  string
@@ -37,14 +65,18 @@ type Column struct {
 // Change is one row change of a transaction.
 //
 // Inserts carry New; updates carry New and, when the replica identity is FULL
-// or the key changed, Old; deletes carry Old (the key columns, or the whole
-// row with replica identity FULL). A TRUNCATE of several tables becomes one
-// Change per table, in the order Postgres listed them.
+// or the key changed, Old; deletes carry Old. OldKind says what Old holds:
+// with TupleKey (replica identity DEFAULT or USING INDEX) Old holds only the
+// key columns, and a column missing from it is absent, never NULL, so that
+// routing treats it as unknown (a match) rather than as a NULL that matches
+// no filter (I1). A TRUNCATE of several tables becomes one Change per table,
+// in the order Postgres listed them.
 type Change struct {
-	Op    Op
-	Table string // "schema.table"
-	New   []Column
-	Old   []Column
+	Op      Op
+	Table   string // "schema.table"
+	New     []Column
+	Old     []Column
+	OldKind TupleKind // what Old holds; TupleNone when Old is nil
 }
 
 // Message is a logical decoding message emitted with pg_logical_emit_message

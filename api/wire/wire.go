@@ -117,6 +117,11 @@ type ShapeResponse struct {
 	ID         string `json:"id"`
 	Generation uint64 `json:"generation"`
 	StartLSN   string `json:"start_lsn"`
+	// Warnings, when present, say what the shape will receive that its
+	// definition does not ask for: a filter on columns that the table's
+	// deletes do not carry (replica identity not FULL), so those deletes
+	// reach it unfiltered.
+	Warnings []string `json:"warnings,omitempty"`
 }
 
 // AckRequest is the body of POST /v1/consumers/{id}/ack: exactly one of
@@ -173,8 +178,19 @@ type Frame struct {
 }
 
 // Change is one row change inside a txn frame: the consumer's shapes it
-// reaches, and the rows as column -> text value (null for SQL NULL; an
-// unchanged TOASTed column is left out).
+// reaches, and the rows as column -> text value (null for SQL NULL). A
+// column whose value Postgres did not send is left out, never null: an
+// unchanged TOASTed column, and every non-key column of a key-only old row.
+//
+// New is set for insert and update. Old depends on the table's replica
+// identity: with FULL, updates and deletes carry the whole old row; with
+// DEFAULT (the primary key) or USING INDEX (that index's columns), a delete,
+// and an update that changed the key, carry only the key columns, and an
+// update that kept the key carries no Old; with NOTHING there is no Old
+// (Postgres refuses updates and deletes of a table it publishes with no
+// replica identity). Truncate carries neither. A shape filtered on a column
+// that a change lacks receives the change (over-delivery, never a miss), so
+// a consumer must be ready for deletes of rows it never held.
 type Change struct {
 	Shapes []string           `json:"shapes"`
 	Op     string             `json:"op"`
@@ -285,4 +301,19 @@ type Status struct {
 	SlotError         string  `json:"slot_error,omitempty"`
 	Counts            Counts  `json:"counts"`
 	Holders           []Shape `json:"holders"`
+	// KeyOnlyTables lists the tables whose shapes filter on columns that
+	// their deletes do not carry (replica identity not FULL): those deletes
+	// reach the shapes unfiltered. Empty when there are none; left out when
+	// Postgres could not be asked (KeyOnlyError says why).
+	KeyOnlyTables []KeyOnlyTable `json:"key_only_tables,omitzero"`
+	KeyOnlyError  string         `json:"key_only_tables_error,omitempty"`
+}
+
+// KeyOnlyTable is a table whose deletes (and key-changing updates) carry
+// only its key, while shapes filter it on other columns.
+type KeyOnlyTable struct {
+	Table           string   `json:"table"`
+	ReplicaIdentity string   `json:"replica_identity"` // default, index or nothing
+	Columns         []string `json:"columns"`          // filter columns outside the key
+	Shapes          int      `json:"shapes"`           // shapes filtering on one of them
 }

@@ -68,6 +68,9 @@ func run(ctx context.Context, url, token, id, shape, table string, filter map[st
 		return err
 	}
 	fmt.Fprintf(os.Stderr, "example: consumer %s, shape %s generation %d from %s\n", id, shape, sh.Generation, sh.StartLSN)
+	for _, w := range sh.Warnings {
+		fmt.Fprintf(os.Stderr, "example: warning: %s\n", w)
+	}
 	enc := json.NewEncoder(os.Stdout)
 	err = k.Run(ctx, func(ctx context.Context, txn *client.Txn) error {
 		for _, ch := range txn.Changes {

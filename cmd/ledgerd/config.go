@@ -47,6 +47,8 @@ type config struct {
 
 	AdminTokenFile string
 	MaxConnections int
+	// ReplicaIdentity "full" sets REPLICA IDENTITY FULL on tables filtered on non-key columns.
+	ReplicaIdentity string
 }
 
 // envPrefix is the prefix of every flag's environment variable.
@@ -91,6 +93,7 @@ func newFlagSet(cfg *config, out io.Writer) *flag.FlagSet {
 	fs.BoolVar(&cfg.AdoptSlot, "adopt-slot", false, "accept a slot whose history this ledger file does not hold (a new, lost or 0-byte file, an old backup): every consumer must resynchronise")
 	fs.StringVar(&cfg.AdminTokenFile, "admin-token-file", "", "file holding the bearer token /v1/debug/* and POST /v1/shapes/{id}/evict need instead of -token-file's")
 	fs.IntVar(&cfg.MaxConnections, "max-connections", DefaultMaxConnections, "most API connections open at once; more wait in the listen backlog")
+	fs.StringVar(&cfg.ReplicaIdentity, "replica-identity", "", `"full": set REPLICA IDENTITY FULL on a table the first time a shape filters it on a column outside its key, so its deletes can be filtered ("" leaves tables alone and warns)`)
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "usage: ledgerd -pg-url URL [flags]\n\nEvery flag can be set in the environment as %s<FLAG> (e.g. LEDGERD_PG_URL); the command line wins.\n\n", envPrefix)
 		fs.PrintDefaults()
@@ -168,6 +171,9 @@ func (c config) validate() error {
 	}
 	if c.ConsumerRetention <= 0 {
 		bad("-consumer-retention must be a positive duration such as 168h, got %v", c.ConsumerRetention)
+	}
+	if c.ReplicaIdentity != "" && c.ReplicaIdentity != "full" {
+		bad(`-replica-identity must be "full" or empty, got %q`, c.ReplicaIdentity)
 	}
 	return errors.Join(errs...)
 }

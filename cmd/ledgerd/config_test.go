@@ -44,12 +44,27 @@ func TestConfigErrorsNameTheFix(t *testing.T) {
 		{[]string{"-pg-url", "x", "-outbox-bytes", "lots"}, nil, "not a size"},
 		{[]string{"-pg-url", "x", "-evict-max-fraction", "2"}, nil, "-evict-max-fraction must be between 0 and 1"},
 		{[]string{"-pg-url", "x", "extra"}, nil, "takes only flags"},
+		{[]string{"-pg-url", "x", "-replica-identity", "FULLL"}, nil, `-replica-identity must be "full"`},
+		{[]string{"-pg-url", "x"}, map[string]string{"LEDGERD_REPLICA_IDENTITY": "default"}, `-replica-identity must be "full"`},
 	}
 	for _, tc := range tests {
 		_, err := parseConfig(tc.args, func(k string) string { return tc.env[k] }, io.Discard)
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%v %v: error %v, want it to mention %q", tc.args, tc.env, err, tc.want)
 		}
+	}
+}
+
+func TestConfigReplicaIdentity(t *testing.T) {
+	cfg, err := parseConfig([]string{"-pg-url", "x"}, func(k string) string {
+		return map[string]string{"LEDGERD_REPLICA_IDENTITY": "full"}[k]
+	}, io.Discard)
+	if err != nil || cfg.ReplicaIdentity != "full" {
+		t.Errorf("LEDGERD_REPLICA_IDENTITY=full: %q %v", cfg.ReplicaIdentity, err)
+	}
+	cfg, err = parseConfig([]string{"-pg-url", "x"}, func(string) string { return "" }, io.Discard)
+	if err != nil || cfg.ReplicaIdentity != "" {
+		t.Errorf("default: %q %v, want empty (leave tables alone)", cfg.ReplicaIdentity, err)
 	}
 }
 

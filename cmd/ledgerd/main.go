@@ -235,10 +235,16 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 
 	streams := hub.NewRunner(scfg)
 	srv := api.New(api.Config{Ledger: led, Hub: hub, Tables: pg, Slot: pg, SlotName: cfg.Slot, Token: token, AdminToken: adminToken,
-		Streaming: streams.Streaming, Reconnects: streams.Reconnects, Defer: rec.Defer, Limits: cfg.limits(), Logger: log})
+		Streaming: streams.Streaming, Reconnects: streams.Reconnects, Defer: rec.Defer, Limits: cfg.limits(), Logger: log,
+		Identity: pg, SetIdentityFull: cfg.ReplicaIdentity == "full"})
 	if err := srv.Registry().Register(rec); err != nil {
 		return fmt.Errorf("registering the reconciler's metrics: %w", err)
 	}
+	// Shapes created before -replica-identity full was given get their
+	// tables set FULL now, as a new shape would.
+	identityCtx, cancelIdentity := context.WithTimeout(ctx, 30*time.Second)
+	srv.SetIdentitiesFull(identityCtx)
+	cancelIdentity()
 	httpSrv := newHTTPServer(ctx, srv.Handler(), limits)
 	httpDone := make(chan error, 1)
 	go func() { httpDone <- httpSrv.Serve(limitListener(ln, limits.MaxConns)) }()

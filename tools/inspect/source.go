@@ -33,6 +33,10 @@ type Source struct {
 	Now    time.Time
 	// Problems are ledger.Verify's findings (verify only).
 	Problems []ledger.Problem
+	// KeyOnly lists, with -pg, the tables whose deletes lack a column
+	// their shapes filter on; KeyOnlyErr says why it could not be read.
+	KeyOnly    []wire.KeyOnlyTable
+	KeyOnlyErr string
 
 	consumerIdx, shapeIdx map[string]int
 }
@@ -103,6 +107,12 @@ func (a *App) load(ctx context.Context, verify bool) (*Source, error) {
 			return nil, err
 		}
 		src.PG = pg
+	}
+	if src.PG != nil {
+		var err error
+		if src.KeyOnly, err = readKeyOnly(ctx, a.g.PG, src.State.Shapes); err != nil {
+			src.KeyOnlyErr = err.Error()
+		}
 	}
 	return src, nil
 }

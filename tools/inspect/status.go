@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"strings"
 	"time"
 
 	"github.com/ledgerd/ledgerd/api/wire"
@@ -35,6 +36,14 @@ type StatusReport struct {
 	OldestXact *Xact     `json:"oldest_xact,omitempty"`
 	Notes      []string  `json:"notes,omitempty"`
 	ledgerFrom string    // file or snapshot
+
+	// KeyOnlyTables are the tables whose deletes carry only their key
+	// while shapes filter them on other columns (replica identity not
+	// FULL): those deletes reach the shapes unfiltered. KeyOnlyFrom says
+	// where the list comes from (postgres or daemon); both are left out
+	// when no shape has a filter or nobody could say.
+	KeyOnlyTables []wire.KeyOnlyTable `json:"key_only_tables,omitzero"`
+	KeyOnlyFrom   string              `json:"key_only_tables_from,omitempty"`
 }
 
 // Figure is a value with where it comes from; an empty From means unknown.
@@ -125,6 +134,7 @@ func buildStatus(src *Source, p Policy) StatusReport {
 		rep.Shapes["possibly_pending"] = len(derivedHolders(src, p, 0))
 		rep.Notes = append(rep.Notes, "safe flush and pending shapes live in the daemon's memory: use -url for them")
 	}
+	keyOnlyStatus(src, live, &rep)
 	if pg := src.PG; pg != nil {
 		rep.WALEnd = Figure{pg.WALEnd.String(), fromPG}
 		if s := pg.Slot; s != nil {
@@ -186,6 +196,13 @@ func (r StatusReport) writeText(w io.Writer) error {
 		s += fmt.Sprintf(", %s %d", k, r.Tombstones[k])
 	}
 	t.row("tombstones", fmt.Sprintf("%d%s", tomb, s))
+	if r.KeyOnlyFrom != "" {
+		v := "none: every filtered table is FULL or filtered on its key"
+		if n := len(r.KeyOnlyTables); n > 0 {
+			v = fmt.Sprintf("%d table(s) whose deletes reach filtered shapes unfiltered", n)
+		}
+		t.row("key-only deletes", v+"  ("+r.KeyOnlyFrom+")")
+	}
 	if x := r.OldestXact; x != nil {
 		who := fmt.Sprintf("pid %d", x.PID)
 		if x.GID != "" {
@@ -211,6 +228,19 @@ func (r StatusReport) writeText(w io.Writer) error {
 		if err := t.flush(); err != nil {
 			return err
 		}
+	}
+	if len(r.KeyOnlyTables) > 0 {
+		fmt.Fprintf(w, "tables whose deletes carry only the key, filtered on other columns (%s):\n", r.KeyOnlyFrom)
+		t := newTable(w)
+		t.row("  TABLE", "REPLICA IDENTITY", "FILTER COLUMNS", "SHAPES")
+		for _, k := range r.KeyOnlyTables {
+			t.row("  "+k.Table, k.ReplicaIdentity, strings.Join(k.Columns, ","), fmt.Sprint(k.Shapes))
+		}
+		if err := t.flush(); err != nil {
+			return err
+		}
+		fmt.Fprintln(w, "  their deletes reach every shape filtered on those columns (counted by ledgerd_overdelivered_changes_total);")
+		fmt.Fprintln(w, "  fix: ALTER TABLE <table> REPLICA IDENTITY FULL, or run ledgerd with -replica-identity full")
 	}
 	for _, n := range r.Notes {
 		fmt.Fprintln(w, "note: "+n)
