@@ -81,6 +81,9 @@ func (d *Decoder) Decode(msg []byte) (*Txn, error) {
 			rel.key[i] = c.Flags&1 != 0
 		}
 		d.relations[m.RelationID] = rel
+		if d.txn != nil && !d.skip {
+			d.txn.Relations = append(d.txn.Relations, Relation{ID: m.RelationID, Table: rel.name, Columns: rel.columns})
+		}
 		return nil, nil
 	case *pglogrepl.InsertMessage:
 		return nil, d.change(msg, OpInsert, m.RelationID, m.Tuple, nil, 0)
@@ -98,7 +101,7 @@ func (d *Decoder) Decode(msg []byte) (*Txn, error) {
 				return nil, decodeErr(msg, "truncate of unknown relation %d", id)
 			}
 			if !d.skip {
-				d.txn.Changes = append(d.txn.Changes, Change{Op: OpTruncate, Table: rel.name})
+				d.txn.Changes = append(d.txn.Changes, Change{Op: OpTruncate, Table: rel.name, RelID: id})
 			}
 		}
 		return nil, nil
@@ -144,7 +147,7 @@ func (d *Decoder) change(msg []byte, op Op, relID uint32, newTup, oldTup *pglogr
 	if d.skip {
 		return nil
 	}
-	c := Change{Op: op, Table: rel.name}
+	c := Change{Op: op, Table: rel.name, RelID: relID}
 	var err error
 	if c.New, err = rel.row(msg, newTup, false); err != nil {
 		return err

@@ -72,11 +72,25 @@ type Column struct {
 // no filter (I1). A TRUNCATE of several tables becomes one Change per table,
 // in the order Postgres listed them.
 type Change struct {
-	Op      Op
-	Table   string // "schema.table"
+	Op    Op
+	Table string // "schema.table"
+	// RelID is the pgoutput relation OID of the table: its identity, which a
+	// rename keeps and a drop and create again under the same name does not.
+	RelID   uint32
 	New     []Column
 	Old     []Column
 	OldKind TupleKind // what Old holds; TupleNone when Old is nil
+}
+
+// Relation is a relation message received inside a transaction: the
+// definition of a table as of that point of the WAL. Postgres sends one
+// before a relation's first change in a session and again before the next
+// change after its definition changed (a rename, a column added or
+// dropped), so it is where DDL on a table shows in the stream.
+type Relation struct {
+	ID      uint32   // relation OID
+	Table   string   // "schema.table"
+	Columns []string // in column order
 }
 
 // Message is a logical decoding message emitted with pg_logical_emit_message
@@ -99,4 +113,8 @@ type Txn struct {
 	CommitTime time.Time
 	Changes    []Change
 	Messages   []Message
+	// Relations are the relation messages of the transaction, in stream
+	// order; every one precedes the first change of its relation in the
+	// transaction.
+	Relations []Relation
 }
