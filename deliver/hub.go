@@ -217,6 +217,11 @@ func (h *Hub) HandleTxn(ctx context.Context, txn *stream.Txn) error {
 		h.lastCommit = txn.CommitLSN
 		h.replaying = false
 	}
+	if len(txn.Relations) > 0 {
+		if err := h.evictChangedRelations(txn); err != nil {
+			return err
+		}
+	}
 	h.routeMu.Lock()
 	res := h.router.Route(txn)
 	targets := h.l.Track(txn.CommitLSN, txn.EndLSN, res.Shapes)

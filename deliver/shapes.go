@@ -23,7 +23,7 @@ func (h *Hub) CreateShape(spec ledger.ShapeSpec) (ledger.Shape, bool, error) {
 // PutShape starts routing to a shape the ledger created (or redefined).
 // Shapes created while the stream runs should go through CreateShape.
 func (h *Hub) PutShape(sh ledger.Shape) {
-	h.router.Put(route.Shape{ID: sh.ID, Consumer: sh.Consumer, Table: sh.Table, Filter: sh.Filter})
+	h.router.Put(route.Shape(sh.ShapeSpec))
 }
 
 // RemoveShape stops routing to a shape the ledger evicted: its transactions

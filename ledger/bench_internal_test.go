@@ -24,7 +24,7 @@ func shapeID(i int) string { return fmt.Sprintf("shape-%07d", i) }
 // pending transaction, so the heap holds every shape.
 func newTrackerWith(n int) (*tracker, [][]string, LSN) {
 	t := newTracker()
-	def := newInterner().def("consumer-1", "public.items", nil)
+	def := newInterner().def("consumer-1", "public.items", 0, nil)
 	ids := make([][]string, n)
 	for i := range n {
 		id := shapeID(i)
@@ -104,7 +104,7 @@ func buildLedgerFile(b *testing.B, path string, n int) Config {
 	}
 	now := time.Now().UnixNano()
 	const chunk = 100_000
-	def := newInterner().def("consumer-1", "public.items", nil)
+	def := newInterner().def("consumer-1", "public.items", 0, nil)
 	for lo := 0; lo < n; lo += chunk {
 		err := db.Update(func(tx *bolt.Tx) error {
 			bk := tx.Bucket(bucketShapes)

@@ -55,8 +55,8 @@ func (l *Ledger) PutShape(spec ShapeSpec) (Shape, bool, error) {
 	}
 	now := l.now()
 	s := &shapeState{
-		id: spec.ID, shapeDef: l.defs.def(c.ID, spec.Table, spec.Filter),
-		start: max(l.t.position, l.startFloor), created: now.UnixNano(), heapIdx: -1,
+		id: spec.ID, shapeDef: l.defs.def(c.ID, spec.Table, spec.RelID, spec.Filter),
+		start: max(l.t.position, l.startFloor), created: now.UnixNano(), heapIdx: -1, boundAt: spec.BoundAt,
 	}
 	if s.start > 0 {
 		s.start-- // the next commit may begin at the processed position itself
@@ -110,7 +110,8 @@ func normFilter(f map[string][]string) map[string][]string {
 // shapeView builds the public view. Caller holds mu.
 func (l *Ledger) shapeView(s *shapeState) Shape {
 	sh := Shape{
-		ShapeSpec:  ShapeSpec{ID: s.id, Consumer: s.consumer, Table: s.table, Filter: cloneFilter(s.filter)},
+		ShapeSpec: ShapeSpec{ID: s.id, Consumer: s.consumer, Table: s.table, Filter: cloneFilter(s.filter),
+			RelID: s.relID, BoundAt: s.boundAt},
 		Generation: s.gen, StartLSN: s.start, FlushedLSN: s.flushed, LastSent: s.lastSent,
 		CreatedAt: fromNanos(s.created), LastAckAt: fromNanos(s.lastAck),
 	}

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"runtime/debug"
 
 	bolt "go.etcd.io/bbolt"
@@ -61,7 +62,8 @@ const (
 )
 
 func encodeShape(s *shapeState) []byte {
-	n := shapeHeaderLen + 2*binary.MaxVarintLen64 + len(s.consumer) + len(s.table) + binary.MaxVarintLen64
+	n := shapeHeaderLen + 2*binary.MaxVarintLen64 + len(s.consumer) + len(s.table) + binary.MaxVarintLen64 +
+		1 + 2*binary.MaxVarintLen64 // relation binding
 	for k, vs := range s.filter {
 		n += 2*binary.MaxVarintLen64 + len(k)
 		for _, v := range vs {
@@ -85,8 +87,18 @@ func encodeShape(s *shapeState) []byte {
 			b = appendString(b, v)
 		}
 	}
+	if s.relID != 0 {
+		b = append(b, tagRelation)
+		b = binary.AppendUvarint(b, uint64(s.relID))
+		b = binary.AppendUvarint(b, uint64(s.boundAt))
+	}
 	return b
 }
+
+// tagRelation starts the optional relation binding at the end of a shape
+// record (relation OID, then the WAL position it was resolved at, both
+// uvarints). Records written before binding existed end after the filter.
+const tagRelation = 'R'
 
 func appendString(b []byte, s string) []byte {
 	b = binary.AppendUvarint(b, uint64(len(s)))
@@ -132,13 +144,22 @@ func decodeShape(id string, v []byte, in *interner) (*shapeState, error) {
 			filter[k] = vs
 		}
 	}
+	var relID uint64
+	if r.err == nil && len(r.b) > 0 && r.b[0] == tagRelation {
+		r.b = r.b[1:]
+		relID = r.uvarint()
+		s.boundAt = LSN(r.uvarint())
+		if relID == 0 || relID > math.MaxUint32 {
+			r.err = fmt.Errorf("relation id %d out of range", relID)
+		}
+	}
 	if r.err == nil && len(r.b) != 0 {
 		r.err = fmt.Errorf("%d trailing bytes", len(r.b))
 	}
 	if r.err != nil {
 		return nil, fmt.Errorf("%w: shape %q: %v", ErrCorrupt, id, r.err)
 	}
-	s.shapeDef = in.def(consumer, table, filter)
+	s.shapeDef = in.def(consumer, table, uint32(relID), filter)
 	return s, nil
 }
 

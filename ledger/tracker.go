@@ -35,6 +35,8 @@ type shapeState struct {
 	heapIdx int32 // position in tracker.heap, -1 when nothing is pending
 
 	dirty uint64 // id of the group-commit batch that carries its flushed LSN, 0 if none
+
+	boundAt LSN // WAL position of the relation binding (ShapeSpec.BoundAt)
 }
 
 // shapeDef is a shape's owner, table and filter. Shapes without a filter
@@ -42,10 +44,14 @@ type shapeState struct {
 type shapeDef struct {
 	consumer string
 	table    string
+	relID    uint32 // relation OID of table, 0 while not bound
 	filter   map[string][]string
 }
 
-type defKey struct{ consumer, table string }
+type defKey struct {
+	consumer, table string
+	relID           uint32
+}
 
 // interner deduplicates strings and filterless definitions.
 type interner struct {
@@ -66,15 +72,15 @@ func (in *interner) str(b []byte) string {
 	return s
 }
 
-func (in *interner) def(consumer, table string, filter map[string][]string) *shapeDef {
+func (in *interner) def(consumer, table string, relID uint32, filter map[string][]string) *shapeDef {
 	if len(filter) > 0 {
-		return &shapeDef{consumer: consumer, table: table, filter: filter}
+		return &shapeDef{consumer: consumer, table: table, relID: relID, filter: filter}
 	}
-	k := defKey{consumer, table}
+	k := defKey{consumer, table, relID}
 	if d := in.defs[k]; d != nil {
 		return d
 	}
-	d := &shapeDef{consumer: consumer, table: table}
+	d := &shapeDef{consumer: consumer, table: table, relID: relID}
 	in.defs[k] = d
 	return d
 }

@@ -15,6 +15,10 @@ const (
 	ReasonReleased             Reason = "released"
 	ReasonManual               Reason = "manual"
 	ReasonExpiredBeforeRestart Reason = "expired_before_restart"
+	// ReasonRelationChanged: the shape's table was renamed or dropped, or a
+	// column its filter names was dropped; the shape would never get another
+	// change, so it is evicted rather than left live and deaf.
+	ReasonRelationChanged Reason = "relation_changed"
 )
 
 // ConsumerSpec is what a consumer gives when it registers.
@@ -59,6 +63,17 @@ type ShapeSpec struct {
 	Consumer string
 	Table    string
 	Filter   map[string][]string
+	// RelID binds the shape to its table's relation OID, resolved when the
+	// shape is created (0: not bound yet; shapes recorded before binding
+	// existed are bound by the reconciler's catalog check). Routing is by
+	// this identity, so a table dropped and created again under the same
+	// name is another relation, and a rename is noticed.
+	RelID uint32
+	// BoundAt is the server WAL position when RelID was resolved: the
+	// binding reflects the catalog as of there, so a relation message of a
+	// transaction that commits before it (a stream behind the catalog)
+	// cannot contradict it.
+	BoundAt LSN
 }
 
 // Shape is a shape's durable record joined with its in-memory tracking state.

@@ -47,9 +47,11 @@ func cloneFilter(f map[string][]string) map[string][]string {
 }
 
 // SameDefinition reports whether o defines the same shape as s: the same
-// owner, table and filter, compared value by value. The id is not compared.
+// owner, table, filter (compared value by value) and relation binding. The
+// id is not compared.
 func (s ShapeSpec) SameDefinition(o ShapeSpec) bool {
-	return s.Consumer == o.Consumer && s.Table == o.Table && equalFilter(s.Filter, o.Filter)
+	return s.Consumer == o.Consumer && s.Table == o.Table && equalFilter(s.Filter, o.Filter) &&
+		s.RelID == o.RelID && s.BoundAt == o.BoundAt
 }
 
 func equalFilter(a, b map[string][]string) bool {

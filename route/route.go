@@ -6,6 +6,7 @@ import (
 	"sync"
 	"sync/atomic"
 
+	"github.com/ledgerd/ledgerd/ledger"
 	"github.com/ledgerd/ledgerd/stream"
 )
 
@@ -15,6 +16,25 @@ type Shape struct {
 	Consumer string
 	Table    string              // "schema.table"
 	Filter   map[string][]string // column -> allowed text values; nil or empty = every row
+	// RelID is the relation OID the shape is bound to (ledger.ShapeSpec):
+	// a bound shape gets the changes of that relation whatever its name; an
+	// unbound one (0) the changes of the table named Table.
+	RelID   uint32
+	BoundAt ledger.LSN // WAL position of the binding
+}
+
+// relKey indexes shapes by relation identity: the OID for bound shapes,
+// the table name for shapes not bound yet.
+type relKey struct {
+	id   uint32
+	name string
+}
+
+func keyOf(s Shape) relKey {
+	if s.RelID != 0 {
+		return relKey{id: s.RelID}
+	}
+	return relKey{name: s.Table}
 }
 
 // Result is the routing of one transaction.
@@ -57,13 +77,13 @@ type columnIndex struct {
 type Router struct {
 	mu     sync.RWMutex
 	shapes map[string]*entry
-	tables map[string]*tableIndex
+	tables map[relKey]*tableIndex
 	probes atomic.Uint64 // column comparisons made by Route, for tests and benchmarks
 }
 
 // New returns an empty router.
 func New() *Router {
-	return &Router{shapes: map[string]*entry{}, tables: map[string]*tableIndex{}}
+	return &Router{shapes: map[string]*entry{}, tables: map[relKey]*tableIndex{}}
 }
 
 // Put adds a shape or replaces the one with the same id.
@@ -73,10 +93,10 @@ func (r *Router) Put(s Shape) {
 	defer r.mu.Unlock()
 	r.removeLocked(s.ID)
 	r.shapes[s.ID] = e
-	t := r.tables[s.Table]
+	t := r.tables[keyOf(s)]
 	if t == nil {
 		t = &tableIndex{all: map[string]*entry{}, unfiltered: map[string]*entry{}, byCol: map[string]*columnIndex{}}
-		r.tables[s.Table] = t
+		r.tables[keyOf(s)] = t
 	}
 	t.all[s.ID] = e
 	if len(e.cols) == 0 {
@@ -113,7 +133,7 @@ func (r *Router) removeLocked(id string) {
 		return
 	}
 	delete(r.shapes, id)
-	t := r.tables[e.Table]
+	t := r.tables[keyOf(e.Shape)]
 	delete(t.all, id)
 	delete(t.unfiltered, id)
 	if len(e.cols) > 0 {
@@ -131,7 +151,7 @@ func (r *Router) removeLocked(id string) {
 		}
 	}
 	if len(t.all) == 0 {
-		delete(r.tables, e.Table)
+		delete(r.tables, keyOf(e.Shape))
 	}
 }
 
@@ -144,6 +164,22 @@ func (r *Router) Shape(id string) (Shape, bool) {
 		return Shape{}, false
 	}
 	return e.Shape, true
+}
+
+// Bound returns the shapes bound to relation relID, ordered by id.
+func (r *Router) Bound(relID uint32) []Shape {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	t := r.tables[relKey{id: relID}]
+	if t == nil {
+		return nil
+	}
+	out := make([]Shape, 0, len(t.all))
+	for _, e := range t.all {
+		out = append(out, e.Shape)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
+	return out
 }
 
 // Consumer returns the owner of a shape, or "" for an unknown shape.
@@ -193,11 +229,16 @@ func (r *Router) Route(txn *stream.Txn) Result {
 	union := map[string]struct{}{}
 	for i := range txn.Changes {
 		ch := &txn.Changes[i]
-		t := r.tables[ch.Table]
-		if t == nil {
-			continue
+		var ids, absent []string
+		if ch.RelID != 0 {
+			if t := r.tables[relKey{id: ch.RelID}]; t != nil {
+				ids, absent = t.match(ch, &probes)
+			}
 		}
-		ids, absent := t.match(ch, &probes)
+		if t := r.tables[relKey{name: ch.Table}]; t != nil {
+			more, moreAbsent := t.match(ch, &probes)
+			ids, absent = append(ids, more...), append(absent, moreAbsent...)
+		}
 		if len(ids) == 0 {
 			continue
 		}
