@@ -14,6 +14,10 @@ import (
 // exist (or is not in the publication); the API answers 422.
 var ErrUnknownTable = errors.New("unknown table")
 
+// ErrUnknownColumn is returned by a TableResolver for a filter column the
+// table does not have; the API answers 422.
+var ErrUnknownColumn = errors.New("unknown column")
+
 // apiError is an error answer: status, code and message.
 type apiError struct {
 	status  int

@@ -2,9 +2,12 @@ package api
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"slices"
 	"strings"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/ledgerd/ledgerd/ledger"
@@ -61,6 +64,49 @@ SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace 
 		return fmt.Errorf("%w: table %s is not in publication %s; ALTER PUBLICATION %s ADD TABLE %s", ErrUnknownTable, table, p.publication, p.publication, table)
 	}
 	return nil
+}
+
+// ResolveTable implements TableResolver: CheckTable, then the table's
+// relation OID, its columns, and the position the answer holds from (the
+// WAL insert position, read after the catalog: every catalog change the
+// answer reflects committed before it).
+func (p *PG) ResolveTable(ctx context.Context, table string, columns []string) (uint32, ledger.LSN, error) {
+	if err := p.CheckTable(ctx, table); err != nil {
+		return 0, 0, err
+	}
+	schema, name, _ := strings.Cut(table, ".")
+	var (
+		relID uint32
+		at    string
+		have  []string
+	)
+	err := p.pool.QueryRow(ctx, `
+SELECT c.oid,
+       (CASE WHEN pg_catalog.pg_is_in_recovery() THEN pg_catalog.pg_last_wal_replay_lsn() ELSE pg_catalog.pg_current_wal_lsn() END)::text,
+       ARRAY(SELECT a.attname::text FROM pg_catalog.pg_attribute a WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped)
+FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+WHERE n.nspname = $1 AND c.relname = $2 AND c.relkind IN ('r', 'p')`, schema, name).Scan(&relID, &at, &have)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return 0, 0, fmt.Errorf("%w: table %s does not exist in the database; create it first or fix the name (schema.table, case-sensitive)", ErrUnknownTable, table)
+	}
+	if err != nil {
+		return 0, 0, fmt.Errorf("resolving table %s: %w", table, err)
+	}
+	var missing []string
+	for _, col := range columns {
+		if !slices.Contains(have, col) {
+			missing = append(missing, col)
+		}
+	}
+	if len(missing) > 0 {
+		return 0, 0, fmt.Errorf("%w: table %s has no column %s; filter on its columns (%s), case-sensitive, or add the column first",
+			ErrUnknownColumn, table, strings.Join(missing, ", "), strings.Join(have, ", "))
+	}
+	lsn, err := ledger.ParseLSN(at)
+	if err != nil {
+		return 0, 0, fmt.Errorf("resolving table %s: WAL position %q: %w", table, at, err)
+	}
+	return relID, lsn, nil
 }
 
 // SlotStatus reads the slot's row of pg_replication_slots and the server's

@@ -21,6 +21,17 @@ type TableChecker interface {
 	CheckTable(ctx context.Context, table string) error
 }
 
+// TableResolver is a TableChecker that also binds a new shape to its
+// table's relation identity. ResolveTable checks the table as CheckTable
+// does and that it has every one of columns (an error wrapping
+// ErrUnknownColumn, 422, names the missing ones), and returns the table's
+// relation OID and the server WAL position the answer holds from. The API
+// uses it instead of CheckTable when Config.Tables implements it.
+type TableResolver interface {
+	TableChecker
+	ResolveTable(ctx context.Context, table string, columns []string) (relID uint32, at ledger.LSN, err error)
+}
+
 // SlotStatus is what pg_replication_slots and the server say of the slot.
 type SlotStatus struct {
 	ConfirmedFlush ledger.LSN

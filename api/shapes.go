@@ -3,6 +3,7 @@ package api
 import (
 	"context"
 	"errors"
+	"maps"
 	"net/http"
 	"slices"
 	"time"
@@ -35,12 +36,23 @@ func (s *Server) putShape(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	table := normalizeTable(req.Table)
+	var relID uint32
+	var boundAt ledger.LSN
 	if s.cfg.Tables != nil {
 		ctx, cancel := context.WithTimeout(r.Context(), 10*time.Second)
-		err := s.cfg.Tables.CheckTable(ctx, table)
+		var err error
+		if res, ok := s.cfg.Tables.(TableResolver); ok {
+			relID, boundAt, err = res.ResolveTable(ctx, table, slices.Sorted(maps.Keys(req.Filter)))
+		} else {
+			err = s.cfg.Tables.CheckTable(ctx, table)
+		}
 		cancel()
 		if errors.Is(err, ErrUnknownTable) {
 			writeError(w, errorf(http.StatusUnprocessableEntity, wire.CodeUnknownTable, "%v", err))
+			return
+		}
+		if errors.Is(err, ErrUnknownColumn) {
+			writeError(w, errorf(http.StatusUnprocessableEntity, wire.CodeUnknownColumn, "%v", err))
 			return
 		}
 		if err != nil {
@@ -61,7 +73,8 @@ func (s *Server) putShape(w http.ResponseWriter, r *http.Request) {
 	}
 	defer release()
 	warnings := s.checkIdentity(r.Context(), table, filter)
-	sh, created, err := s.hub.CreateShape(ledger.ShapeSpec{ID: id, Consumer: req.Consumer, Table: table, Filter: filter})
+	sh, created, err := s.hub.CreateShape(ledger.ShapeSpec{ID: id, Consumer: req.Consumer, Table: table, Filter: filter,
+		RelID: relID, BoundAt: boundAt})
 	if err != nil {
 		writeError(w, fromLedger(err, "shape "+id))
 		return

@@ -33,6 +33,7 @@ const (
 	CodeShapeGone          = "shape_gone"           // 410: the shape was evicted (Reason says why)
 	CodeBodyTooLarge       = "body_too_large"       // 413: the body is over 1 MiB
 	CodeUnknownTable       = "unknown_table"        // 422: the shape's table does not exist in the database
+	CodeUnknownColumn      = "unknown_column"       // 422: the shape's filter names a column its table does not have
 	CodeUnavailable        = "unavailable"          // 503: the daemon is shutting down or not ready
 	CodeInternal           = "internal"             // 500
 )
