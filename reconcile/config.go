@@ -39,6 +39,7 @@ type Ledger interface {
 	FlushLSN() ledger.LSN
 	RecordTick(now time.Time) error
 	Record(e ledger.Event) error
+	BindShapes(ids []string, relID uint32, at ledger.LSN) error
 }
 
 // Challenger sends a challenge frame to a shape's consumer (SPEC §5.3
@@ -67,6 +68,9 @@ type Config struct {
 	// Slot audits the replication slot every pass; nil skips the audit and
 	// the WAL budget probe (which needs the server WAL end).
 	Slot SlotAuditor
+	// Catalog is read every pass for the relation check (tables renamed or
+	// dropped, filter columns dropped); nil turns the check off.
+	Catalog Catalog
 	// Process checks registered pids; nil means /proc of this host.
 	Process ProcessProber
 	// Host is this host's name: the process probe applies only to consumers

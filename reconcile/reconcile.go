@@ -167,6 +167,7 @@ func (r *Reconciler) Pass(ctx context.Context) error {
 	}
 	now := r.now()
 	p := r.newPass(now)
+	p.relations(ctx)
 	p.consumers()
 	p.orphans()
 	p.inventory()

@@ -226,7 +226,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	if fraction == 0 {
 		fraction = math.SmallestNonzeroFloat64 // 0 = only the floor of 10 a minute
 	}
-	rec, err := reconcile.New(reconcile.Config{Ledger: led, Challenger: hub, Syncer: hub, Slot: audit,
+	rec, err := reconcile.New(reconcile.Config{Ledger: led, Challenger: hub, Syncer: hub, Slot: audit, Catalog: catalog{audit.pool},
 		Interval: cfg.ReconcileInterval, StallGrace: cfg.StallGrace, ChallengeTimeout: cfg.ChallengeTimeout,
 		MaxShapeLagBytes: int64(cfg.MaxShapeLagBytes), EvictMaxFraction: fraction, Logger: log})
 	if err != nil {
