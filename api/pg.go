@@ -102,6 +102,27 @@ WHERE n.nspname = $1 AND c.relname = $2 AND c.relkind IN ('r', 'p')`, schema, na
 		return 0, 0, fmt.Errorf("%w: table %s has no column %s; filter on its columns (%s), case-sensitive, or add the column first",
 			ErrUnknownColumn, table, strings.Join(missing, ", "), strings.Join(have, ", "))
 	}
+	// A publication with a column list (Postgres 15+) sends only those
+	// columns: a filter column left out would look dropped in the stream.
+	// to_jsonb reads attnames where it exists and gives null before 15.
+	var published []string
+	err = p.pool.QueryRow(ctx, `
+SELECT to_jsonb(pt) -> 'attnames' FROM pg_catalog.pg_publication_tables pt
+WHERE pt.pubname = $1 AND pt.schemaname = $2 AND pt.tablename = $3`, p.publication, schema, name).Scan(&published)
+	if err != nil && !errors.Is(err, pgx.ErrNoRows) {
+		return 0, 0, fmt.Errorf("reading the published columns of %s: %w", table, err)
+	}
+	if published != nil {
+		for _, col := range columns {
+			if !slices.Contains(published, col) {
+				missing = append(missing, col)
+			}
+		}
+		if len(missing) > 0 {
+			return 0, 0, fmt.Errorf("%w: column %s of table %s is not in the column list of publication %s (%s); filter on a published column or add it to the publication",
+				ErrUnknownColumn, strings.Join(missing, ", "), table, p.publication, strings.Join(published, ", "))
+		}
+	}
 	lsn, err := ledger.ParseLSN(at)
 	if err != nil {
 		return 0, 0, fmt.Errorf("resolving table %s: WAL position %q: %w", table, at, err)

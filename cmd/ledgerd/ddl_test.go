@@ -328,3 +328,26 @@ func TestDDLDropAndRecreateEvicts(t *testing.T) {
 	}
 	assertLive(t, d, "o2")
 }
+
+// TestDDLFilterColumnOutsideColumnList: a publication with a column list
+// sends only those columns, so a filter on another column could never be
+// judged and would look dropped at the first change: it is 422
+// unknown_column, naming the publication. A filter on a published column
+// is accepted and delivers.
+func TestDDLFilterColumnOutsideColumnList(t *testing.T) {
+	dsn := pgtest.NewDB(t, cluster)
+	slot := slotName(t)
+	sql(t, dsn, "CREATE TABLE orders (id int PRIMARY KEY, tenant text, region text)",
+		"CREATE PUBLICATION "+slot+" FOR TABLE orders (id, region)")
+	d := startDaemon(t, dsn, slot, "", "-reconcile-interval", "200ms")
+	c := runDDLConsumer(t, d, "c", map[string]shapeDef{"by-region": {"public.orders", map[string][]string{"region": {"eu"}}}})
+
+	_, err := c.k.PutShape(context.Background(), "by-tenant", "public.orders", map[string][]string{"tenant": {"a"}})
+	var ce *client.Error
+	if !errors.As(err, &ce) || ce.Status != 422 || ce.Code != wire.CodeUnknownColumn || !strings.Contains(ce.Message, "publication "+slot) {
+		t.Fatalf("shape filtering on an unpublished column: %v, want 422 unknown_column naming the publication", err)
+	}
+	sql(t, dsn, "INSERT INTO orders VALUES (1, 'a', 'eu')")
+	c.waitRow(t, "by-region", "1")
+	assertLive(t, d, "by-region")
+}
