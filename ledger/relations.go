@@ -91,8 +91,8 @@ func (s ShapeSpec) RelationChanged(table string, columns []string) string {
 	case 0:
 		return ""
 	case 1:
-		return fmt.Sprintf("column %s of table %s (relation %d), named by the shape's filter, was dropped", missing[0], s.Table, s.RelID)
+		return fmt.Sprintf("column %s of table %s (relation %d), named by the shape's filter, was dropped or renamed", missing[0], s.Table, s.RelID)
 	}
-	return fmt.Sprintf("columns %s of table %s (relation %d), named by the shape's filter, were dropped",
+	return fmt.Sprintf("columns %s of table %s (relation %d), named by the shape's filter, were dropped or renamed",
 		strings.Join(missing, ", "), s.Table, s.RelID)
 }

@@ -351,3 +351,46 @@ func TestDDLFilterColumnOutsideColumnList(t *testing.T) {
 	c.waitRow(t, "by-region", "1")
 	assertLive(t, d, "by-region")
 }
+
+// TestDDLWhileDownEvictsAtStart: a table dropped and another renamed while
+// ledgerd is stopped: the restarted daemon evicts their shapes as
+// relation_changed (nothing in the stream says so) and keeps the shape
+// whose table is untouched.
+func TestDDLWhileDownEvictsAtStart(t *testing.T) {
+	dsn := pgtest.NewDB(t, cluster)
+	slot := slotName(t)
+	sql(t, dsn, "CREATE TABLE orders (id int PRIMARY KEY)", "CREATE TABLE items (id int PRIMARY KEY)",
+		"CREATE TABLE other (id int PRIMARY KEY)")
+	d := startDaemon(t, dsn, slot, "", "-reconcile-interval", "200ms")
+	ctx := context.Background()
+	k, err := d.c.Register(ctx, client.ConsumerConfig{ID: "c", TTL: time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for id, table := range map[string]string{"o": "public.orders", "i": "public.items", "keeper": "public.other"} {
+		if _, err := k.PutShape(ctx, id, table, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	d.stop()
+
+	sql(t, dsn, "DROP TABLE orders", "ALTER TABLE items RENAME TO items_old")
+	d = startDaemon(t, dsn, slot, d.dbPath, "-reconcile-interval", "200ms")
+	for shape, words := range map[string][]string{"o": {"public.orders", "dropped"}, "i": {"public.items", "public.items_old"}} {
+		var ts wire.Tombstone
+		waitFor(t, "shape "+shape+" to be evicted after the restart", 30*time.Second, func() bool {
+			var ok bool
+			ts, ok = tombstone(t, d, shape)
+			return ok
+		})
+		if ts.Reason != string(ledger.ReasonRelationChanged) {
+			t.Errorf("shape %s evicted as %s (%s), want relation_changed", shape, ts.Reason, ts.Evidence)
+		}
+		for _, w := range words {
+			if !strings.Contains(ts.Evidence, w) {
+				t.Errorf("evidence of shape %s %q does not name %q", shape, ts.Evidence, w)
+			}
+		}
+	}
+	assertLive(t, d, "keeper")
+}
