@@ -38,7 +38,9 @@ func TestRelationMessages(t *testing.T) {
 	second := oid()
 	e.exec(`INSERT INTO t VALUES (4, 'x')`)
 
-	rel := func(r stream.Relation) string { return fmt.Sprintf("%d %s %s", r.ID, r.Table, strings.Join(r.Columns, ",")) }
+	rel := func(r stream.Relation) string {
+		return fmt.Sprintf("%d %s %s", r.ID, r.Table, strings.Join(r.Columns, ","))
+	}
 	want := []struct {
 		relations string // the transaction's relation messages
 		relID     uint32 // of its change
