@@ -7,6 +7,13 @@
 // reaches no shape is accounted at once by Track with an empty list, so an
 // idle or untracked table never holds the slot (I3).
 //
+// Before routing a transaction, the Hub reads the relation messages it
+// carries: a shape bound to a relation that one shows renamed, or without a
+// column the shape's filter names, is evicted as relation_changed (actor
+// "stream") and its consumer gets an evicted frame. That happens in WAL
+// order: the shape got every transaction before the change and gets none
+// after it.
+//
 // An outbox holds the transactions delivered to a consumer and not yet acked
 // by all its shapes, bounded in bytes. Its NDJSON stream (Serve) writes them
 // in commit order; a reconnecting consumer is sent the whole outbox again, so

@@ -25,6 +25,11 @@
 //     consumer's previous heartbeat -> not_in_inventory.
 //   - WAL budget (optional): a pending shape pinning more than the budget of
 //     pg_current_wal_lsn() - its pending LSN -> wal_budget.
+//   - relation (with a Catalog): a shape's relation dropped, renamed, or
+//     without a column its filter names -> relation_changed. One catalog
+//     read a pass covers every distinct relation that has shapes; shapes
+//     recorded before they were bound to a relation are bound by name. Not
+//     a liveness guess: these evictions skip the circuit breaker.
 //   - progress: pending past the stall grace without ack progress -> a
 //     challenge on the consumer's stream; no ack progress or defer answer
 //     within the challenge timeout -> stalled. A defer restarts the grace.

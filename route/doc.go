@@ -14,7 +14,14 @@
 // counted.
 // TRUNCATE reaches every shape on the table.
 //
-// The Router indexes shapes by table and, within a table, by one filter
+// A shape bound to its table's relation OID (every shape created through the
+// API) gets the changes of that relation, whatever its name: a table dropped
+// and created again under the same name is another relation, and its rows
+// never reach the shapes of the old one. Renames and drops evict the shapes
+// (deliver and reconcile), so a bound shape never keeps a name that is no
+// longer its table's (I1: no live shape is left deaf).
+//
+// The Router indexes shapes by relation and, within a relation, by one filter
 // column's values, so a change is compared only with the shapes that can
 // match it, and the cost of checking a shape is bounded by the row's width,
 // not the filter's. It is safe for concurrent use: the stream goroutine
