@@ -161,7 +161,7 @@ func (s *Server) listShapes(w http.ResponseWriter, r *http.Request) {
 
 func (s *Server) shapeView(sh ledger.Shape, walEnd ledger.LSN) wire.Shape {
 	v := wire.Shape{ID: sh.ID, Consumer: sh.Consumer, Table: sh.Table, Filter: sh.Filter, Generation: sh.Generation,
-		StartLSN: sh.StartLSN.String(), FlushedLSN: sh.FlushedLSN.String(), CreatedAt: sh.CreatedAt}
+		StartLSN: sh.StartLSN.String(), FlushedLSN: sh.FlushedLSN.String(), CreatedAt: sh.CreatedAt, RelationOID: sh.RelID}
 	if sh.LastSent != 0 {
 		v.LastSentLSN = sh.LastSent.String()
 	}

@@ -233,6 +233,7 @@ type Shape struct {
 	PinnedBytes  int64               `json:"pinned_bytes,omitempty"`
 	CreatedAt    time.Time           `json:"created_at"`
 	LastAckAt    *time.Time          `json:"last_ack_at,omitempty"`
+	RelationOID  uint32              `json:"relation_oid,omitempty"` // the table's relation the shape is bound to
 }
 
 // Tombstone is an eviction record.

@@ -315,6 +315,14 @@ func TestDDLDropAndRecreateEvicts(t *testing.T) {
 	c := runDDLConsumer(t, d, "c", map[string]shapeDef{"o": {"public.orders", nil}})
 	sql(t, dsn, "INSERT INTO orders VALUES (1, 'a')")
 	c.waitRow(t, "o", "1")
+	relation := func(shape string) uint32 {
+		var sh wire.Shape
+		if _, err := d.c.Do(context.Background(), "GET", "/v1/shapes/"+shape, "", nil, &sh); err != nil {
+			t.Fatal(err)
+		}
+		return sh.RelationOID
+	}
+	old := relation("o")
 
 	sql(t, dsn, "BEGIN; DROP TABLE orders; CREATE TABLE orders (id int PRIMARY KEY, tenant text); INSERT INTO orders VALUES (2, 'a'); COMMIT")
 	waitRelationChanged(t, d, c, "o", "public.orders")
@@ -325,6 +333,9 @@ func TestDDLDropAndRecreateEvicts(t *testing.T) {
 	c.waitRow(t, "o2", "3")
 	if got := c.ids("o"); len(got) != 1 {
 		t.Errorf("shape o on the dropped table got rows %v, want only row 1", got)
+	}
+	if now := relation("o2"); old == 0 || now == 0 || now == old {
+		t.Errorf("shape o was bound to relation %d, o2 on the table created again to %d: want two relations", old, now)
 	}
 	assertLive(t, d, "o2")
 }
