@@ -4,6 +4,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/ledgerd/ledgerd/api/wire"
 	"github.com/ledgerd/ledgerd/deliver"
@@ -34,6 +35,15 @@ func TestRelationMessageEvictsBeforeRouting(t *testing.T) {
 	}
 	s, stop := e.serve("c")
 	defer stop()
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(time.Millisecond) {
+		// Frames are queued for an open stream only.
+		if st, ok := e.hub.Consumer("c"); ok && st.Streaming {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the change stream did not open")
+		}
+	}
 
 	ch := insert("public.t", "id", "1", "region", "eu")
 	ch.RelID = 7
