@@ -103,8 +103,11 @@ func hasEvent(t *testing.T, dbPath, kind string) bool {
 func TestNewLedgerOnExistingSlotRefused(t *testing.T) {
 	dsn := pgtest.NewDB(t, cluster)
 	slot := slotName(t)
-	sql(t, dsn, "CREATE TABLE t (id int PRIMARY KEY)", "SELECT pg_create_logical_replication_slot('"+slot+"', 'pgoutput')",
-		"INSERT INTO t VALUES (1)")
+	// The publication exists before the slot, as it does for a ledger file
+	// that was lost: pgoutput looks a publication up as of the WAL it
+	// decodes, so one created later fails on the insert below.
+	sql(t, dsn, "CREATE TABLE t (id int PRIMARY KEY)", "CREATE PUBLICATION "+slot+" FOR ALL TABLES",
+		"SELECT pg_create_logical_replication_slot('"+slot+"', 'pgoutput')", "INSERT INTO t VALUES (1)")
 	before := confirmedFlush(t, dsn, slot)
 	dbPath := filepath.Join(t.TempDir(), "ledgerd.db")
 
