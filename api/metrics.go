@@ -19,6 +19,7 @@ type collector struct {
 	overflows, dropped, slowCloses, reconnects  *prometheus.Desc
 	slotUp                                      *prometheus.Desc
 	overdelivered                               *prometheus.Desc
+	commitFailures, commitsFailing              *prometheus.Desc
 }
 
 func newCollector(s *Server) *collector {
@@ -49,6 +50,8 @@ func newCollector(s *Server) *collector {
 		slotUp:         d("slot_status_up", "1 when the last read of pg_replication_slots succeeded."),
 		overdelivered: d("overdelivered_changes_total", "Changes routed to a filtered shape only because a filter column was absent from them "+
 			"(a delete's key-only old row under replica identity DEFAULT or USING INDEX, no old row, an unchanged TOAST value): possible over-deliveries."),
+		commitFailures: d("commit_failures_total", "Group commits of the ledger file that failed (and were retried)."),
+		commitsFailing: d("commits_failing", "1 while group commits of the ledger file are failing: acks are not durable and the flush does not advance."),
 	}
 }
 
@@ -110,4 +113,10 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		rc = s.cfg.Reconnects()
 	}
 	ctr(c.reconnects, rc)
+	ctr(c.commitFailures, s.l.Stats().CommitErrors)
+	failing := 0.0
+	if s.l.CommitHealth().Failing {
+		failing = 1
+	}
+	g(c.commitsFailing, failing)
 }

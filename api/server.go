@@ -179,6 +179,12 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
 		writeError(w, errorf(http.StatusServiceUnavailable, wire.CodeUnavailable, "the replication stream is not open yet; see the daemon's log"))
 		return
 	}
+	if h := s.l.CommitHealth(); h.Failing {
+		writeError(w, errorf(http.StatusServiceUnavailable, wire.CodeUnavailable,
+			"group commits to the ledger file have failed since %s (%d attempts, retrying): %v; acks are not durable and the slot does not advance until a commit succeeds: check the file system of the ledger file (space, permissions, I/O errors)",
+			h.Since.UTC().Format(time.RFC3339), h.Failures, h.Err))
+		return
+	}
 	writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
 }
 

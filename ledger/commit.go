@@ -32,6 +32,7 @@ type batch struct {
 	events    []Event         // journal events recorded by other components
 	wantFlush LSN             // a committed-backed flush position to record (FlushLSN idle path)
 	force     bool            // a Sync is waiting: commit even if empty
+	retry     bool            // carries a failed batch: commit even if empty
 	done      chan struct{}   // closed once committed (or failed)
 	err       error           // set before done is closed
 }
@@ -41,7 +42,7 @@ func newBatch(id uint64) *batch {
 }
 
 func (b *batch) empty() bool {
-	return len(b.shapes) == 0 && len(b.consumers) == 0 && len(b.events) == 0 && b.tick.IsZero() && b.wantFlush == 0 && !b.force
+	return len(b.shapes) == 0 && len(b.consumers) == 0 && len(b.events) == 0 && b.tick.IsZero() && b.wantFlush == 0 && !b.force && !b.retry
 }
 
 func (b *batch) ops() int { return len(b.shapes) + len(b.consumers) + len(b.events) }
@@ -80,6 +81,18 @@ func (l *Ledger) markConsumer(id string) {
 	l.queued()
 }
 
+// Retrying failed group commits. A commit fails when the file cannot be
+// written (a full disk, an I/O error); its changes stay queued and nothing is
+// reported beyond the last commit that succeeded (I6). Retrying at once would
+// spin: the committer waits commitRetryMin after the first failure, twice as
+// long after each further one, at most commitRetryMax, and logs the first
+// failure, then at most every failureLogEvery, then the recovery.
+const (
+	commitRetryMin  = 100 * time.Millisecond
+	commitRetryMax  = 5 * time.Second
+	failureLogEvery = 30 * time.Second
+)
+
 // run is the committer goroutine.
 func (l *Ledger) run() {
 	defer close(l.done)
@@ -103,9 +116,38 @@ func (l *Ledger) run() {
 			t.Stop()
 		}
 		// Whatever accumulated while a batch was being written has waited
-		// long enough: commit it straight away.
-		for l.commitOnce() {
+		// long enough: commit it straight away, unless commits are failing.
+		for {
+			done, err := l.commitOnce()
+			if !done {
+				break
+			}
+			if err != nil && !l.backoff() {
+				// Stopping: one last attempt, as on any stop.
+				l.commitOnce()
+				return
+			}
 		}
+	}
+}
+
+// backoff waits before the next attempt after a failed commit. It returns
+// false when the ledger is closing.
+func (l *Ledger) backoff() bool {
+	l.mu.Lock()
+	n := l.failure.failures
+	l.mu.Unlock()
+	wait := commitRetryMax
+	if n > 0 && n <= 6 {
+		wait = min(commitRetryMin<<(n-1), commitRetryMax)
+	}
+	t := time.NewTimer(wait)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-l.stop:
+		return false
 	}
 }
 
@@ -118,13 +160,13 @@ type shapeWrite struct {
 }
 
 // commitOnce cuts the fill batch and commits it. It reports whether there
-// was anything to commit.
-func (l *Ledger) commitOnce() bool {
+// was anything to commit, and the commit's error.
+func (l *Ledger) commitOnce() (bool, error) {
 	l.mu.Lock()
 	b := l.fill
 	if b.empty() {
 		l.mu.Unlock()
-		return false
+		return false, nil
 	}
 	l.fill = newBatch(b.id + 1)
 	l.inflight = b
@@ -160,10 +202,11 @@ func (l *Ledger) commitOnce() bool {
 	if !b.tick.IsZero() {
 		m.Tick = b.tick
 	}
+	fault := l.fault
 	l.mu.Unlock()
 
 	began := time.Now()
-	err := l.writeBatch(writes, cons, events, m, now)
+	err := l.writeBatch(writes, cons, events, m, now, fault)
 	took := time.Since(began)
 
 	l.mu.Lock()
@@ -172,13 +215,19 @@ func (l *Ledger) commitOnce() bool {
 	l.stats.LastCommitDuration = took
 	l.stats.LastBatchOps = len(writes) + len(cons) + len(events)
 	if err == nil {
+		if f := l.failure; !f.since.IsZero() {
+			l.log.Info().Uint64("failed_commits", f.failures).Dur("failing_for", now.Sub(f.since)).
+				Msg("group commit recovered")
+		}
+		l.failure = commitFailure{}
 		l.durableSafe = max(l.durableSafe, sCut)
 		l.persistedFlush = m.LastFlush
 		l.meta.LastFlush, l.meta.Position, l.meta.Tick = m.LastFlush, m.Position, m.Tick
 	} else {
 		l.stats.CommitErrors++
-		l.log.Error().Err(err).Int("shapes", len(writes)).Msg("group commit failed; retrying with the next batch")
-		// Requeue: the changes are still in memory and must reach the file.
+		l.commitFailed(err, now, len(writes))
+		// Requeue: the changes are still in memory and must reach the file,
+		// and so must the positions and tick the batch carried.
 		for _, w := range writes {
 			if s := l.t.shapes[w.id]; s != nil && s.gen == w.gen {
 				l.markShape(s)
@@ -188,16 +237,41 @@ func (l *Ledger) commitOnce() bool {
 			l.markConsumer(c.ID)
 		}
 		l.fill.events = append(l.fill.events, events...)
+		l.fill.wantFlush = max(l.fill.wantFlush, b.wantFlush)
+		if b.tick.After(l.fill.tick) {
+			l.fill.tick = b.tick
+		}
+		l.fill.retry = true
 	}
 	l.mu.Unlock()
 	b.err = err
 	close(b.done)
-	return true
+	return true, err
+}
+
+// commitFailed records a failed commit and logs it at a bounded rate: the
+// first failure of a run, then at most every failureLogEvery. Caller holds
+// mu.
+func (l *Ledger) commitFailed(err error, now time.Time, shapes int) {
+	f := &l.failure
+	f.failures++
+	f.err = err
+	if f.since.IsZero() {
+		f.since, f.logged = now, now
+		l.log.Error().Err(err).Int("shapes", shapes).Dur("retry_in", commitRetryMin).
+			Msg("group commit failed; acks are not durable until it succeeds, retrying with backoff")
+		return
+	}
+	if now.Sub(f.logged) >= failureLogEvery {
+		f.logged = now
+		l.log.Error().Err(err).Uint64("failed_commits", f.failures).Dur("failing_for", now.Sub(f.since)).
+			Msg("group commit still failing")
+	}
 }
 
 // writeBatch writes one batch: chunks of at most MaxBatch records, the meta
 // record (with the cut's flush position) in the last one.
-func (l *Ledger) writeBatch(writes []shapeWrite, cons []Consumer, events []Event, m Meta, now time.Time) error {
+func (l *Ledger) writeBatch(writes []shapeWrite, cons []Consumer, events []Event, m Meta, now time.Time, fault func() error) error {
 	for first := true; first || len(writes) > 0 || len(cons) > 0; first = false {
 		n := min(len(writes), l.cfg.MaxBatch)
 		chunk := writes[:n]
@@ -208,6 +282,11 @@ func (l *Ledger) writeBatch(writes []shapeWrite, cons []Consumer, events []Event
 		last := len(writes) == 0 && len(cons) == 0
 		err := guard(func() error {
 			return l.db.Update(func(tx *bolt.Tx) error {
+				if fault != nil {
+					if err := fault(); err != nil {
+						return err
+					}
+				}
 				j := newJournal(tx, now)
 				if err := writeShapes(tx, j, chunk); err != nil {
 					return err
@@ -337,4 +416,31 @@ func (l *Ledger) FlushLSN() LSN {
 		l.queued()
 	}
 	return l.persistedFlush
+}
+
+// commitFailure is the state of a run of failed group commits. Caller holds
+// mu.
+type commitFailure struct {
+	since    time.Time // first failure of the run; zero while commits succeed
+	failures uint64    // consecutive failed commits
+	err      error     // the last failure
+	logged   time.Time // when the run was last logged
+}
+
+// CommitHealth says whether group commits are failing (a full disk, an I/O
+// error): while they are, acks are not durable and the reported flush
+// position stands still (I6), so the daemon is not ready.
+type CommitHealth struct {
+	Failing  bool
+	Since    time.Time // when the current run of failures began
+	Failures uint64    // consecutive failed commits
+	Err      error     // the last failure
+}
+
+// CommitHealth returns the state of group commits.
+func (l *Ledger) CommitHealth() CommitHealth {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	f := l.failure
+	return CommitHealth{Failing: !f.since.IsZero(), Since: f.since, Failures: f.failures, Err: f.err}
 }

@@ -78,6 +78,9 @@ type Ledger struct {
 	full           chan struct{}
 	stop           chan struct{}
 	done           chan struct{}
+
+	failure commitFailure // the current run of failed group commits (see commit.go)
+	fault   func() error  // tests only: fails writes as a full disk would; guarded by mu
 }
 
 // Open opens or creates the ledger file, loads its state and applies the
@@ -225,16 +228,30 @@ func (l *Ledger) Close() error {
 	<-l.done
 
 	l.mu.Lock()
+	// Changes whose last commit failed are lost with the process; none of
+	// them was reported durable, but the caller should know.
+	failed := l.failure.err
 	m := l.meta
 	m.LastFlush = l.persistedFlush
 	m.Position = max(l.t.position, l.startFloor)
 	m.CleanShutdown = l.clock.Now()
+	fault := l.fault
 	l.mu.Unlock()
 	err := guard(func() error {
-		return l.db.Update(func(tx *bolt.Tx) error { return putMeta(tx, m) })
+		return l.db.Update(func(tx *bolt.Tx) error {
+			if fault != nil {
+				if err := fault(); err != nil {
+					return err
+				}
+			}
+			return putMeta(tx, m)
+		})
 	})
 	if cerr := l.db.Close(); err == nil {
 		err = cerr
+	}
+	if err == nil && failed != nil {
+		err = fmt.Errorf("the last group commit failed, changes made since the last successful one were not written: %w", failed)
 	}
 	if err != nil {
 		return fmt.Errorf("closing ledger %s: %w", l.cfg.Path, err)
