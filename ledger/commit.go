@@ -3,6 +3,7 @@ package ledger
 import (
 	"context"
 	"encoding/binary"
+	"fmt"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -203,10 +204,12 @@ func (l *Ledger) commitOnce() (bool, error) {
 		m.Tick = b.tick
 	}
 	fault := l.fault
+	prev := l.meta
+	prev.LastFlush = l.persistedFlush
 	l.mu.Unlock()
 
 	began := time.Now()
-	err := l.writeBatch(writes, cons, events, m, now, fault)
+	err := l.writeBatch(writes, cons, events, m, prev, now, fault)
 	took := time.Since(began)
 
 	l.mu.Lock()
@@ -270,8 +273,11 @@ func (l *Ledger) commitFailed(err error, now time.Time, shapes int) {
 }
 
 // writeBatch writes one batch: chunks of at most MaxBatch records, the meta
-// record (with the cut's flush position) in the last one.
-func (l *Ledger) writeBatch(writes []shapeWrite, cons []Consumer, events []Event, m Meta, now time.Time, fault func() error) error {
+// record (with the cut's flush position) in the last one. Earlier chunks
+// record only the new processed position in the previous meta record, so a
+// crash between chunks never leaves a shape flushed beyond the processed
+// position the file records.
+func (l *Ledger) writeBatch(writes []shapeWrite, cons []Consumer, events []Event, m, prev Meta, now time.Time, fault func() error) error {
 	for first := true; first || len(writes) > 0 || len(cons) > 0; first = false {
 		n := min(len(writes), l.cfg.MaxBatch)
 		chunk := writes[:n]
@@ -306,7 +312,9 @@ func (l *Ledger) writeBatch(writes []shapeWrite, cons []Consumer, events []Event
 					}
 					return putMeta(tx, m)
 				}
-				return nil
+				mid := prev
+				mid.Position = m.Position
+				return putMeta(tx, mid)
 			})
 		})
 		if err != nil {
@@ -323,7 +331,10 @@ func (l *Ledger) writeBatch(writes []shapeWrite, cons []Consumer, events []Event
 func writeShapes(tx *bolt.Tx, j *journal, ws []shapeWrite) error {
 	bk := tx.Bucket(bucketShapes)
 	for _, w := range ws {
-		v := bk.Get([]byte(w.id))
+		v, err := get(bk, []byte(w.id), true)
+		if err != nil {
+			return fmt.Errorf("shape %q: %w", w.id, err)
+		}
 		if len(v) < shapeHeaderLen || binary.BigEndian.Uint64(v[offGen:]) != w.gen {
 			continue
 		}
@@ -334,7 +345,7 @@ func writeShapes(tx *bolt.Tx, j *journal, ws []shapeWrite) error {
 		copy(nv, v)
 		binary.BigEndian.PutUint64(nv[offFlushed:], uint64(w.flushed))
 		binary.BigEndian.PutUint64(nv[offLastAck:], uint64(w.lastAck))
-		if err := bk.Put([]byte(w.id), nv); err != nil {
+		if err := put(bk, []byte(w.id), nv); err != nil {
 			return err
 		}
 		if w.event {
@@ -353,7 +364,10 @@ func writeConsumers(tx *bolt.Tx, cs []Consumer) error {
 	bk := tx.Bucket(bucketConsumers)
 	for i := range cs {
 		c := &cs[i]
-		old := bk.Get([]byte(c.ID))
+		old, err := get(bk, []byte(c.ID), true)
+		if err != nil {
+			return fmt.Errorf("consumer %q: %w", c.ID, err)
+		}
 		if old == nil {
 			continue
 		}
@@ -364,7 +378,7 @@ func writeConsumers(tx *bolt.Tx, cs []Consumer) error {
 		if prev.Epoch != c.Epoch || prev.Gone {
 			continue
 		}
-		if err := bk.Put([]byte(c.ID), encodeConsumer(c)); err != nil {
+		if err := put(bk, []byte(c.ID), encodeConsumer(c)); err != nil {
 			return err
 		}
 	}

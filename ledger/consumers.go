@@ -85,7 +85,7 @@ func (l *Ledger) Register(spec ConsumerSpec) (Consumer, error) {
 	c.leaseEnd = l.mono() + spec.TTL
 	err := guard(func() error {
 		return l.db.Update(func(tx *bolt.Tx) error {
-			if err := tx.Bucket(bucketConsumers).Put([]byte(c.ID), encodeConsumer(c)); err != nil {
+			if err := put(tx.Bucket(bucketConsumers), []byte(c.ID), encodeConsumer(c)); err != nil {
 				return err
 			}
 			return newJournal(tx, now).add(Event{Kind: EventRegistered, Consumer: c.ID,
@@ -389,7 +389,7 @@ func (l *Ledger) endConsumer(id, lease string, check func(*Consumer) error, reas
 
 // goneTx writes a consumer marked gone and its journal event.
 func goneTx(tx *bolt.Tx, j *journal, c *Consumer, evidence, actor string) error {
-	if err := tx.Bucket(bucketConsumers).Put([]byte(c.ID), encodeConsumer(c)); err != nil {
+	if err := put(tx.Bucket(bucketConsumers), []byte(c.ID), encodeConsumer(c)); err != nil {
 		return err
 	}
 	kind := EventConsumerGone

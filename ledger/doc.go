@@ -28,6 +28,12 @@
 //     (given Config.Slot) refuses a new file against a slot that exists and a
 //     file the slot has moved past, unless Config.AdoptSlot (I1, I4).
 //
+// Every record carries a CRC-32C of its key and value (schema version 2, see
+// seal.go), checked whenever it is read: bbolt checks its page structure but
+// not the bytes of a value, and a changed flushed LSN would confirm the slot
+// past transactions nobody acked (I1). Open upgrades a version-1 file in one
+// transaction; Load and Verify read it as it is.
+//
 // Pending entries are deliberately not persisted: after a restart the stream
 // replays from the slot's confirmed_flush_lsn, which is never beyond any
 // pending entry (I1, I6), and Track re-creates them.

@@ -3,6 +3,7 @@ package ledger
 import (
 	"encoding/binary"
 	"encoding/json"
+	"fmt"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -36,7 +37,7 @@ func (j *journal) add(e Event) error {
 	if err != nil {
 		return err
 	}
-	return j.bk.Put(u64(seq), v)
+	return put(j.bk, u64(seq), v)
 }
 
 // trimJournal deletes the oldest events beyond maxEvents or older than
@@ -56,8 +57,10 @@ func trimJournal(tx *bolt.Tx, now time.Time, maxEvents int, maxAge time.Duration
 		seq := binary.BigEndian.Uint64(k)
 		over := last-seq+1 > uint64(maxEvents)
 		if !over {
+			// An event that cannot be read has no age; it goes with the
+			// events around it, judged by the next one.
 			var r eventRec
-			if err := json.Unmarshal(v, &r); err == nil && r.Time >= cutoff {
+			if rec, err := unseal(k, v, true); err == nil && json.Unmarshal(rec, &r) == nil && r.Time >= cutoff {
 				break
 			}
 		}
@@ -79,7 +82,7 @@ func (l *Ledger) Events(since uint64, limit int) []Event {
 	err := guard(func() error {
 		return l.db.View(func(tx *bolt.Tx) error {
 			var err error
-			out, err = readEvents(tx, since, limit)
+			out, _, err = readEvents(tx, true, since, limit)
 			return err
 		})
 	})
@@ -89,15 +92,32 @@ func (l *Ledger) Events(since uint64, limit int) []Event {
 	return out
 }
 
-func readEvents(tx *bolt.Tx, since uint64, limit int) ([]Event, error) {
+// readEvents reads the journal after since. A record that cannot be read is
+// left out and reported as a problem: the journal is history, and one bad
+// record must not hide the rest of it (or the state) from inspect.
+func readEvents(tx *bolt.Tx, sealed bool, since uint64, limit int) ([]Event, []Problem, error) {
 	var out []Event
+	var probs []Problem
 	c := tx.Bucket(bucketJournal).Cursor()
 	for k, v := c.Seek(u64(since + 1)); k != nil && (limit <= 0 || len(out) < limit); k, v = c.Next() {
-		e, err := decodeEvent(k, v)
+		e, err := readEvent(k, v, sealed)
 		if err != nil {
-			return out, err
+			probs = append(probs, Problem{Check: "journal", Subject: fmt.Sprintf("%x", k),
+				Detail: fmt.Sprintf("%v; the event is left out", err)})
+			continue
 		}
 		out = append(out, e)
 	}
-	return out, nil
+	return out, probs, nil
+}
+
+func readEvent(k, v []byte, sealed bool) (Event, error) {
+	if v == nil {
+		return Event{}, fmt.Errorf("%w: nested bucket %q in the journal", ErrCorrupt, k)
+	}
+	rec, err := unseal(k, v, sealed)
+	if err != nil {
+		return Event{}, err
+	}
+	return decodeEvent(k, rec)
 }

@@ -32,7 +32,8 @@ func Load(path string) (*State, error) {
 			consumers := map[string]*Consumer{}
 			t := newTracker()
 			tombs := map[string]Tombstone{}
-			if err := loadState(tx, consumers, t, tombs, nil); err != nil {
+			sealed := m.SchemaVersion >= sealedSchema
+			if err := loadState(tx, sealed, consumers, t, tombs, nil); err != nil {
 				return err
 			}
 			for _, c := range consumers {
@@ -47,10 +48,10 @@ func Load(path string) (*State, error) {
 				})
 			}
 			sort.Slice(st.Shapes, func(i, j int) bool { return st.Shapes[i].ID < st.Shapes[j].ID })
-			if st.Tombstones, err = readTombstones(tx); err != nil {
+			if st.Tombstones, err = readTombstones(tx, sealed); err != nil {
 				return err
 			}
-			st.Events, err = readEvents(tx, 0, 0)
+			st.Events, st.Problems, err = readEvents(tx, sealed, 0, 0)
 			return err
 		})
 	})

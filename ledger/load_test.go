@@ -100,8 +100,9 @@ func TestVerifyFindsBrokenInvariants(t *testing.T) {
 		if err := tx.Bucket([]byte("consumers")).Delete([]byte("c")); err != nil {
 			return err
 		}
-		v := tx.Bucket([]byte("shapes")).Get([]byte(st.Shapes[0].ID))
-		return tx.Bucket([]byte("shapes")).Put([]byte(evicted.Shape), append([]byte(nil), v...))
+		id := []byte(st.Shapes[0].ID)
+		v := unseal(t, id, tx.Bucket([]byte("shapes")).Get(id))
+		return tx.Bucket([]byte("shapes")).Put([]byte(evicted.Shape), seal([]byte(evicted.Shape), v))
 	})
 	probs, err := ledger.Verify(path)
 	if err != nil {

@@ -41,7 +41,7 @@ func (l *Ledger) load() (fresh bool, err error) {
 			l.persistedFlush = m.LastFlush
 			l.durableSafe = m.LastFlush
 			l.startFloor = m.Position
-			return loadState(tx, l.consumers, l.t, l.tombs, l.defs)
+			return loadState(tx, m.SchemaVersion >= sealedSchema, l.consumers, l.t, l.tombs, l.defs)
 		})
 	})
 	if err != nil {
@@ -68,10 +68,11 @@ func checkPages(tx *bolt.Tx) error {
 	return nil
 }
 
-// loadState decodes consumers, shapes and the latest tombstone of each id.
-func loadState(tx *bolt.Tx, consumers map[string]*Consumer, t *tracker, tombs map[string]Tombstone, in *interner) error {
+// loadState decodes consumers, shapes and the latest tombstone of each id,
+// checking each record's checksum when sealed.
+func loadState(tx *bolt.Tx, sealed bool, consumers map[string]*Consumer, t *tracker, tombs map[string]Tombstone, in *interner) error {
 	err := tx.Bucket(bucketConsumers).ForEach(func(k, v []byte) error {
-		c, err := decodeConsumer(k, v)
+		c, err := readConsumer(k, v, sealed)
 		if err != nil {
 			return err
 		}
@@ -89,17 +90,14 @@ func loadState(tx *bolt.Tx, consumers map[string]*Consumer, t *tracker, tombs ma
 	}
 	c := tx.Bucket(bucketShapes).Cursor()
 	for k, v := c.First(); k != nil; k, v = c.Next() {
-		if v == nil {
-			return fmt.Errorf("%w: nested bucket %q among shapes", ErrCorrupt, k)
-		}
-		s, err := decodeShape(string(k), v, in)
+		s, err := readShape(k, v, sealed, in)
 		if err != nil {
 			return err
 		}
 		t.add(s)
 	}
 	return tx.Bucket(bucketTombstones).ForEach(func(k, v []byte) error {
-		ts, err := decodeTomb(k, v)
+		ts, err := readTomb(k, v, sealed)
 		if err != nil {
 			return err
 		}
@@ -108,6 +106,25 @@ func loadState(tx *bolt.Tx, consumers map[string]*Consumer, t *tracker, tombs ma
 		}
 		return nil
 	})
+}
+
+func readConsumer(k, v []byte, sealed bool) (*Consumer, error) {
+	rec, err := unseal(k, v, sealed)
+	if err != nil {
+		return nil, fmt.Errorf("consumer %q: %w", k, err)
+	}
+	return decodeConsumer(k, rec)
+}
+
+func readShape(k, v []byte, sealed bool, in *interner) (*shapeState, error) {
+	if v == nil {
+		return nil, fmt.Errorf("%w: nested bucket %q among shapes", ErrCorrupt, k)
+	}
+	rec, err := unseal(k, v, sealed)
+	if err != nil {
+		return nil, fmt.Errorf("shape %q: %w", k, err)
+	}
+	return decodeShape(string(k), rec, in)
 }
 
 // start initialises a fresh file or applies the restart rules to a loaded
@@ -144,6 +161,15 @@ func (l *Ledger) start(fresh bool, adopt *SlotError) error {
 					return err
 				}
 				l.meta = Meta{SchemaVersion: SchemaVersion, Identity: l.cfg.Identity, CreatedAt: now}
+			}
+			// An older file is upgraded first, in this transaction: what
+			// the restart writes below is sealed like the rest.
+			upgraded := l.meta.SchemaVersion
+			if l.meta.SchemaVersion < SchemaVersion {
+				if err := upgradeTx(tx); err != nil {
+					return fmt.Errorf("upgrading from schema version %d: %w", l.meta.SchemaVersion, err)
+				}
+				l.meta.SchemaVersion = SchemaVersion
 			}
 			j := newJournal(tx, now)
 			if have := l.meta.Identity; !fresh && (have.Timeline != l.cfg.Identity.Timeline || have.Database != l.cfg.Identity.Database) {
@@ -203,7 +229,7 @@ func (l *Ledger) start(fresh bool, adopt *SlotError) error {
 				}
 				c.Streaming = false
 				l.renew(c, now)
-				if err := tx.Bucket(bucketConsumers).Put([]byte(c.ID), encodeConsumer(c)); err != nil {
+				if err := put(tx.Bucket(bucketConsumers), []byte(c.ID), encodeConsumer(c)); err != nil {
 					return err
 				}
 				extended++
@@ -225,6 +251,9 @@ func (l *Ledger) start(fresh bool, adopt *SlotError) error {
 				clean := "after a crash"
 				if !l.meta.CleanShutdown.IsZero() {
 					clean = "after a clean shutdown"
+				}
+				if upgraded < SchemaVersion {
+					clean += fmt.Sprintf("; file upgraded from schema version %d to %d (record checksums)", upgraded, SchemaVersion)
 				}
 				if err := j.add(Event{Kind: EventRestarted, LSN: l.meta.LastFlush, Detail: fmt.Sprintf(
 					"%s; %d leases extended to now+ttl, %d consumers expired before the restart, %d shapes evicted",
@@ -290,7 +319,7 @@ func compactTx(tx *bolt.Tx, now time.Time, cfg Config) ([]Tombstone, error) {
 	gb := tx.Bucket(bucketGenerations)
 	var dead [][]byte
 	err := tb.ForEach(func(k, v []byte) error {
-		ts, err := decodeTomb(k, v)
+		ts, err := readTomb(k, v, true)
 		if err != nil {
 			return err
 		}
@@ -304,8 +333,12 @@ func compactTx(tx *bolt.Tx, now time.Time, cfg Config) ([]Tombstone, error) {
 		return nil, err
 	}
 	for i, ts := range removed {
-		if g := gb.Get([]byte(ts.Shape)); len(g) != 8 || binary.BigEndian.Uint64(g) < ts.Generation {
-			if err := gb.Put([]byte(ts.Shape), u64(ts.Generation)); err != nil {
+		g, err := get(gb, []byte(ts.Shape), true)
+		if err != nil {
+			return nil, fmt.Errorf("generation of %q: %w", ts.Shape, err)
+		}
+		if len(g) != 8 || binary.BigEndian.Uint64(g) < ts.Generation {
+			if err := put(gb, []byte(ts.Shape), u64(ts.Generation)); err != nil {
 				return nil, err
 			}
 		}

@@ -66,8 +66,11 @@ func (l *Ledger) PutShape(spec ShapeSpec) (Shape, bool, error) {
 
 	err := guard(func() error {
 		return l.db.Update(func(tx *bolt.Tx) error {
-			s.gen = nextGeneration(tx, s.id)
-			if err := tx.Bucket(bucketShapes).Put([]byte(s.id), encodeShape(s)); err != nil {
+			var err error
+			if s.gen, err = nextGeneration(tx, s.id); err != nil {
+				return err
+			}
+			if err := put(tx.Bucket(bucketShapes), []byte(s.id), encodeShape(s)); err != nil {
 				return err
 			}
 			return newJournal(tx, now).add(Event{Kind: EventShapeCreated, Consumer: s.consumer, Shape: s.id, LSN: s.start,
@@ -85,9 +88,13 @@ func (l *Ledger) PutShape(spec ShapeSpec) (Shape, bool, error) {
 
 // nextGeneration is one above every generation the id had: its tombstones
 // and, for tombstones already compacted, the generations bucket (I4).
-func nextGeneration(tx *bolt.Tx, id string) uint64 {
+func nextGeneration(tx *bolt.Tx, id string) (uint64, error) {
 	var g uint64
-	if v := tx.Bucket(bucketGenerations).Get([]byte(id)); len(v) == 8 {
+	v, err := get(tx.Bucket(bucketGenerations), []byte(id), true)
+	if err != nil {
+		return 0, fmt.Errorf("generation of %q: %w", id, err)
+	}
+	if len(v) == 8 {
 		g = binary.BigEndian.Uint64(v)
 	}
 	p := tombPrefix(id)
@@ -95,7 +102,7 @@ func nextGeneration(tx *bolt.Tx, id string) uint64 {
 	for k, _ := c.Seek(p); k != nil && len(k) == len(p)+8 && string(k[:len(p)]) == string(p); k, _ = c.Next() {
 		g = max(g, binary.BigEndian.Uint64(k[len(p):]))
 	}
-	return g + 1
+	return g + 1, nil
 }
 
 func normFilter(f map[string][]string) map[string][]string {
@@ -271,16 +278,20 @@ func tombstoneOf(s *shapeState, reason Reason, evidence, actor string, now time.
 // event. A record of another generation is left alone.
 func evictTx(tx *bolt.Tx, j *journal, ts Tombstone) error {
 	sb := tx.Bucket(bucketShapes)
-	if v := sb.Get([]byte(ts.Shape)); len(v) >= shapeHeaderLen && binary.BigEndian.Uint64(v[offGen:]) == ts.Generation {
+	v, err := get(sb, []byte(ts.Shape), true)
+	if err != nil {
+		return fmt.Errorf("shape %q: %w", ts.Shape, err)
+	}
+	if len(v) >= shapeHeaderLen && binary.BigEndian.Uint64(v[offGen:]) == ts.Generation {
 		if err := sb.Delete([]byte(ts.Shape)); err != nil {
 			return err
 		}
 	}
-	v, err := jsonMarshal(ts.rec())
+	tv, err := jsonMarshal(ts.rec())
 	if err != nil {
 		return err
 	}
-	if err := tx.Bucket(bucketTombstones).Put(tombKey(ts.Shape, ts.Generation), v); err != nil {
+	if err := put(tx.Bucket(bucketTombstones), tombKey(ts.Shape, ts.Generation), tv); err != nil {
 		return err
 	}
 	return j.add(Event{Kind: EventEvicted, Consumer: ts.Consumer, Shape: ts.Shape, LSN: ts.FlushedLSN,
@@ -330,7 +341,7 @@ func (l *Ledger) Tombstones() []Tombstone {
 	err := guard(func() error {
 		return l.db.View(func(tx *bolt.Tx) error {
 			var err error
-			out, err = readTombstones(tx)
+			out, err = readTombstones(tx, true)
 			return err
 		})
 	})
@@ -340,10 +351,10 @@ func (l *Ledger) Tombstones() []Tombstone {
 	return out
 }
 
-func readTombstones(tx *bolt.Tx) ([]Tombstone, error) {
+func readTombstones(tx *bolt.Tx, sealed bool) ([]Tombstone, error) {
 	var out []Tombstone
 	err := tx.Bucket(bucketTombstones).ForEach(func(k, v []byte) error {
-		ts, err := decodeTomb(k, v)
+		ts, err := readTomb(k, v, sealed)
 		if err != nil {
 			return err
 		}
@@ -364,4 +375,12 @@ func (l *Ledger) ShapeCount(consumer string) int {
 		}
 	}
 	return n
+}
+
+func readTomb(k, v []byte, sealed bool) (Tombstone, error) {
+	rec, err := unseal(k, v, sealed)
+	if err != nil {
+		return Tombstone{}, fmt.Errorf("tombstone %q: %w", k, err)
+	}
+	return decodeTomb(k, rec)
 }

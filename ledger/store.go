@@ -13,8 +13,10 @@ import (
 
 // SchemaVersion is the version of the file layout written by this package.
 // A file with a newer version is refused (ErrSchema): an older ledgerd must
-// not rewrite state it does not understand.
-const SchemaVersion = 1
+// not rewrite state it does not understand. Version 2 added a checksum to
+// every record (seal.go); Open upgrades a version-1 file, Load and Verify
+// read one as it is.
+const SchemaVersion = 2
 
 // Bucket names. Keys are big-endian fixed width wherever order matters, so
 // cursors iterate in order (journal by sequence, tombstones by id then
@@ -220,7 +222,7 @@ func putMeta(tx *bolt.Tx, m Meta) error {
 	if err != nil {
 		return err
 	}
-	return tx.Bucket(bucketMeta).Put(keyMeta, b)
+	return put(tx.Bucket(bucketMeta), keyMeta, b)
 }
 
 // readMeta reads the meta record. ok is false for a file without one (new).
@@ -242,7 +244,11 @@ func readMeta(tx *bolt.Tx) (m Meta, ok bool, err error) {
 			ErrSchema, m.SchemaVersion, SchemaVersion)
 	}
 	var r metaRec
-	if err := json.Unmarshal(mb.Get(keyMeta), &r); err != nil {
+	mv, err := get(mb, keyMeta, m.SchemaVersion >= sealedSchema)
+	if err != nil {
+		return m, true, fmt.Errorf("meta record: %w", err)
+	}
+	if err := json.Unmarshal(mv, &r); err != nil {
 		return m, true, fmt.Errorf("%w: meta record: %v", ErrCorrupt, err)
 	}
 	m.Identity = r.Identity
@@ -251,6 +257,8 @@ func readMeta(tx *bolt.Tx) (m Meta, ok bool, err error) {
 	return m, true, nil
 }
 
+// putSchema writes the schema version record, the one record not sealed: it
+// says whether the others are.
 func putSchema(tx *bolt.Tx) error {
 	var b [4]byte
 	binary.BigEndian.PutUint32(b[:], SchemaVersion)

@@ -155,6 +155,9 @@ type State struct {
 	Shapes     []Shape
 	Tombstones []Tombstone
 	Events     []Event
+	// Problems lists the journal records Load could not read and left out
+	// of Events (the journal is history; the state above is whole).
+	Problems []Problem
 }
 
 // Problem is one violation found by Verify.

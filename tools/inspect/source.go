@@ -91,6 +91,13 @@ func (a *App) load(ctx context.Context, verify bool) (*Source, error) {
 		}
 	} else {
 		st, err := loadFile(a.g.DB)
+		if err != nil && verify && errors.Is(err, ledger.ErrCorrupt) {
+			// A damaged record keeps the state from loading, but verify
+			// can still say which records are damaged: that is its job.
+			if probs, verr := ledger.Verify(a.g.DB); verr == nil && len(probs) > 0 {
+				return &Source{Now: src.Now, Kind: fromFile, Where: a.g.DB, State: &ledger.State{}, Problems: probs}, nil
+			}
+		}
 		if err != nil {
 			return nil, err
 		}

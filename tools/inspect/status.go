@@ -109,6 +109,9 @@ func buildStatus(src *Source, p Policy) StatusReport {
 	for _, t := range st.Tombstones {
 		rep.Tombstones[string(t.Reason)]++
 	}
+	if n := len(st.Problems); n > 0 {
+		rep.Notes = append(rep.Notes, fmt.Sprintf("%d journal records could not be read and are left out: run verify", n))
+	}
 	var live *wire.Status
 	if src.Daemon != nil {
 		live = src.Daemon.Status

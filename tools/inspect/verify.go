@@ -82,7 +82,7 @@ func joinComma(s []string) string {
 // I1).
 func buildVerify(src *Source) VerifyReport {
 	rep := VerifyReport{Source: src.info(), Problems: []ProblemView{},
-		Checked: []string{"bbolt consistency", "ledger invariants"}}
+		Checked: []string{"bbolt consistency", "record checksums", "ledger invariants"}}
 	for _, p := range src.Problems {
 		rep.Problems = append(rep.Problems, ProblemView{p.Check, p.Subject, p.Detail})
 	}
