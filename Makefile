@@ -5,7 +5,7 @@ PKGS      ?= ./...
 # Postgres-backed packages each start one throw-away cluster; keep two at a time on 2 cores.
 TESTFLAGS ?= -count=1 -timeout 15m -p 2
 
-.PHONY: all build test bench chaos lint fmt demo clean
+.PHONY: all build test bench chaos fuzz lint fmt demo clean
 
 all: build
 
@@ -29,6 +29,31 @@ bench:
 # Long soaks and crash loops that do not fit in `make test`.
 chaos:
 	LEDGERD_CHAOS=1 $(GO) test -count=1 -timeout 60m -run 'Chaos|Crash' $(PKGS)
+
+# Native Go fuzzing of every parser of outside input, each target in turn for
+# FUZZTIME (make test runs their seed corpora). A failing input is saved under
+# the package's testdata/fuzz/ and replayed by go test from then on. Add new
+# targets here.
+FUZZTIME ?= 60s
+FUZZ_TARGETS = \
+	./ledger:FuzzParseLSN \
+	./ledger:FuzzDecodeShape \
+	./ledger:FuzzDecodeConsumer \
+	./ledger:FuzzDecodeTombstone \
+	./ledger:FuzzDecodeEvent \
+	./ledger:FuzzUnseal \
+	./ledger:FuzzCheckBoltHeader \
+	./stream:FuzzDecode \
+	./route:FuzzRouteFilter \
+	./api:FuzzRequestBodies \
+	./cmd/ledgerd:FuzzParseSize
+
+fuzz:
+	@set -e; for t in $(FUZZ_TARGETS); do \
+		pkg=$${t%%:*}; name=$${t##*:}; \
+		echo "== $$name ($$pkg, $(FUZZTIME))"; \
+		$(GO) test -run '^$$' -fuzz "^$$name\$$" -fuzztime $(FUZZTIME) $$pkg; \
+	done
 
 lint:
 	$(GO) vet $(PKGS)

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"hash/fnv"
 	"io"
+	"math"
 	"os"
 )
 
@@ -36,9 +37,15 @@ func precheckSize(path string) error {
 	if err != nil || st.Size() == 0 {
 		return nil
 	}
+	return checkBoltHeader(f, st.Size())
+}
+
+// checkBoltHeader is precheckSize on the file's contents: r holds size
+// bytes.
+func checkBoltHeader(r io.ReaderAt, size int64) error {
 	first := make([]byte, boltPageHeader+boltMetaLen)
-	if _, err := io.ReadFull(f, first); err != nil {
-		return fmt.Errorf("%w: %d bytes is too short for a bbolt file", ErrCorrupt, st.Size())
+	if _, err := r.ReadAt(first, 0); err != nil {
+		return fmt.Errorf("%w: %d bytes is too short for a bbolt file", ErrCorrupt, size)
 	}
 	m0, ok0 := parseBoltMeta(first)
 	pageSize := int64(4096)
@@ -51,7 +58,7 @@ func precheckSize(path string) error {
 		best, found = m0, true
 	}
 	second := make([]byte, boltPageHeader+boltMetaLen)
-	if _, err := f.ReadAt(second, pageSize); err == nil {
+	if _, err := r.ReadAt(second, pageSize); err == nil {
 		if m1, ok := parseBoltMeta(second); ok && (!found || m1.txid > best.txid) {
 			best, found = m1, true
 		}
@@ -59,9 +66,14 @@ func precheckSize(path string) error {
 	if !found {
 		return nil
 	}
-	if need := int64(best.hwm) * int64(best.pageSize); st.Size() < need {
+	// A page count too large to multiply out is as truncated as can be.
+	if best.hwm > uint64(math.MaxInt64/int64(best.pageSize)) {
+		return fmt.Errorf("%w: the file is truncated: %d bytes, its metadata claims %d pages of %d bytes",
+			ErrCorrupt, size, best.hwm, best.pageSize)
+	}
+	if need := int64(best.hwm) * int64(best.pageSize); size < need {
 		return fmt.Errorf("%w: the file is truncated: %d bytes, its metadata needs %d (%d pages of %d bytes)",
-			ErrCorrupt, st.Size(), need, best.hwm, best.pageSize)
+			ErrCorrupt, size, need, best.hwm, best.pageSize)
 	}
 	return nil
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"flag"
 	"fmt"
 	"io"
 	"net"
@@ -37,6 +38,10 @@ func TestMain(m *testing.M) {
 }
 
 func testMain(m *testing.M) int {
+	flag.Parse()
+	if fuzzing() {
+		return m.Run() // the fuzz targets need neither Postgres nor the binary
+	}
 	dir, err := os.MkdirTemp("", "ledgerd-e2e-")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
@@ -50,6 +55,17 @@ func testMain(m *testing.M) int {
 		return 1
 	}
 	return pgtest.Run(m, pgtest.Options{}, &cluster)
+}
+
+// fuzzing reports whether this process runs a fuzz target (make fuzz): the
+// coordinator (-test.fuzz) or one of its workers.
+func fuzzing() bool {
+	for _, name := range []string{"test.fuzz", "test.fuzzworker"} {
+		if f := flag.Lookup(name); f != nil && f.Value.String() != "" && f.Value.String() != "false" {
+			return true
+		}
+	}
+	return false
 }
 
 const testToken = "e2e-token"
