@@ -112,7 +112,7 @@ func buildLedgerFile(b *testing.B, path string, n int) Config {
 			for i := lo; i < min(n, lo+chunk); i++ {
 				s := &shapeState{id: shapeID(i), shapeDef: def, gen: 1,
 					start: 100, flushed: LSN(200 + i), created: now, lastAck: now}
-				if err := bk.Put([]byte(s.id), encodeShape(s)); err != nil {
+				if err := put(bk, []byte(s.id), encodeShape(s)); err != nil {
 					return err
 				}
 			}

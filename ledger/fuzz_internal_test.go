@@ -50,10 +50,11 @@ func FuzzParseLSN(f *testing.F) {
 func shapeSeeds() [][]byte {
 	in := newInterner()
 	return [][]byte{
-		encodeShape(&shapeState{shapeDef: in.def("c", "public.t", nil), gen: 1, start: 99, flushed: 100}),
-		encodeShape(&shapeState{shapeDef: in.def("consumer-1", "public.orders",
+		encodeShape(&shapeState{shapeDef: in.def("c", "public.t", 0, nil), gen: 1, start: 99, flushed: 100}),
+		encodeShape(&shapeState{shapeDef: in.def("consumer-1", "public.orders", 16384,
 			map[string][]string{"tenant": {"a", "b"}, "region": {"eu"}, "": {""}}),
-			gen: math.MaxUint64, start: LSN(math.MaxUint64), flushed: LSN(math.MaxUint64), created: math.MinInt64, lastAck: math.MaxInt64}),
+			gen: math.MaxUint64, start: LSN(math.MaxUint64), flushed: LSN(math.MaxUint64), created: math.MinInt64, lastAck: math.MaxInt64,
+			boundAt: LSN(math.MaxUint64)}),
 	}
 }
 
@@ -80,6 +81,7 @@ func FuzzDecodeShape(f *testing.F) {
 		}
 		if again.gen != s.gen || again.start != s.start || again.flushed != s.flushed || again.created != s.created ||
 			again.lastAck != s.lastAck || again.consumer != s.consumer || again.table != s.table ||
+			again.relID != s.relID || again.boundAt != s.boundAt ||
 			!reflect.DeepEqual(normFilter(again.filter), normFilter(s.filter)) {
 			t.Fatalf("round trip changed the shape:\n%+v\n%+v", s, again)
 		}

@@ -42,7 +42,10 @@ func (l *Ledger) BindShapes(ids []string, relID uint32, at LSN) error {
 		return l.db.Update(func(tx *bolt.Tx) error {
 			sb := tx.Bucket(bucketShapes)
 			for _, s := range todo {
-				v := sb.Get([]byte(s.id))
+				v, err := get(sb, []byte(s.id), true)
+				if err != nil {
+					return fmt.Errorf("shape %q: %w", s.id, err)
+				}
 				if len(v) < shapeHeaderLen || binary.BigEndian.Uint64(v[offGen:]) != s.gen {
 					continue // evicted since
 				}
@@ -51,7 +54,7 @@ func (l *Ledger) BindShapes(ids []string, relID uint32, at LSN) error {
 				nv := encodeShape(&shapeState{id: s.id, boundAt: at,
 					shapeDef: &shapeDef{consumer: s.consumer, table: s.table, relID: relID, filter: s.filter}})
 				copy(nv[:shapeHeaderLen], v[:shapeHeaderLen])
-				if err := sb.Put([]byte(s.id), nv); err != nil {
+				if err := put(sb, []byte(s.id), nv); err != nil {
 					return err
 				}
 			}

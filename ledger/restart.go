@@ -198,7 +198,7 @@ func (l *Ledger) start(fresh bool, adopt *SlotError) error {
 				}
 				if c.Gone {
 					if c.leaseClear {
-						if err := tx.Bucket(bucketConsumers).Put([]byte(c.ID), encodeConsumer(c)); err != nil {
+						if err := put(tx.Bucket(bucketConsumers), []byte(c.ID), encodeConsumer(c)); err != nil {
 							return err
 						}
 					}

@@ -99,7 +99,7 @@ func TestClearLeaseHashedOnOpen(t *testing.T) {
 		b := tx.Bucket([]byte("consumers"))
 		for id, lease := range clear {
 			var rec map[string]any
-			if err := json.Unmarshal(b.Get([]byte(id)), &rec); err != nil {
+			if err := json.Unmarshal(unseal(t, []byte(id), b.Get([]byte(id))), &rec); err != nil {
 				return err
 			}
 			for k := range rec {
@@ -109,7 +109,7 @@ func TestClearLeaseHashedOnOpen(t *testing.T) {
 			}
 			rec["lease"] = lease
 			v, _ := json.Marshal(rec)
-			if err := b.Put([]byte(id), v); err != nil {
+			if err := b.Put([]byte(id), seal([]byte(id), v)); err != nil {
 				return err
 			}
 		}
