@@ -1,0 +1,155 @@
+package ledger_test
+
+import (
+	"context"
+	"fmt"
+	"path/filepath"
+	"runtime"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/ledgerd/ledgerd/deliver"
+	"github.com/ledgerd/ledgerd/ledger"
+	"github.com/ledgerd/ledgerd/reconcile"
+)
+
+// The scale benchmarks hold a million shapes in one process: the ledger, the
+// hub with its router and a reconciler over them, as ledgerd runs them.
+// 1,000 consumers own 1,000 shapes each, spread over 10 tables, each shape
+// filtered on tenant = one of 100 values (1,000 distinct definitions).
+
+const (
+	scaleConsumers = 1000
+	scaleTables    = 10
+	scaleTenants   = 100
+	scaleRelBase   = 16384
+)
+
+func scaleShapes(n int) func(yield func(ledger.ShapeSpec) bool) {
+	per := n / scaleConsumers
+	return func(yield func(ledger.ShapeSpec) bool) {
+		for c := range scaleConsumers {
+			for j := range per {
+				t := j % scaleTables
+				spec := ledger.ShapeSpec{ID: fmt.Sprintf("c%04d-s%06d", c, j), Consumer: fmt.Sprintf("c%04d", c),
+					Table: fmt.Sprintf("public.t%d", t), RelID: uint32(scaleRelBase + t), BoundAt: 0x80,
+					Filter: map[string][]string{"tenant": {fmt.Sprintf("tenant-%03d", (j/scaleTables)%scaleTenants)}}}
+				if !yield(spec) {
+					return
+				}
+			}
+		}
+	}
+}
+
+// scaleCatalog answers the catalog check: every table exists, unchanged.
+type scaleCatalog struct{}
+
+func (scaleCatalog) Relations(_ context.Context, ids []uint32) (map[uint32]reconcile.Relation, error) {
+	out := make(map[uint32]reconcile.Relation, len(ids))
+	for _, id := range ids {
+		out[id] = reconcile.Relation{Table: fmt.Sprintf("public.t%d", id-scaleRelBase), Columns: []string{"id", "tenant", "v"}}
+	}
+	return out, nil
+}
+
+func (scaleCatalog) ResolveTables(_ context.Context, tables []string) (map[string]uint32, ledger.LSN, error) {
+	out := map[string]uint32{}
+	for _, t := range tables {
+		var i uint32
+		if _, err := fmt.Sscanf(t, "public.t%d", &i); err == nil {
+			out[t] = scaleRelBase + i
+		}
+	}
+	return out, 0x80, nil
+}
+
+type scale struct {
+	l   *ledger.Ledger
+	hub *deliver.Hub
+	r   *reconcile.Reconciler
+}
+
+// openScale writes a file of n shapes, then opens it as ledgerd starts:
+// the ledger, the hub brought in step with it, a reconciler and its first
+// pass. It returns what the start took.
+func openScale(b *testing.B, n int) (*scale, time.Duration) {
+	b.Helper()
+	cfg := ledger.Config{Path: filepath.Join(b.TempDir(), "ledger.db"), Logger: zerolog.Nop(),
+		Identity: ledger.Identity{SystemID: "7301234567890123456", Timeline: 1, Database: "app", Slot: "ledgerd"}}
+	consumers := make([]string, scaleConsumers)
+	for i := range consumers {
+		consumers[i] = fmt.Sprintf("c%04d", i)
+	}
+	ledger.BuildFile(b, cfg, consumers, scaleShapes(n))
+	runtime.GC()
+	began := time.Now()
+	l, err := ledger.Open(cfg)
+	if err != nil {
+		b.Fatal(err)
+	}
+	hub := deliver.New(deliver.Config{Ledger: l, Logger: zerolog.Nop()})
+	hub.Sync()
+	r, err := reconcile.New(reconcile.Config{Ledger: l, Challenger: hub, Syncer: hub, Catalog: scaleCatalog{},
+		Host: "scale-host", Logger: zerolog.Nop()})
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := r.Pass(context.Background()); err != nil {
+		b.Fatal(err)
+	}
+	took := time.Since(began)
+	if got := hub.Router().Len(); got != n {
+		b.Fatalf("router holds %d shapes, want %d", got, n)
+	}
+	b.Cleanup(func() {
+		hub.Close()
+		if err := l.Close(); err != nil {
+			b.Error(err)
+		}
+	})
+	return &scale{l: l, hub: hub, r: r}, took
+}
+
+// BenchmarkScaleHeap1M reports the heap in use after GC per shape with a
+// million shapes live in the ledger, the router and the reconciler, and how
+// long the start (Open, the hub's first Sync, the first pass) took.
+func BenchmarkScaleHeap1M(b *testing.B) {
+	const n = 1_000_000
+	for b.Loop() {
+		b.StopTimer()
+		runtime.GC()
+		var before, after runtime.MemStats
+		runtime.ReadMemStats(&before)
+		b.StartTimer()
+		s, took := openScale(b, n)
+		b.StopTimer()
+		runtime.GC()
+		runtime.GC()
+		runtime.ReadMemStats(&after)
+		b.ReportMetric(float64(after.HeapInuse-before.HeapInuse)/n, "B/shape")
+		b.ReportMetric(took.Seconds(), "s/start")
+		runtime.KeepAlive(s)
+		b.StartTimer()
+	}
+}
+
+// BenchmarkScalePass1M measures an idle reconcile pass (nothing changed,
+// nothing to evict) with a million shapes: the cost paid every interval.
+func BenchmarkScalePass1M(b *testing.B) {
+	const n = 1_000_000
+	s, _ := openScale(b, n)
+	ctx := context.Background()
+	b.ResetTimer()
+	for b.Loop() {
+		if err := s.r.Pass(ctx); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N), "ns/pass")
+	if got := s.l.Stats().Shapes; got != n {
+		b.Fatalf("%d shapes left after idle passes", got)
+	}
+}
