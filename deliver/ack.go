@@ -76,8 +76,8 @@ func (h *Hub) AckAll(ctx context.Context, consumer string, lsn ledger.LSN) (AckR
 	delivered := o.deliveredLSN()
 	acks := map[string]ledger.LSN{}
 	var ids []string
-	for _, sh := range h.l.Shapes() {
-		if sh.Consumer != consumer || lsn <= sh.FlushedLSN {
+	for _, sh := range h.l.ShapesOf(consumer) {
+		if lsn <= sh.FlushedLSN {
 			continue
 		}
 		if lsn > delivered {

@@ -58,6 +58,7 @@ type Hub struct {
 	l      *ledger.Ledger
 	router *route.Router
 	log    zerolog.Logger
+	watch  *ledger.Watch // what Sync looks at
 
 	mu        sync.Mutex
 	consumers map[string]*outbox
@@ -105,6 +106,7 @@ func New(cfg Config) *Hub {
 		cfg:       cfg,
 		l:         cfg.Ledger,
 		router:    cfg.Router,
+		watch:     cfg.Ledger.Watch(),
 		log:       cfg.Logger.With().Str("component", "deliver").Logger(),
 		consumers: map[string]*outbox{},
 		replay:    make(chan struct{}, 1),

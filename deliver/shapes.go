@@ -93,8 +93,44 @@ func (h *Hub) DropConsumer(id string) {
 // created elsewhere are routed, shapes evicted elsewhere (the reconciler)
 // are removed with an evicted frame, and consumers that are gone are
 // dropped. Call it at start-up and after every reconcile pass; it is
-// idempotent.
+// idempotent. It looks only at the shapes and consumers the ledger reports
+// changed since the last call (ledger.Watch); the first call, and one after
+// more changes than the feed remembers, looks at everything.
 func (h *Hub) Sync() {
+	ch := h.watch.Drain()
+	if ch.All {
+		h.syncAll()
+		return
+	}
+	if syncHook != nil {
+		syncHook()
+	}
+	for _, id := range ch.Shapes {
+		sh, live := h.l.Shape(id)
+		cur, routed := h.router.Shape(id)
+		switch {
+		case live && (!routed || !ledger.ShapeSpec(cur).SameDefinition(sh.ShapeSpec)):
+			h.syncShape(id)
+		case !live && routed:
+			h.removeShape(id, h.evictedReason(id), true)
+		}
+	}
+	for _, id := range ch.Consumers {
+		if c, ok := h.l.Consumer(id); !ok || c.Gone {
+			h.DropConsumer(id)
+		}
+	}
+}
+
+func (h *Hub) evictedReason(id string) ledger.Reason {
+	if ts, ok := h.l.Tombstone(id); ok {
+		return ts.Reason
+	}
+	return ledger.ReasonReleased
+}
+
+// syncAll is Sync over every shape and consumer.
+func (h *Hub) syncAll() {
 	live := map[string]struct{}{}
 	shapes := h.l.Shapes()
 	if syncHook != nil {
@@ -111,11 +147,7 @@ func (h *Hub) Sync() {
 		if _, ok := live[id]; ok {
 			continue
 		}
-		reason := ledger.ReasonReleased
-		if ts, ok := h.l.Tombstone(id); ok {
-			reason = ts.Reason
-		}
-		h.removeShape(id, reason, true)
+		h.removeShape(id, h.evictedReason(id), true)
 	}
 	h.mu.Lock()
 	ids := make([]string, 0, len(h.consumers))

@@ -97,7 +97,12 @@ func (l *Ledger) Register(spec ConsumerSpec) (Consumer, error) {
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	old := l.consumers[c.ID]
 	l.consumers[c.ID] = c
+	if old != nil {
+		l.leaseChanged(old)
+	}
+	l.consumerChanged(c)
 	out := cloneConsumer(c)
 	out.Lease = token // the only copy of the token that leaves the ledger
 	return out, nil
@@ -159,6 +164,7 @@ func (l *Ledger) Heartbeat(id, lease string, inventory []string) (Consumer, erro
 		c.InventoryAt = now
 	}
 	l.markConsumer(id)
+	l.consumerChanged(c)
 	return cloneConsumer(c), nil
 }
 
@@ -178,6 +184,7 @@ func (l *Ledger) SetStreaming(id string, open bool) {
 	c.LastHeartbeat = now
 	l.renew(c, now)
 	l.markConsumer(id)
+	l.consumerChanged(c)
 }
 
 // openStreams counts the change streams open under one lease of a consumer.
@@ -219,6 +226,7 @@ func (l *Ledger) OpenStream(id, lease string) (uint64, error) {
 		c.LastHeartbeat = now
 		l.renew(c, now)
 		l.markConsumer(id)
+		l.consumerChanged(c)
 	}
 	return c.Epoch, nil
 }
@@ -247,6 +255,7 @@ func (l *Ledger) CloseStream(id string, epoch uint64) {
 	c.LastHeartbeat = now
 	l.renew(c, now)
 	l.markConsumer(id)
+	l.consumerChanged(c)
 }
 
 // Consumer returns a consumer (live or gone).
@@ -344,8 +353,8 @@ func (l *Ledger) endConsumer(id, lease string, check func(*Consumer) error, reas
 	nc.Gone, nc.GoneReason, nc.GoneAt, nc.Streaming = true, reason, now, false
 	var owned []*shapeState
 	var tss []Tombstone
-	for _, s := range l.t.shapes {
-		if s.consumer == id {
+	if o := l.t.owners[id]; o != nil {
+		for s := o.head; s != nil; s = s.next {
 			owned = append(owned, s)
 			tss = append(tss, tombstoneOf(s, reason, evidence, actor, now))
 		}
@@ -372,7 +381,10 @@ func (l *Ledger) endConsumer(id, lease string, check func(*Consumer) error, reas
 	})
 	l.mu.Lock()
 	if err == nil {
+		idx := c.leaseIdx // the heap moved c while the commit ran: keep where it is now
 		*c = nc
+		c.leaseIdx = idx
+		l.consumerChanged(c)
 		for i, s := range owned {
 			l.dropShape(s, tss[i])
 		}

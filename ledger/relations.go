@@ -68,8 +68,11 @@ func (l *Ledger) BindShapes(ids []string, relID uint32, at LSN) error {
 	defer l.mu.Unlock()
 	for _, s := range todo {
 		if l.t.shapes[s.id] == s {
+			l.t.unindexRel(s)
 			s.shapeDef = l.defs.def(s.consumer, s.table, relID, s.filter)
 			s.boundAt = at
+			l.t.indexRel(s)
+			l.shapeChanged(s.id)
 		}
 	}
 	return nil

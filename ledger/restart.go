@@ -191,7 +191,6 @@ func (l *Ledger) start(fresh bool, adopt *SlotError) error {
 			}
 			extended := 0
 			hashed = 0
-			var owned map[string][]*shapeState // by consumer, built only if someone expired
 			for _, c := range l.consumers {
 				if c.leaseClear {
 					hashed++ // every record below is rewritten, holding the hash only
@@ -211,13 +210,13 @@ func (l *Ledger) start(fresh bool, adopt *SlotError) error {
 					if err := goneTx(tx, j, c, ev, "restart"); err != nil {
 						return err
 					}
-					if owned == nil {
-						owned = make(map[string][]*shapeState)
-						for _, s := range l.t.shapes {
-							owned[s.consumer] = append(owned[s.consumer], s)
+					var owned []*shapeState
+					if o := l.t.owners[c.ID]; o != nil {
+						for s := o.head; s != nil; s = s.next {
+							owned = append(owned, s)
 						}
 					}
-					for _, s := range owned[c.ID] {
+					for _, s := range owned {
 						ts := tombstoneOf(s, ReasonExpiredBeforeRestart, ev, "restart", now)
 						if err := evictTx(tx, j, ts); err != nil {
 							return err
@@ -284,6 +283,7 @@ func (l *Ledger) start(fresh bool, adopt *SlotError) error {
 	}
 	for _, c := range l.consumers {
 		c.leaseClear = false
+		l.leaseChanged(c)
 	}
 	if hashed > 0 {
 		l.log.Info().Int("consumers", hashed).Msg("lease tokens stored in the clear by an older version replaced by their hashes")

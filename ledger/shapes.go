@@ -83,6 +83,7 @@ func (l *Ledger) PutShape(spec ShapeSpec) (Shape, bool, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.t.add(s)
+	l.shapeChanged(s.id)
 	return l.shapeView(s), true, nil
 }
 
@@ -315,6 +316,7 @@ func (l *Ledger) dropShape(s *shapeState, ts Tombstone) {
 		l.t.remove(s)
 	}
 	l.tombs[s.id] = ts
+	l.shapeChanged(s.id)
 }
 
 // goneOrNotFound is the error for an id that is not live. Caller holds mu.
@@ -368,13 +370,10 @@ func readTombstones(tx *bolt.Tx, sealed bool) ([]Tombstone, error) {
 func (l *Ledger) ShapeCount(consumer string) int {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	n := 0
-	for _, s := range l.t.shapes {
-		if s.consumer == consumer {
-			n++
-		}
+	if o := l.t.owners[consumer]; o != nil {
+		return o.n
 	}
-	return n
+	return 0
 }
 
 func readTomb(k, v []byte, sealed bool) (Tombstone, error) {

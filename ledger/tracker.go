@@ -37,6 +37,8 @@ type shapeState struct {
 	dirty uint64 // id of the group-commit batch that carries its flushed LSN, 0 if none
 
 	boundAt LSN // WAL position of the relation binding (ShapeSpec.BoundAt)
+
+	prev, next *shapeState // the owner's other shapes (tracker.owners)
 }
 
 // shapeDef is a shape's owner, table and filter. Shapes without a filter
@@ -92,18 +94,21 @@ func (s *shapeState) firstPending() pendEntry { return s.pend[s.head] }
 // tracker holds the live shapes and the min-heap over their first pending LSN.
 type tracker struct {
 	shapes   map[string]*shapeState
+	owners   map[string]*owned  // shapes by owner (index.go)
+	rels     map[relKey]*relUse // shapes by relation (index.go)
 	heap     []*shapeState
 	position LSN // end LSN of the last processed transaction, or idle WAL end
 }
 
 func newTracker() *tracker {
-	return &tracker{shapes: make(map[string]*shapeState)}
+	return &tracker{shapes: make(map[string]*shapeState), owners: make(map[string]*owned), rels: make(map[relKey]*relUse)}
 }
 
 // add starts tracking a live shape.
 func (t *tracker) add(s *shapeState) {
 	s.heapIdx = -1
 	t.shapes[s.id] = s
+	t.index(s)
 }
 
 // remove forgets a shape and its pending entries. It is called only after
@@ -115,6 +120,7 @@ func (t *tracker) remove(s *shapeState) {
 	}
 	s.pend, s.head = nil, 0
 	delete(t.shapes, s.id)
+	t.unindex(s)
 }
 
 // track records a transaction with commit LSN commit and end LSN end routed to

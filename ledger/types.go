@@ -52,6 +52,7 @@ type Consumer struct {
 	HeartbeatAt   time.Time // the last heartbeat call (or the registration); stream opens and closes do not count
 
 	leaseEnd time.Duration // Ledger.mono reading when the lease ends; memory only (the file keeps ExpiresAt)
+	leaseIdx int           // 1 + position in Ledger.leases, 0 when not in it
 
 	leaseHash  leaseHash // SHA-256 of the lease token: all the ledger keeps of it
 	leaseClear bool      // read from a record holding the token in the clear (an older file); Open rewrites it

@@ -29,10 +29,19 @@ const (
 // Ledger is what the reconciler needs of the ledger; *ledger.Ledger
 // implements it.
 type Ledger interface {
-	Consumers() []ledger.Consumer
-	Shapes() []ledger.Shape
+	Consumer(id string) (ledger.Consumer, bool)
+	Shape(id string) (ledger.Shape, bool)
 	SettledShape(id string) (ledger.Shape, bool)
-	Holders(n int) []ledger.Shape
+	WatchConsumers() *ledger.Watch
+	Owners() []string
+	ExpiredConsumers() []ledger.Consumer
+	ShapesOf(consumer string) []ledger.Shape
+	ShapeCount(consumer string) int
+	LiveShapes() int
+	Relations() []ledger.RelationUse
+	ShapesOn(relID uint32, table string) []ledger.Shape
+	PendingSince(t time.Time) []ledger.Shape
+	PendingBelow(lsn ledger.LSN) []ledger.Shape
 	ExpireConsumerIf(seen ledger.Consumer, reason ledger.Reason, evidence string) error
 	EvictIf(seen ledger.Shape, reason ledger.Reason, evidence, actor string, still func(cur ledger.Shape, owner ledger.Consumer) bool) (ledger.Tombstone, error)
 	Tombstone(id string) (ledger.Tombstone, bool)

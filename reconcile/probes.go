@@ -17,34 +17,95 @@ type pass struct {
 	room    int
 	blocked bool // the breaker tripped: no more evictions this pass
 	skipped int
+	shapes  int // live shapes when the pass began
 
-	byID    map[string]ledger.Consumer
-	shapes  []ledger.Shape
-	owned   map[string][]ledger.Shape
-	ended   map[string]bool // consumers ended this pass
-	evicted map[string]bool // shapes evicted this pass
+	// judged are the consumer ids this pass looks at (sorted); lists
+	// those whose shape list is judged too.
+	judged  []string
+	lists   map[string]bool
+	byID    map[string]ledger.Consumer // judged consumers known to the ledger
+	ended   map[string]bool            // consumers ended this pass
+	evicted map[string]bool            // shapes evicted this pass
+	again   map[string]struct{}        // consumers to judge again next pass
 	count   int
 	errs    []error
 }
 
+// sweepPerPass bounds the consumers a pass judges besides those that
+// changed, whose lease ran out or that a pass could not finish with: the
+// background sweep that runs the process probe, and finds shapes left
+// without a consumer, over every consumer in turn.
+const sweepPerPass = 256
+
 func (r *Reconciler) newPass(now time.Time) *pass {
-	p := &pass{r: r, now: now, byID: map[string]ledger.Consumer{}, owned: map[string][]ledger.Shape{},
-		ended: map[string]bool{}, evicted: map[string]bool{}}
-	// Shapes before consumers: a shape needs its consumer registered and
-	// consumers are never forgotten, so every shape read has its consumer
-	// in the later read. The other order would see a consumer registered
-	// in between only through its shapes, as unknown.
-	p.shapes = r.cfg.Ledger.Shapes()
-	for _, c := range r.cfg.Ledger.Consumers() {
-		p.byID[c.ID] = c
+	p := &pass{r: r, now: now, byID: map[string]ledger.Consumer{}, lists: map[string]bool{},
+		ended: map[string]bool{}, evicted: map[string]bool{}, again: map[string]struct{}{}}
+	l := r.cfg.Ledger
+	if r.watch == nil {
+		r.watch = l.WatchConsumers()
 	}
-	for _, sh := range p.shapes {
-		p.owned[sh.Consumer] = append(p.owned[sh.Consumer], sh)
+	// What changed is drained before anything is read: a change made after
+	// the reads is in the next drain, so nothing is judged on a stale read
+	// without being judged again.
+	changes := r.watch.Drain()
+	ids := map[string]struct{}{}
+	if changes.All {
+		for _, id := range l.Owners() {
+			ids[id] = struct{}{}
+			p.lists[id] = true
+		}
 	}
-	p.limit = limitFor(r.cfg.EvictMaxFraction, len(p.shapes))
+	for _, id := range changes.Consumers {
+		ids[id] = struct{}{}
+		p.lists[id] = true
+	}
+	for id := range r.again {
+		ids[id] = struct{}{}
+		p.lists[id] = true
+	}
+	for _, c := range l.ExpiredConsumers() {
+		ids[c.ID] = struct{}{}
+	}
+	for _, id := range r.sweepSlice(l) {
+		ids[id] = struct{}{}
+	}
+	p.judged = sortedKeys(ids)
+	for _, id := range p.judged {
+		if c, ok := l.Consumer(id); ok {
+			p.byID[id] = c
+		}
+	}
+	p.shapes = l.LiveShapes()
+	p.limit = limitFor(r.cfg.EvictMaxFraction, p.shapes)
 	p.room = r.breaker.room(now, p.limit)
 	return p
 }
+
+// sweepSlice returns the next consumers of the background sweep. A new
+// round starts from the ledger's current owners once the last one is done,
+// and forgets the process probe's memory of consumers no longer there.
+func (r *Reconciler) sweepSlice(l Ledger) []string {
+	if r.sweepAt >= len(r.sweep) {
+		r.sweep, r.sweepAt = l.Owners(), 0
+		known := make(map[string]struct{}, len(r.sweep))
+		for _, id := range r.sweep {
+			known[id] = struct{}{}
+		}
+		for id := range r.procs {
+			if _, ok := known[id]; !ok {
+				delete(r.procs, id)
+			}
+		}
+	}
+	n := min(sweepPerPass, len(r.sweep)-r.sweepAt)
+	out := r.sweep[r.sweepAt : r.sweepAt+n]
+	r.sweepAt += n
+	return out
+}
+
+// retry has the next pass judge the consumer again: something this pass
+// decided about it was held back or did not go through.
+func (p *pass) retry(consumer string) { p.again[consumer] = struct{}{} }
 
 // allow asks the breaker for n evictions. When they do not fit, the rest of
 // the pass evicts nothing. A consumer owning more shapes than the whole
@@ -75,6 +136,7 @@ func (p *pass) spent(n int) {
 // finish updates the breaker's state, metrics and log.
 func (p *pass) finish() {
 	r := p.r
+	r.again = p.again
 	if p.blocked {
 		r.m.skipped.Add(float64(p.skipped))
 		if !r.breaker.tripped {
@@ -82,7 +144,7 @@ func (p *pass) finish() {
 			r.m.breakerTrips.Inc()
 			r.m.breakerOpen.Set(1)
 			r.log.Warn().Int("limit_per_minute", p.limit).Int("evicted_this_pass", p.count).Int("held_back", p.skipped).
-				Int("shapes", len(p.shapes)).Float64("evict_max_fraction", r.cfg.EvictMaxFraction).
+				Int("shapes", p.shapes).Float64("evict_max_fraction", r.cfg.EvictMaxFraction).
 				Msg("eviction circuit breaker tripped: holding back automatic evictions until the rolling minute allows them")
 		}
 		return
@@ -100,17 +162,13 @@ func (p *pass) fail(err error) {
 	}
 }
 
-// consumers applies the lease and process probes to every live consumer.
+// consumers applies the lease and process probes to the judged consumers.
 func (p *pass) consumers() {
 	r := p.r
-	for id := range r.procs {
-		if c, ok := p.byID[id]; !ok || c.Gone {
+	for _, id := range p.judged {
+		c, ok := p.byID[id]
+		if !ok || c.Gone {
 			delete(r.procs, id)
-		}
-	}
-	for _, id := range sortedKeys(p.byID) {
-		c := p.byID[id]
-		if c.Gone {
 			continue
 		}
 		var reason ledger.Reason
@@ -182,8 +240,10 @@ func (p *pass) process(c ledger.Consumer) (ledger.Reason, string, bool) {
 // consumer is still as observed.
 func (p *pass) expire(c ledger.Consumer, reason ledger.Reason, evidence string) {
 	r := p.r
-	n := len(p.owned[c.ID])
+	owned := r.cfg.Ledger.ShapesOf(c.ID)
+	n := len(owned)
 	if !p.allow(n) {
+		p.retry(c.ID)
 		return
 	}
 	err := r.cfg.Ledger.ExpireConsumerIf(c, reason, evidence)
@@ -191,14 +251,16 @@ func (p *pass) expire(c ledger.Consumer, reason ledger.Reason, evidence string) 
 	switch {
 	case errors.Is(err, ledger.ErrChanged), errors.As(err, &gone), errors.Is(err, ledger.ErrNotFound):
 		r.log.Debug().Err(err).Str("consumer", c.ID).Msg("consumer changed since observed; decided again next pass")
+		p.retry(c.ID)
 		return
 	case err != nil:
 		p.fail(fmt.Errorf("ending consumer %s (%s): %w", c.ID, reason, err))
+		p.retry(c.ID)
 		return
 	}
 	p.spent(n)
 	p.ended[c.ID] = true
-	for _, sh := range p.owned[c.ID] {
+	for _, sh := range owned {
 		p.evicted[sh.ID] = true
 		p.count++
 		r.m.evictions.WithLabelValues(string(reason)).Inc()
@@ -219,7 +281,11 @@ var testHookEvict func(shape string)
 // anyway. When it no longer holds, the next pass decides again.
 func (p *pass) evict(sh ledger.Shape, reason ledger.Reason, evidence string, still func(cur ledger.Shape, owner ledger.Consumer) bool) {
 	r := p.r
-	if p.evicted[sh.ID] || !p.allow(1) {
+	if p.evicted[sh.ID] {
+		return
+	}
+	if !p.allow(1) {
+		p.retry(sh.Consumer)
 		return
 	}
 	if testHookEvict != nil {
@@ -230,11 +296,13 @@ func (p *pass) evict(sh ledger.Shape, reason ledger.Reason, evidence string, sti
 	switch {
 	case errors.Is(err, ledger.ErrChanged):
 		r.log.Debug().Err(err).Str("shape", sh.ID).Str("reason", string(reason)).Msg("shape changed since observed; decided again next pass")
+		p.retry(sh.Consumer)
 		return
 	case errors.As(err, &gone), errors.Is(err, ledger.ErrNotFound):
 		return
 	case err != nil:
 		p.fail(fmt.Errorf("evicting shape %s (%s): %w", sh.ID, reason, err))
+		p.retry(sh.Consumer)
 		return
 	}
 	p.spent(1)
@@ -245,18 +313,24 @@ func (p *pass) evict(sh ledger.Shape, reason ledger.Reason, evidence string, sti
 }
 
 // orphans evicts shapes whose consumer is gone or unknown (a consumer ended
-// by the restart rules or by a pass that failed half-way).
+// by the restart rules or by a pass that failed half-way). Only the judged
+// consumers' shapes are looked at: the sweep comes to every owner in turn.
 func (p *pass) orphans() {
-	for _, sh := range p.shapes {
-		if p.evicted[sh.ID] {
+	l := p.r.cfg.Ledger
+	for _, id := range p.judged {
+		c, ok := p.byID[id]
+		if ok && !c.Gone || p.ended[id] || l.ShapeCount(id) == 0 {
 			continue
 		}
-		c, ok := p.byID[sh.Consumer]
-		switch {
-		case !ok:
-			p.evict(sh, ledger.ReasonLeaseExpired, fmt.Sprintf("consumer %s is unknown to the ledger, now %s", sh.Consumer, stamp(p.now)),
-				func(_ ledger.Shape, owner ledger.Consumer) bool { return owner.ID == "" })
-		case c.Gone:
+		for _, sh := range l.ShapesOf(id) {
+			if p.evicted[sh.ID] {
+				continue
+			}
+			if !ok {
+				p.evict(sh, ledger.ReasonLeaseExpired, fmt.Sprintf("consumer %s is unknown to the ledger, now %s", sh.Consumer, stamp(p.now)),
+					func(_ ledger.Shape, owner ledger.Consumer) bool { return owner.ID == "" })
+				continue
+			}
 			p.evict(sh, c.GoneReason, fmt.Sprintf("consumer %s gone since %s (%s), now %s", c.ID, stamp(c.GoneAt), c.GoneReason, stamp(p.now)),
 				func(_ ledger.Shape, owner ledger.Consumer) bool { return owner.Gone && owner.Epoch == c.Epoch })
 		}
@@ -266,18 +340,20 @@ func (p *pass) orphans() {
 // inventory judges the shapes of consumers whose last heartbeat carried a
 // shape list. Only shapes created before the previous heartbeat are judged:
 // one created since may have been missing from a list built while its PUT
-// was in flight (SPEC §5.3).
+// was in flight (SPEC §5.3). A list is judged when it comes (the consumer
+// changed), and again only when a pass could not finish judging it: shapes
+// created later are judged by the next list.
 func (p *pass) inventory() {
-	for _, id := range sortedKeys(p.byID) {
-		c := p.byID[id]
-		if c.Gone || p.ended[id] || !judgesInventory(c) {
+	for _, id := range p.judged {
+		c, ok := p.byID[id]
+		if !ok || c.Gone || p.ended[id] || !p.lists[id] || !judgesInventory(c) {
 			continue
 		}
 		held := make(map[string]struct{}, len(c.Inventory))
 		for _, sid := range c.Inventory {
 			held[sid] = struct{}{}
 		}
-		for _, sh := range p.owned[id] {
+		for _, sh := range p.r.cfg.Ledger.ShapesOf(id) {
 			if _, ok := held[sh.ID]; ok || p.evicted[sh.ID] || !sh.CreatedAt.Before(c.PrevHeartbeat) {
 				continue
 			}
@@ -302,7 +378,10 @@ func judgesInventory(c ledger.Consumer) bool {
 // walBudget evicts pending shapes pinning more than the budget.
 func (p *pass) walBudget(walEnd ledger.LSN) {
 	budget := p.r.cfg.MaxShapeLagBytes
-	for _, sh := range p.r.cfg.Ledger.Holders(0) { // smallest pending LSN first
+	if int64(walEnd) <= budget {
+		return
+	}
+	for _, sh := range p.r.cfg.Ledger.PendingBelow(walEnd - ledger.LSN(budget)) { // smallest pending LSN first
 		if sh.PendingLSN == 0 || walEnd <= sh.PendingLSN || int64(walEnd-sh.PendingLSN) <= budget {
 			break
 		}
@@ -321,7 +400,34 @@ func (p *pass) walBudget(walEnd ledger.LSN) {
 // progress and evicts, as stalled, those that let the challenge time out.
 func (p *pass) progress() {
 	r := p.r
-	holders := r.cfg.Ledger.Holders(0)
+	l := r.cfg.Ledger
+	// Only shapes pending since before the grace can be challenged; those
+	// already challenged or deferred are looked at wherever they stand.
+	holders := l.PendingSince(p.now.Add(-r.cfg.StallGrace))
+	seen := make(map[string]bool, len(holders))
+	for _, sh := range holders {
+		seen[sh.ID] = true
+	}
+	r.mu.Lock()
+	var more []string
+	for id := range r.challenged {
+		if !seen[id] {
+			more = append(more, id)
+		}
+	}
+	for id := range r.deferred {
+		if !seen[id] {
+			more = append(more, id)
+		}
+	}
+	r.mu.Unlock()
+	slices.Sort(more)
+	more = slices.Compact(more)
+	for _, id := range more {
+		if sh, ok := l.Shape(id); ok && sh.PendingLSN != 0 {
+			holders = append(holders, sh)
+		}
+	}
 	pendingNow := make(map[string]bool, len(holders))
 	type todo struct {
 		sh ledger.Shape

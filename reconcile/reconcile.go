@@ -29,6 +29,12 @@ type Reconciler struct {
 	hasLastSlot bool
 	slotAhead   bool // the last audit found the slot past the ledger's reported flush
 
+	// What tells a pass which consumers to judge (probes.go).
+	watch   *ledger.Watch
+	again   map[string]struct{}
+	sweep   []string
+	sweepAt int
+
 	// mu guards the progress probe's memory, also written by Defer from
 	// API goroutines.
 	mu         sync.Mutex

@@ -374,18 +374,23 @@ func (r *racyLedger) fire() {
 	}
 }
 
-func (r *racyLedger) Consumers() []ledger.Consumer {
+func (r *racyLedger) Consumer(id string) (ledger.Consumer, bool) {
 	defer r.fire()
 	if f := r.afterConsumers; f != nil {
 		r.afterConsumers = nil
 		defer f()
 	}
-	return r.Ledger.Consumers()
+	return r.Ledger.Consumer(id)
 }
 
-func (r *racyLedger) Shapes() []ledger.Shape {
+func (r *racyLedger) Owners() []string {
 	defer r.fire()
-	return r.Ledger.Shapes()
+	return r.Ledger.Owners()
+}
+
+func (r *racyLedger) ShapesOf(consumer string) []ledger.Shape {
+	defer r.fire()
+	return r.Ledger.ShapesOf(consumer)
 }
 
 // TestRegistrationDuringPass: a consumer that registers and creates a shape

@@ -4,8 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"maps"
-	"slices"
 
 	"github.com/ledgerd/ledgerd/ledger"
 )
@@ -47,13 +45,14 @@ func (p *pass) relations(ctx context.Context) {
 	if cat == nil {
 		return
 	}
-	bound := map[uint32][]ledger.Shape{}
-	unbound := map[string][]ledger.Shape{}
-	for _, sh := range p.shapes {
-		if sh.RelID != 0 {
-			bound[sh.RelID] = append(bound[sh.RelID], sh)
+	l := p.r.cfg.Ledger
+	var bound []ledger.RelationUse
+	var unbound []string
+	for _, u := range l.Relations() {
+		if u.RelID != 0 {
+			bound = append(bound, u)
 		} else {
-			unbound[sh.Table] = append(unbound[sh.Table], sh)
+			unbound = append(unbound, u.Table)
 		}
 	}
 	if len(unbound) > 0 {
@@ -62,18 +61,35 @@ func (p *pass) relations(ctx context.Context) {
 	if len(bound) == 0 {
 		return
 	}
-	ids := slices.Sorted(maps.Keys(bound))
+	ids := make([]uint32, 0, len(bound))
+	for _, u := range bound {
+		if len(ids) == 0 || ids[len(ids)-1] != u.RelID {
+			ids = append(ids, u.RelID)
+		}
+	}
 	rels, err := cat.Relations(ctx, ids)
 	if err != nil {
 		p.fail(fmt.Errorf("reading the catalog for %d tables with shapes: %w", len(ids), err))
 		return
 	}
-	for _, id := range ids {
-		rel, ok := rels[id]
-		for _, sh := range bound[id] {
+	for _, u := range bound {
+		rel, ok := rels[u.RelID]
+		if ok {
+			// The table's shapes as one: its name and every column their
+			// filters name. Only a table that changed is looked at shape
+			// by shape.
+			all := make(map[string][]string, len(u.Columns))
+			for _, col := range u.Columns {
+				all[col] = nil
+			}
+			if (ledger.ShapeSpec{Table: u.Table, RelID: u.RelID, Filter: all}).RelationChanged(rel.Table, rel.Columns) == "" {
+				continue
+			}
+		}
+		for _, sh := range l.ShapesOn(u.RelID, u.Table) {
 			var evidence string
 			if !ok {
-				evidence = fmt.Sprintf("table %s (relation %d) was dropped", sh.Table, id)
+				evidence = fmt.Sprintf("table %s (relation %d) was dropped", sh.Table, u.RelID)
 			} else if evidence = sh.RelationChanged(rel.Table, rel.Columns); evidence == "" {
 				continue
 			}
@@ -84,15 +100,14 @@ func (p *pass) relations(ctx context.Context) {
 
 // bind binds shapes recorded without a relation to their table's, by name;
 // a shape whose table no longer exists is evicted.
-func (p *pass) bind(ctx context.Context, cat Catalog, unbound map[string][]ledger.Shape) {
-	tables := slices.Sorted(maps.Keys(unbound))
+func (p *pass) bind(ctx context.Context, cat Catalog, tables []string) {
 	ids, at, err := cat.ResolveTables(ctx, tables)
 	if err != nil {
 		p.fail(fmt.Errorf("resolving %d tables of shapes not bound to a relation: %w", len(tables), err))
 		return
 	}
 	for _, table := range tables {
-		shapes := unbound[table]
+		shapes := p.r.cfg.Ledger.ShapesOn(0, table)
 		id, ok := ids[table]
 		if !ok {
 			for _, sh := range shapes {

@@ -1,0 +1,449 @@
+package ledger
+
+import (
+	"slices"
+	"strings"
+	"time"
+)
+
+// Indexes that let the reconciler and the hub do work proportional to what
+// changed instead of copying every shape each pass: the shapes of each owner
+// (an intrusive list, 16 bytes a shape), the shapes of each relation, the
+// consumers' lease ends in a min-heap (after etcd's lessor) and a change
+// feed of consumers and shapes. All are guarded by Ledger.mu.
+
+// owned is the list of the shapes one consumer id owns.
+type owned struct {
+	head *shapeState
+	n    int
+}
+
+// relUse counts the shapes bound to one relation under one table name, and
+// the filter columns they name: the catalog check judges a table once, not
+// each of its shapes.
+type relUse struct {
+	n    int
+	cols map[string]int
+}
+
+type relKey struct {
+	id    uint32
+	table string
+}
+
+// index adds a shape to its owner's list and its relation's count.
+func (t *tracker) index(s *shapeState) {
+	o := t.owners[s.consumer]
+	if o == nil {
+		o = &owned{}
+		t.owners[s.consumer] = o
+	}
+	s.prev, s.next = nil, o.head
+	if o.head != nil {
+		o.head.prev = s
+	}
+	o.head = s
+	o.n++
+	t.indexRel(s)
+}
+
+func (t *tracker) unindex(s *shapeState) {
+	if o := t.owners[s.consumer]; o != nil {
+		if s.prev != nil {
+			s.prev.next = s.next
+		} else if o.head == s {
+			o.head = s.next
+		}
+		if s.next != nil {
+			s.next.prev = s.prev
+		}
+		s.prev, s.next = nil, nil
+		if o.n--; o.n <= 0 {
+			delete(t.owners, s.consumer)
+		}
+	}
+	t.unindexRel(s)
+}
+
+func (t *tracker) indexRel(s *shapeState) {
+	k := relKey{s.relID, s.table}
+	u := t.rels[k]
+	if u == nil {
+		u = &relUse{cols: map[string]int{}}
+		t.rels[k] = u
+	}
+	u.n++
+	for col := range s.filter {
+		u.cols[col]++
+	}
+}
+
+func (t *tracker) unindexRel(s *shapeState) {
+	k := relKey{s.relID, s.table}
+	u := t.rels[k]
+	if u == nil {
+		return
+	}
+	for col := range s.filter {
+		if u.cols[col]--; u.cols[col] <= 0 {
+			delete(u.cols, col)
+		}
+	}
+	if u.n--; u.n <= 0 {
+		delete(t.rels, k)
+	}
+}
+
+// ShapesOf returns the live shapes the consumer id owns, ordered by id.
+func (l *Ledger) ShapesOf(consumer string) []Shape {
+	l.mu.Lock()
+	o := l.t.owners[consumer]
+	var out []Shape
+	if o != nil {
+		out = make([]Shape, 0, o.n)
+		for s := o.head; s != nil; s = s.next {
+			out = append(out, l.shapeView(s))
+		}
+	}
+	l.mu.Unlock()
+	slices.SortFunc(out, func(a, b Shape) int { return strings.Compare(a.ID, b.ID) })
+	return out
+}
+
+// LiveShapes returns the number of live shapes.
+func (l *Ledger) LiveShapes() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return len(l.t.shapes)
+}
+
+// Owners returns the ids of every consumer and of every owner of a live
+// shape (an owner without a consumer record is unknown to the ledger), sorted.
+func (l *Ledger) Owners() []string {
+	l.mu.Lock()
+	out := make([]string, 0, len(l.consumers)+1)
+	for id := range l.consumers {
+		out = append(out, id)
+	}
+	for id := range l.t.owners {
+		if _, ok := l.consumers[id]; !ok {
+			out = append(out, id)
+		}
+	}
+	l.mu.Unlock()
+	slices.Sort(out)
+	return out
+}
+
+// RelationUse is a relation (or, with RelID 0, a table name not bound to a
+// relation yet) that live shapes are on: how many, and the filter columns
+// they name.
+type RelationUse struct {
+	RelID   uint32
+	Table   string
+	Columns []string // sorted
+	Shapes  int
+}
+
+// Relations returns the relations live shapes are on, ordered by relation
+// and table. It costs one entry per distinct relation, whatever the number
+// of shapes.
+func (l *Ledger) Relations() []RelationUse {
+	l.mu.Lock()
+	out := make([]RelationUse, 0, len(l.t.rels))
+	for k, u := range l.t.rels {
+		cols := make([]string, 0, len(u.cols))
+		for c := range u.cols {
+			cols = append(cols, c)
+		}
+		slices.Sort(cols)
+		out = append(out, RelationUse{RelID: k.id, Table: k.table, Columns: cols, Shapes: u.n})
+	}
+	l.mu.Unlock()
+	slices.SortFunc(out, func(a, b RelationUse) int {
+		if a.RelID != b.RelID {
+			return int(int64(a.RelID) - int64(b.RelID))
+		}
+		return strings.Compare(a.Table, b.Table)
+	})
+	return out
+}
+
+// ShapesOn returns the live shapes bound to relation relID under the table
+// name (relID 0: the shapes of the table not bound yet), ordered by id. It
+// looks at every shape: the catalog check calls it only for a relation that
+// changed.
+func (l *Ledger) ShapesOn(relID uint32, table string) []Shape {
+	l.mu.Lock()
+	var out []Shape
+	for _, s := range l.t.shapes {
+		if s.relID == relID && s.table == table {
+			out = append(out, l.shapeView(s))
+		}
+	}
+	l.mu.Unlock()
+	slices.SortFunc(out, func(a, b Shape) int { return strings.Compare(a.ID, b.ID) })
+	return out
+}
+
+// ---- lease ends
+
+// leaseChanged puts c where its lease end belongs in the lease heap: a
+// consumer whose lease can run out (not gone, no open stream) is in it.
+// Caller holds mu, after any change of c's lease, stream or end.
+func (l *Ledger) leaseChanged(c *Consumer) {
+	in := c.leaseIdx > 0 && c.leaseIdx <= len(l.leases) && l.leases[c.leaseIdx-1] == c
+	want := !c.Gone && !c.Streaming && l.consumers[c.ID] == c
+	switch {
+	case in && !want:
+		l.leaseRemove(c.leaseIdx - 1)
+	case in:
+		l.leaseDown(c.leaseIdx - 1)
+		l.leaseUp(c.leaseIdx - 1)
+	case want:
+		l.leases = append(l.leases, c)
+		c.leaseIdx = len(l.leases)
+		l.leaseUp(len(l.leases) - 1)
+	default:
+		c.leaseIdx = 0
+	}
+}
+
+func (l *Ledger) leaseSwap(i, j int) {
+	h := l.leases
+	h[i], h[j] = h[j], h[i]
+	h[i].leaseIdx, h[j].leaseIdx = i+1, j+1
+}
+
+func (l *Ledger) leaseUp(i int) {
+	for i > 0 {
+		p := (i - 1) / 2
+		if l.leases[i].leaseEnd >= l.leases[p].leaseEnd {
+			return
+		}
+		l.leaseSwap(i, p)
+		i = p
+	}
+}
+
+func (l *Ledger) leaseDown(i int) {
+	n := len(l.leases)
+	for {
+		c := 2*i + 1
+		if c >= n {
+			return
+		}
+		if r := c + 1; r < n && l.leases[r].leaseEnd < l.leases[c].leaseEnd {
+			c = r
+		}
+		if l.leases[c].leaseEnd >= l.leases[i].leaseEnd {
+			return
+		}
+		l.leaseSwap(i, c)
+		i = c
+	}
+}
+
+func (l *Ledger) leaseRemove(i int) {
+	last := len(l.leases) - 1
+	c := l.leases[i]
+	if i != last {
+		l.leaseSwap(i, last)
+	}
+	l.leases[last] = nil
+	l.leases = l.leases[:last]
+	c.leaseIdx = 0
+	if i != last {
+		l.leaseDown(i)
+		l.leaseUp(i)
+	}
+}
+
+// ExpiredConsumers returns the consumers whose lease has run out and that
+// the reconciler has not ended yet (no open stream, not gone), ordered by
+// id. It visits only them: the lease ends are kept in a min-heap, so a
+// million live leases cost nothing here (I3).
+func (l *Ledger) ExpiredConsumers() []Consumer {
+	l.mu.Lock()
+	now := l.mono()
+	var out []Consumer
+	var walk func(i int)
+	walk = func(i int) {
+		if i >= len(l.leases) || l.leases[i].leaseEnd > now {
+			return
+		}
+		out = append(out, l.view(l.leases[i]))
+		walk(2*i + 1)
+		walk(2*i + 2)
+	}
+	walk(0)
+	l.mu.Unlock()
+	slices.SortFunc(out, func(a, b Consumer) int { return strings.Compare(a.ID, b.ID) })
+	return out
+}
+
+// ---- pending shapes in order
+
+// PendingSince returns the pending shapes whose oldest unacked transaction
+// was handed to them at or before t, smallest pending LSN first. It walks
+// the tracker's heap in order and stops at the first younger one: a shape's
+// transactions are tracked in commit order, so PendingSince rises with the
+// pending LSN.
+func (l *Ledger) PendingSince(t time.Time) []Shape {
+	cut := t.UnixNano()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var out []Shape
+	l.t.inOrder(func(s *shapeState) bool {
+		if s.firstPending().at > cut {
+			return false
+		}
+		out = append(out, l.shapeView(s))
+		return true
+	})
+	return out
+}
+
+// PendingBelow returns the pending shapes whose smallest pending LSN is
+// below lsn, smallest first. It visits only them.
+func (l *Ledger) PendingBelow(lsn LSN) []Shape {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var out []Shape
+	l.t.inOrder(func(s *shapeState) bool {
+		if s.firstPending().lsn >= lsn {
+			return false
+		}
+		out = append(out, l.shapeView(s))
+		return true
+	})
+	return out
+}
+
+// inOrder calls f with the pending shapes, smallest first pending LSN
+// first, until f returns false. Each step costs O(log n).
+func (t *tracker) inOrder(f func(*shapeState) bool) {
+	if len(t.heap) == 0 {
+		return
+	}
+	cand := []int32{0}
+	less := func(a, b int32) bool { return t.less(int(a), int(b)) }
+	for len(cand) > 0 {
+		i := cand[0]
+		last := len(cand) - 1
+		cand[0] = cand[last]
+		cand = cand[:last]
+		siftDown32(cand, 0, less)
+		if !f(t.heap[i]) {
+			return
+		}
+		for _, c := range [2]int32{2*i + 1, 2*i + 2} {
+			if int(c) < len(t.heap) {
+				cand = append(cand, c)
+				siftUp32(cand, len(cand)-1, less)
+			}
+		}
+	}
+}
+
+// ---- change feed
+
+// maxWatched bounds the ids a Watch remembers between two drains; past it
+// the watch forgets them and reports everything changed.
+const maxWatched = 1 << 16
+
+// Watch is a change feed of the ledger's consumers and shapes: the ids of
+// those registered, renewed, streaming, ended, created, bound or evicted
+// since the last Drain. It lets a reader keep a view of the ledger up to
+// date by looking only at what changed.
+type Watch struct {
+	l         *Ledger
+	noShapes  bool // consumers only
+	all       bool
+	consumers map[string]struct{}
+	shapes    map[string]struct{}
+}
+
+// Changes is what a Watch saw between two drains. With All set, the ids are
+// not known: anything may have changed (the first drain, or more changes
+// than a Watch remembers).
+type Changes struct {
+	All       bool
+	Consumers []string // sorted
+	Shapes    []string // sorted
+}
+
+// Watch starts a change feed of consumers and shapes. Its first Drain
+// reports All.
+func (l *Ledger) Watch() *Watch { return l.watch(false) }
+
+// WatchConsumers starts a change feed of consumers only: creating a million
+// shapes does not fill it.
+func (l *Ledger) WatchConsumers() *Watch { return l.watch(true) }
+
+func (l *Ledger) watch(noShapes bool) *Watch {
+	w := &Watch{l: l, noShapes: noShapes, all: true, consumers: map[string]struct{}{}, shapes: map[string]struct{}{}}
+	l.mu.Lock()
+	l.watches = append(l.watches, w)
+	l.mu.Unlock()
+	return w
+}
+
+// Drain returns what changed since the last Drain and starts afresh.
+func (w *Watch) Drain() Changes {
+	w.l.mu.Lock()
+	ch := Changes{All: w.all}
+	if !w.all {
+		ch.Consumers = sortedSet(w.consumers)
+		ch.Shapes = sortedSet(w.shapes)
+	}
+	w.all = false
+	clear(w.consumers)
+	clear(w.shapes)
+	w.l.mu.Unlock()
+	return ch
+}
+
+func sortedSet(m map[string]struct{}) []string {
+	if len(m) == 0 {
+		return nil
+	}
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	slices.Sort(out)
+	return out
+}
+
+func (w *Watch) mark(set map[string]struct{}, id string) {
+	if w.all {
+		return
+	}
+	if len(w.consumers)+len(w.shapes) >= maxWatched {
+		w.all = true
+		clear(w.consumers)
+		clear(w.shapes)
+		return
+	}
+	set[id] = struct{}{}
+}
+
+// consumerChanged records a change of consumer c: the lease heap and every
+// watch. Caller holds mu.
+func (l *Ledger) consumerChanged(c *Consumer) {
+	l.leaseChanged(c)
+	for _, w := range l.watches {
+		w.mark(w.consumers, c.ID)
+	}
+}
+
+// shapeChanged records that a shape was created, bound or evicted. Caller
+// holds mu.
+func (l *Ledger) shapeChanged(id string) {
+	for _, w := range l.watches {
+		if !w.noShapes {
+			w.mark(w.shapes, id)
+		}
+	}
+}
