@@ -50,8 +50,8 @@ func FuzzParseLSN(f *testing.F) {
 func shapeSeeds() [][]byte {
 	in := newInterner()
 	return [][]byte{
-		encodeShape(&shapeState{shapeDef: in.def("c", "public.t", 0, nil), gen: 1, start: 99, flushed: 100}),
-		encodeShape(&shapeState{shapeDef: in.def("consumer-1", "public.orders", 16384,
+		encodeShape(&shapeState{consumer: "c", shapeDef: in.def("public.t", 0, nil), gen: 1, start: 99, flushed: 100}),
+		encodeShape(&shapeState{consumer: "consumer-1", shapeDef: in.def("public.orders", 16384,
 			map[string][]string{"tenant": {"a", "b"}, "region": {"eu"}, "": {""}}),
 			gen: math.MaxUint64, start: LSN(math.MaxUint64), flushed: LSN(math.MaxUint64), created: math.MinInt64, lastAck: math.MaxInt64,
 			boundAt: LSN(math.MaxUint64)}),

@@ -76,9 +76,12 @@ func (t *tracker) indexRel(s *shapeState) {
 	for col := range s.filter {
 		u.cols[col]++
 	}
+	s.refs++
 }
 
 func (t *tracker) unindexRel(s *shapeState) {
+	s.refs--
+	t.defs.release(s.shapeDef)
 	k := relKey{s.relID, s.table}
 	u := t.rels[k]
 	if u == nil {

@@ -56,7 +56,6 @@ type Ledger struct {
 	t          *tracker
 	consumers  map[string]*Consumer
 	tombs      map[string]Tombstone // latest tombstone per shape id
-	defs       *interner            // shared shape definitions
 	meta       Meta
 	startFloor LSN // processed position persisted before this open: new shapes start at least there
 
@@ -126,7 +125,6 @@ func Open(cfg Config) (*Ledger, error) {
 		t:         newTracker(),
 		consumers: make(map[string]*Consumer),
 		tombs:     make(map[string]Tombstone),
-		defs:      newInterner(),
 		kick:      make(chan struct{}, 1),
 		full:      make(chan struct{}, 1),
 		stop:      make(chan struct{}),

@@ -33,7 +33,7 @@ func Load(path string) (*State, error) {
 			t := newTracker()
 			tombs := map[string]Tombstone{}
 			sealed := m.SchemaVersion >= sealedSchema
-			if err := loadState(tx, sealed, consumers, t, tombs, nil); err != nil {
+			if err := loadState(tx, sealed, consumers, t, tombs); err != nil {
 				return err
 			}
 			for _, c := range consumers {

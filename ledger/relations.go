@@ -51,8 +51,8 @@ func (l *Ledger) BindShapes(ids []string, relID uint32, at LSN) error {
 				}
 				// Only the tail changes: the header keeps the stored
 				// positions, which move through group commits alone (I6).
-				nv := encodeShape(&shapeState{id: s.id, boundAt: at,
-					shapeDef: &shapeDef{consumer: s.consumer, table: s.table, relID: relID, filter: s.filter}})
+				nv := encodeShape(&shapeState{id: s.id, consumer: s.consumer, boundAt: at,
+					shapeDef: &shapeDef{table: s.table, relID: relID, filter: s.filter}})
 				copy(nv[:shapeHeaderLen], v[:shapeHeaderLen])
 				if err := put(sb, []byte(s.id), nv); err != nil {
 					return err
@@ -69,7 +69,7 @@ func (l *Ledger) BindShapes(ids []string, relID uint32, at LSN) error {
 	for _, s := range todo {
 		if l.t.shapes[s.id] == s {
 			l.t.unindexRel(s)
-			s.shapeDef = l.defs.def(s.consumer, s.table, relID, s.filter)
+			s.shapeDef = l.t.defs.def(s.table, relID, s.filter)
 			s.boundAt = at
 			l.t.indexRel(s)
 			l.shapeChanged(s.id)

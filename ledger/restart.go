@@ -41,7 +41,7 @@ func (l *Ledger) load() (fresh bool, err error) {
 			l.persistedFlush = m.LastFlush
 			l.durableSafe = m.LastFlush
 			l.startFloor = m.Position
-			return loadState(tx, m.SchemaVersion >= sealedSchema, l.consumers, l.t, l.tombs, l.defs)
+			return loadState(tx, m.SchemaVersion >= sealedSchema, l.consumers, l.t, l.tombs)
 		})
 	})
 	if err != nil {
@@ -70,7 +70,7 @@ func checkPages(tx *bolt.Tx) error {
 
 // loadState decodes consumers, shapes and the latest tombstone of each id,
 // checking each record's checksum when sealed.
-func loadState(tx *bolt.Tx, sealed bool, consumers map[string]*Consumer, t *tracker, tombs map[string]Tombstone, in *interner) error {
+func loadState(tx *bolt.Tx, sealed bool, consumers map[string]*Consumer, t *tracker, tombs map[string]Tombstone) error {
 	err := tx.Bucket(bucketConsumers).ForEach(func(k, v []byte) error {
 		c, err := readConsumer(k, v, sealed)
 		if err != nil {
@@ -82,9 +82,7 @@ func loadState(tx *bolt.Tx, sealed bool, consumers map[string]*Consumer, t *trac
 	if err != nil {
 		return err
 	}
-	if in == nil {
-		in = newInterner()
-	}
+	in := t.defs
 	for id := range consumers {
 		in.strs[id] = id
 	}

@@ -55,7 +55,7 @@ func (l *Ledger) PutShape(spec ShapeSpec) (Shape, bool, error) {
 	}
 	now := l.now()
 	s := &shapeState{
-		id: spec.ID, shapeDef: l.defs.def(c.ID, spec.Table, spec.RelID, spec.Filter),
+		id: spec.ID, consumer: c.ID, shapeDef: l.t.defs.def(spec.Table, spec.RelID, spec.Filter),
 		start: max(l.t.position, l.startFloor), created: now.UnixNano(), heapIdx: -1, boundAt: spec.BoundAt,
 	}
 	if s.start > 0 {
@@ -118,7 +118,7 @@ func normFilter(f map[string][]string) map[string][]string {
 // shapeView builds the public view. Caller holds mu.
 func (l *Ledger) shapeView(s *shapeState) Shape {
 	sh := Shape{
-		ShapeSpec: ShapeSpec{ID: s.id, Consumer: s.consumer, Table: s.table, Filter: cloneFilter(s.filter),
+		ShapeSpec: ShapeSpec{ID: s.id, Consumer: s.consumer, Table: s.table, Filter: s.filter,
 			RelID: s.relID, BoundAt: s.boundAt},
 		Generation: s.gen, StartLSN: s.start, FlushedLSN: s.flushed, LastSent: s.lastSent,
 		CreatedAt: fromNanos(s.created), LastAckAt: fromNanos(s.lastAck),

@@ -81,14 +81,7 @@ func encodeShape(s *shapeState) []byte {
 	binary.BigEndian.PutUint64(b[offLastAck:], uint64(s.lastAck))
 	b = appendString(b, s.consumer)
 	b = appendString(b, s.table)
-	b = binary.AppendUvarint(b, uint64(len(s.filter)))
-	for _, k := range sortedKeys(s.filter) {
-		b = appendString(b, k)
-		b = binary.AppendUvarint(b, uint64(len(s.filter[k])))
-		for _, v := range s.filter[k] {
-			b = appendString(b, v)
-		}
-	}
+	b = appendFilter(b, s.filter)
 	if s.relID != 0 {
 		b = append(b, tagRelation)
 		b = binary.AppendUvarint(b, uint64(s.relID))
@@ -101,6 +94,18 @@ func encodeShape(s *shapeState) []byte {
 // record (relation OID, then the WAL position it was resolved at, both
 // uvarints). Records written before binding existed end after the filter.
 const tagRelation = 'R'
+
+func appendFilter(b []byte, f map[string][]string) []byte {
+	b = binary.AppendUvarint(b, uint64(len(f)))
+	for _, k := range sortedKeys(f) {
+		b = appendString(b, k)
+		b = binary.AppendUvarint(b, uint64(len(f[k])))
+		for _, v := range f[k] {
+			b = appendString(b, v)
+		}
+	}
+	return b
+}
 
 func appendString(b []byte, s string) []byte {
 	b = binary.AppendUvarint(b, uint64(len(s)))
@@ -123,8 +128,9 @@ func decodeShape(id string, v []byte, in *interner) (*shapeState, error) {
 		heapIdx: -1,
 	}
 	r := reader{b: v[shapeHeaderLen:]}
-	consumer := in.str(r.bytes())
-	table := in.str(r.bytes())
+	s.consumer = in.str(r.bytes())
+	raw := r.b // table and filter, as a definition's key begins
+	table := string(r.bytes())
 	var filter map[string][]string
 	nf := r.uvarint()
 	if nf > 0 && r.err == nil {
@@ -146,6 +152,7 @@ func decodeShape(id string, v []byte, in *interner) (*shapeState, error) {
 			filter[k] = vs
 		}
 	}
+	raw = raw[:len(raw)-len(r.b)]
 	var relID uint64
 	if r.err == nil && len(r.b) > 0 && r.b[0] == tagRelation {
 		r.b = r.b[1:]
@@ -161,7 +168,12 @@ func decodeShape(id string, v []byte, in *interner) (*shapeState, error) {
 	if r.err != nil {
 		return nil, fmt.Errorf("%w: shape %q: %v", ErrCorrupt, id, r.err)
 	}
-	s.shapeDef = in.def(consumer, table, uint32(relID), filter)
+	in.buf = binary.AppendUvarint(append(in.buf[:0], raw...), relID)
+	if d := in.defs[string(in.buf)]; d != nil {
+		s.shapeDef = d
+		return s, nil
+	}
+	s.shapeDef = in.def(table, uint32(relID), filter)
 	return s, nil
 }
 

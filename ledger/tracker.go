@@ -1,5 +1,7 @@
 package ledger
 
+import "encoding/binary"
+
 // The tracker is the in-memory half of the ledger: for every live shape a FIFO
 // of the commit LSNs handed to it and not yet acked, and an indexed min-heap of
 // the shapes that have any, keyed by their oldest pending commit LSN. The heap
@@ -19,7 +21,8 @@ type pendEntry struct {
 // It is kept small on purpose: a million of them must fit in a few hundred
 // megabytes.
 type shapeState struct {
-	id string
+	id       string
+	consumer string // interned: the owner's id
 	*shapeDef
 
 	gen      uint64
@@ -41,28 +44,27 @@ type shapeState struct {
 	prev, next *shapeState // the owner's other shapes (tracker.owners)
 }
 
-// shapeDef is a shape's owner, table and filter. Shapes without a filter
-// share one per (consumer, table), which saves 32 bytes per shape.
+// shapeDef is a shape's table, relation binding and filter, interned:
+// every shape with the same definition shares one, and so one copy of its
+// filter, whatever its owner. A million shapes over a few thousand
+// definitions hold a few thousand filters.
 type shapeDef struct {
-	consumer string
-	table    string
-	relID    uint32 // relation OID of table, 0 while not bound
-	filter   map[string][]string
+	table  string
+	relID  uint32 // relation OID of table, 0 while not bound
+	filter map[string][]string
+	key    string // the interner's key
+	refs   int    // live shapes using it (tracker.index)
 }
 
-type defKey struct {
-	consumer, table string
-	relID           uint32
-}
-
-// interner deduplicates strings and filterless definitions.
+// interner deduplicates strings and definitions.
 type interner struct {
 	strs map[string]string
-	defs map[defKey]*shapeDef
+	defs map[string]*shapeDef
+	buf  []byte
 }
 
 func newInterner() *interner {
-	return &interner{strs: make(map[string]string), defs: make(map[defKey]*shapeDef)}
+	return &interner{strs: make(map[string]string), defs: make(map[string]*shapeDef)}
 }
 
 func (in *interner) str(b []byte) string {
@@ -74,17 +76,43 @@ func (in *interner) str(b []byte) string {
 	return s
 }
 
-func (in *interner) def(consumer, table string, relID uint32, filter map[string][]string) *shapeDef {
-	if len(filter) > 0 {
-		return &shapeDef{consumer: consumer, table: table, relID: relID, filter: filter}
-	}
-	k := defKey{consumer, table, relID}
-	if d := in.defs[k]; d != nil {
+// defKey appends the definition's key: its table and filter as a shape
+// record holds them (encodeShape), then the relation OID.
+func defKey(b []byte, table string, relID uint32, filter map[string][]string) []byte {
+	b = appendString(b, table)
+	b = appendFilter(b, filter)
+	return binary.AppendUvarint(b, uint64(relID))
+}
+
+// def returns the interned definition; filter must be normalised
+// (normFilter) and is not copied.
+func (in *interner) def(table string, relID uint32, filter map[string][]string) *shapeDef {
+	in.buf = defKey(in.buf[:0], table, relID, filter)
+	if d := in.defs[string(in.buf)]; d != nil {
 		return d
 	}
-	d := &shapeDef{consumer: consumer, table: table, relID: relID}
-	in.defs[k] = d
+	d := &shapeDef{table: in.str([]byte(table)), relID: relID, filter: in.filter(filter), key: string(in.buf)}
+	in.defs[d.key] = d
 	return d
+}
+
+// filter interns the filter's column names.
+func (in *interner) filter(f map[string][]string) map[string][]string {
+	if len(f) == 0 {
+		return nil
+	}
+	out := make(map[string][]string, len(f))
+	for k, vs := range f {
+		out[in.str([]byte(k))] = vs
+	}
+	return out
+}
+
+// release forgets a definition no live shape uses.
+func (in *interner) release(d *shapeDef) {
+	if d.refs <= 0 && in.defs[d.key] == d {
+		delete(in.defs, d.key)
+	}
 }
 
 func (s *shapeState) pending() bool { return int(s.head) < len(s.pend) }
@@ -94,6 +122,7 @@ func (s *shapeState) firstPending() pendEntry { return s.pend[s.head] }
 // tracker holds the live shapes and the min-heap over their first pending LSN.
 type tracker struct {
 	shapes   map[string]*shapeState
+	defs     *interner          // the definitions shapes share
 	owners   map[string]*owned  // shapes by owner (index.go)
 	rels     map[relKey]*relUse // shapes by relation (index.go)
 	heap     []*shapeState
@@ -101,7 +130,7 @@ type tracker struct {
 }
 
 func newTracker() *tracker {
-	return &tracker{shapes: make(map[string]*shapeState), owners: make(map[string]*owned), rels: make(map[relKey]*relUse)}
+	return &tracker{shapes: make(map[string]*shapeState), defs: newInterner(), owners: make(map[string]*owned), rels: make(map[relKey]*relUse)}
 }
 
 // add starts tracking a live shape.

@@ -3,6 +3,7 @@ package route
 import (
 	"slices"
 	"sort"
+	"strconv"
 	"sync"
 	"sync/atomic"
 
@@ -53,52 +54,98 @@ type Result struct {
 	Absent [][]string
 }
 
-// entry is an indexed shape with its filter compiled to sets.
+// entry is an indexed shape with its compiled filter.
 type entry struct {
 	Shape
-	cols []string                       // filter columns, sorted
+	*compiled
+}
+
+// compiled is a filter compiled to sets. Shapes with the same filter share
+// one (Router.filters), so a million shapes over a few thousand filters hold
+// a few thousand compiled filters.
+type compiled struct {
+	cols []string                       // filter columns, most selective first
 	sets map[string]map[string]struct{} // column -> allowed values
+	key  string                         // Router.filters key
+	refs int                            // entries using it
 }
 
 // tableIndex holds the shapes of one table.
 type tableIndex struct {
-	all        map[string]*entry       // every shape on the table, by id
+	n          int                     // shapes on the table
 	unfiltered map[string]*entry       // shapes without a filter
 	byCol      map[string]*columnIndex // filtered shapes, by their first filter column
 }
 
 // columnIndex indexes filtered shapes by the allowed values of one column.
 type columnIndex struct {
-	entries map[string]*entry            // every shape indexed on this column
+	n       int                          // shapes indexed on this column
 	byValue map[string]map[string]*entry // value -> shapes allowing it
+	none    map[string]*entry            // shapes allowing no value of it (nil until one does)
+}
+
+// each calls f with every shape indexed on the column, once each.
+func (ci *columnIndex) each(f func(*entry)) {
+	seen := make(map[string]struct{}, ci.n)
+	visit := func(m map[string]*entry) {
+		for id, e := range m {
+			if _, ok := seen[id]; !ok {
+				seen[id] = struct{}{}
+				f(e)
+			}
+		}
+	}
+	for _, m := range ci.byValue {
+		visit(m)
+	}
+	visit(ci.none)
+}
+
+// each calls f with every shape on the table, once each.
+func (t *tableIndex) each(f func(*entry)) {
+	for _, e := range t.unfiltered {
+		f(e)
+	}
+	for _, ci := range t.byCol {
+		ci.each(f)
+	}
 }
 
 // Router maps transactions to shapes. The zero value is not usable; call New.
 type Router struct {
-	mu     sync.RWMutex
-	shapes map[string]*entry
+	mu      sync.RWMutex
+	shapes  map[string]*entry
+	filters map[string]*compiled // interned compiled filters, by filterKey
 	tables map[relKey]*tableIndex
 	probes atomic.Uint64 // column comparisons made by Route, for tests and benchmarks
 }
 
 // New returns an empty router.
 func New() *Router {
-	return &Router{shapes: map[string]*entry{}, tables: map[relKey]*tableIndex{}}
+	return &Router{shapes: map[string]*entry{}, filters: map[string]*compiled{}, tables: map[relKey]*tableIndex{}}
 }
 
 // Put adds a shape or replaces the one with the same id.
 func (r *Router) Put(s Shape) {
-	e := compile(s)
+	key := filterKey(s.Filter)
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.removeLocked(s.ID)
+	c := r.filters[key]
+	if c == nil {
+		c = compile(s.Filter)
+		c.key = key
+		r.filters[key] = c
+	}
+	c.refs++
+	e := &entry{Shape: s, compiled: c}
 	r.shapes[s.ID] = e
 	t := r.tables[keyOf(s)]
 	if t == nil {
-		t = &tableIndex{all: map[string]*entry{}, unfiltered: map[string]*entry{}, byCol: map[string]*columnIndex{}}
+		t = &tableIndex{unfiltered: map[string]*entry{}, byCol: map[string]*columnIndex{}}
 		r.tables[keyOf(s)] = t
 	}
-	t.all[s.ID] = e
+	t.n++
 	if len(e.cols) == 0 {
 		t.unfiltered[s.ID] = e
 		return
@@ -106,10 +153,16 @@ func (r *Router) Put(s Shape) {
 	col := e.cols[0]
 	ci := t.byCol[col]
 	if ci == nil {
-		ci = &columnIndex{entries: map[string]*entry{}, byValue: map[string]map[string]*entry{}}
+		ci = &columnIndex{byValue: map[string]map[string]*entry{}}
 		t.byCol[col] = ci
 	}
-	ci.entries[s.ID] = e
+	ci.n++
+	if len(e.sets[col]) == 0 {
+		if ci.none == nil {
+			ci.none = map[string]*entry{}
+		}
+		ci.none[s.ID] = e
+	}
 	for v := range e.sets[col] {
 		m := ci.byValue[v]
 		if m == nil {
@@ -133,24 +186,28 @@ func (r *Router) removeLocked(id string) {
 		return
 	}
 	delete(r.shapes, id)
+	if e.refs--; e.refs <= 0 {
+		delete(r.filters, e.key)
+	}
 	t := r.tables[keyOf(e.Shape)]
-	delete(t.all, id)
+	t.n--
 	delete(t.unfiltered, id)
 	if len(e.cols) > 0 {
 		col := e.cols[0]
 		ci := t.byCol[col]
-		delete(ci.entries, id)
+		ci.n--
+		delete(ci.none, id)
 		for v := range e.sets[col] {
 			delete(ci.byValue[v], id)
 			if len(ci.byValue[v]) == 0 {
 				delete(ci.byValue, v)
 			}
 		}
-		if len(ci.entries) == 0 {
+		if ci.n == 0 {
 			delete(t.byCol, col)
 		}
 	}
-	if len(t.all) == 0 {
+	if t.n == 0 {
 		delete(r.tables, keyOf(e.Shape))
 	}
 }
@@ -174,10 +231,8 @@ func (r *Router) Bound(relID uint32) []Shape {
 	if t == nil {
 		return nil
 	}
-	out := make([]Shape, 0, len(t.all))
-	for _, e := range t.all {
-		out = append(out, e.Shape)
-	}
+	out := make([]Shape, 0, t.n)
+	t.each(func(e *entry) { out = append(out, e.Shape) })
 	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
 	return out
 }
@@ -270,10 +325,8 @@ func (r *Router) Route(txn *stream.Txn) Result {
 // counts the column comparisons made.
 func (t *tableIndex) match(ch *stream.Change, probes *uint64) (ids, absent []string) {
 	if ch.Op == stream.OpTruncate {
-		ids := make([]string, 0, len(t.all))
-		for id := range t.all {
-			ids = append(ids, id)
-		}
+		ids := make([]string, 0, t.n)
+		t.each(func(e *entry) { ids = append(ids, e.ID) })
 		return ids, nil
 	}
 	var buf [2]row
@@ -298,21 +351,20 @@ func (t *tableIndex) match(ch *stream.Change, probes *uint64) (ids, absent []str
 		for i := range tuples {
 			tup := &tuples[i]
 			v, present := tup.lookup(col)
-			var cands map[string]*entry
-			if present {
-				cands = ci.byValue[v.Value]
-				if v.Kind == stream.KindNull {
-					cands = nil // NULL equals no listed value
-				}
-			} else {
-				cands = ci.entries
-			}
-			for id, e := range cands {
-				if seen[id] {
-					continue
+			try := func(e *entry) {
+				if seen[e.ID] {
+					return
 				}
 				if ok, whole := e.matches(tup); ok {
-					seen[id] = whole
+					seen[e.ID] = whole
+				}
+			}
+			switch {
+			case !present:
+				ci.each(try) // every shape on the column may match
+			case v.Kind != stream.KindNull: // NULL equals no listed value
+				for _, e := range ci.byValue[v.Value] {
+					try(e)
 				}
 			}
 		}
@@ -408,9 +460,41 @@ func (e *entry) matches(tup *row) (ok, whole bool) {
 	return true, whole
 }
 
-func compile(s Shape) *entry {
-	e := &entry{Shape: s, sets: map[string]map[string]struct{}{}}
-	for col, vals := range s.Filter {
+// filterKey is a filter's canonical form: its columns sorted, each with its
+// values sorted.
+func filterKey(f map[string][]string) string {
+	if len(f) == 0 {
+		return ""
+	}
+	cols := make([]string, 0, len(f))
+	for c := range f {
+		cols = append(cols, c)
+	}
+	sort.Strings(cols)
+	var b []byte
+	for _, c := range cols {
+		vs := f[c]
+		if !slices.IsSorted(vs) {
+			vs = slices.Sorted(slices.Values(vs))
+		}
+		b = strconv.AppendInt(b, int64(len(c)), 10)
+		b = append(b, ':')
+		b = append(b, c...)
+		b = strconv.AppendInt(b, int64(len(vs)), 10)
+		for _, v := range vs {
+			b = append(b, ',')
+			b = strconv.AppendInt(b, int64(len(v)), 10)
+			b = append(b, ':')
+			b = append(b, v...)
+		}
+		b = append(b, ';')
+	}
+	return string(b)
+}
+
+func compile(f map[string][]string) *compiled {
+	e := &compiled{sets: map[string]map[string]struct{}{}}
+	for col, vals := range f {
 		set := make(map[string]struct{}, len(vals))
 		for _, v := range vals {
 			set[v] = struct{}{}
