@@ -131,6 +131,11 @@ func (h *Hub) evictedReason(id string) ledger.Reason {
 
 // syncAll is Sync over every shape and consumer.
 func (h *Hub) syncAll() {
+	if h.router.Len() == 0 {
+		h.load()
+		h.dropGone()
+		return
+	}
 	live := map[string]struct{}{}
 	shapes := h.l.Shapes()
 	if syncHook != nil {
@@ -149,6 +154,29 @@ func (h *Hub) syncAll() {
 		}
 		h.removeShape(id, h.evictedReason(id), true)
 	}
+	h.dropGone()
+}
+
+// load routes every shape of the ledger into an empty router, as at start,
+// in one step with respect to CreateShape: no definition read can be
+// replaced meanwhile (I1). A shape evicted or bound meanwhile is in the
+// change feed, and the next Sync applies it.
+func (h *Hub) load() {
+	if syncHook != nil {
+		syncHook()
+	}
+	h.routeMu.Lock()
+	defer h.routeMu.Unlock()
+	specs := h.l.ShapeSpecs()
+	shapes := make([]route.Shape, len(specs))
+	for i, sp := range specs {
+		shapes[i] = route.Shape(sp)
+	}
+	h.router.PutAll(shapes)
+}
+
+// dropGone drops the outboxes of consumers that are gone.
+func (h *Hub) dropGone() {
 	h.mu.Lock()
 	ids := make([]string, 0, len(h.consumers))
 	for id := range h.consumers {

@@ -450,3 +450,16 @@ func (l *Ledger) shapeChanged(id string) {
 		}
 	}
 }
+
+// ShapeSpecs returns the definitions of every live shape, in no order. It
+// copies no filter (see ShapeSpec.Filter) and sorts nothing: it is what a
+// reader that builds its own index of a million shapes at start needs.
+func (l *Ledger) ShapeSpecs() []ShapeSpec {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	out := make([]ShapeSpec, 0, len(l.t.shapes))
+	for _, s := range l.t.shapes {
+		out = append(out, ShapeSpec{ID: s.id, Consumer: s.consumer, Table: s.table, Filter: s.filter, RelID: s.relID, BoundAt: s.boundAt})
+	}
+	return out
+}

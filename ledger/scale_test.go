@@ -90,8 +90,10 @@ func openScale(b *testing.B, n int) (*scale, time.Duration) {
 	if err != nil {
 		b.Fatal(err)
 	}
+	opened := time.Now()
 	hub := deliver.New(deliver.Config{Ledger: l, Logger: zerolog.Nop()})
 	hub.Sync()
+	synced := time.Now()
 	r, err := reconcile.New(reconcile.Config{Ledger: l, Challenger: hub, Syncer: hub, Catalog: scaleCatalog{},
 		Host: "scale-host", Logger: zerolog.Nop()})
 	if err != nil {
@@ -101,6 +103,7 @@ func openScale(b *testing.B, n int) (*scale, time.Duration) {
 		b.Fatal(err)
 	}
 	took := time.Since(began)
+	b.Logf("start: open %v, hub sync %v, first pass %v", opened.Sub(began), synced.Sub(opened), time.Since(synced))
 	if got := hub.Router().Len(); got != n {
 		b.Fatalf("router holds %d shapes, want %d", got, n)
 	}

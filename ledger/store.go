@@ -130,27 +130,11 @@ func decodeShape(id string, v []byte, in *interner) (*shapeState, error) {
 	r := reader{b: v[shapeHeaderLen:]}
 	s.consumer = in.str(r.bytes())
 	raw := r.b // table and filter, as a definition's key begins
-	table := string(r.bytes())
-	var filter map[string][]string
-	nf := r.uvarint()
-	if nf > 0 && r.err == nil {
-		if nf > uint64(len(r.b)) {
-			return nil, fmt.Errorf("%w: shape %q: filter count %d exceeds record", ErrCorrupt, id, nf)
-		}
-		filter = make(map[string][]string, nf)
-		for i := uint64(0); i < nf && r.err == nil; i++ {
-			k := string(r.bytes())
-			nv := r.uvarint()
-			if nv > uint64(len(r.b)) {
-				r.err = errors.New("value count exceeds record")
-				break
-			}
-			vs := make([]string, 0, nv)
-			for j := uint64(0); j < nv && r.err == nil; j++ {
-				vs = append(vs, string(r.bytes()))
-			}
-			filter[k] = vs
-		}
+	// A first read only checks the definition and finds its end: most
+	// records share their definition with one read before.
+	r.bytes()
+	if _, err := readFilter(&r, false); err != nil {
+		return nil, fmt.Errorf("%w: shape %q: %v", ErrCorrupt, id, err)
 	}
 	raw = raw[:len(raw)-len(r.b)]
 	var relID uint64
@@ -173,8 +157,53 @@ func decodeShape(id string, v []byte, in *interner) (*shapeState, error) {
 		s.shapeDef = d
 		return s, nil
 	}
+	dr := reader{b: raw}
+	table := string(dr.bytes())
+	filter, _ := readFilter(&dr, true) // read once already
 	s.shapeDef = in.def(table, uint32(relID), filter)
 	return s, nil
+}
+
+// readFilter reads a filter as appendFilter writes it; with build it
+// returns it (nil for an empty one), without it only checks it.
+func readFilter(r *reader, build bool) (map[string][]string, error) {
+	nf := r.uvarint()
+	if nf == 0 || r.err != nil {
+		return nil, r.err
+	}
+	if nf > uint64(len(r.b)) {
+		r.err = fmt.Errorf("filter count %d exceeds record", nf)
+		return nil, r.err
+	}
+	var filter map[string][]string
+	if build {
+		filter = make(map[string][]string, nf)
+	}
+	for i := uint64(0); i < nf && r.err == nil; i++ {
+		k := r.bytes()
+		nv := r.uvarint()
+		if nv > uint64(len(r.b)) {
+			r.err = errors.New("value count exceeds record")
+			break
+		}
+		var vs []string
+		if build {
+			vs = make([]string, 0, nv)
+		}
+		for j := uint64(0); j < nv && r.err == nil; j++ {
+			v := r.bytes()
+			if build {
+				vs = append(vs, string(v))
+			}
+		}
+		if build {
+			filter[string(k)] = vs
+		}
+	}
+	if r.err != nil {
+		return nil, r.err
+	}
+	return filter, nil
 }
 
 // reader decodes length-prefixed fields, checking every length first.

@@ -33,9 +33,8 @@ type shapeState struct {
 	lastAck  int64 // unix nanoseconds
 	ackEvent int64 // unix nanoseconds of the last "acked" journal event
 
-	pend    []pendEntry // FIFO in commit order; pend[head:] are pending
-	head    int32
-	heapIdx int32 // position in tracker.heap, -1 when nothing is pending
+	q       *pendQueue // nil until something is handed to it
+	heapIdx int32      // position in tracker.heap, -1 when nothing is pending
 
 	dirty uint64 // id of the group-commit batch that carries its flushed LSN, 0 if none
 
@@ -115,9 +114,17 @@ func (in *interner) release(d *shapeDef) {
 	}
 }
 
-func (s *shapeState) pending() bool { return int(s.head) < len(s.pend) }
+// pendQueue is a shape's FIFO of pending transactions, in commit order:
+// pend[head:] are pending. Kept out of shapeState so that a shape never
+// handed anything costs 8 bytes for it.
+type pendQueue struct {
+	pend []pendEntry
+	head int32
+}
 
-func (s *shapeState) firstPending() pendEntry { return s.pend[s.head] }
+func (s *shapeState) pending() bool { return s.q != nil && int(s.q.head) < len(s.q.pend) }
+
+func (s *shapeState) firstPending() pendEntry { return s.q.pend[s.q.head] }
 
 // tracker holds the live shapes and the min-heap over their first pending LSN.
 type tracker struct {
@@ -147,7 +154,7 @@ func (t *tracker) remove(s *shapeState) {
 	if s.heapIdx >= 0 {
 		t.heapRemove(int(s.heapIdx))
 	}
-	s.pend, s.head = nil, 0
+	s.q = nil
 	delete(t.shapes, s.id)
 	t.unindex(s)
 }
@@ -169,15 +176,19 @@ func (t *tracker) track(commit, end LSN, ids []string, now int64) []string {
 		if commit > s.lastSent {
 			s.lastSent = commit
 			wasPending := s.pending()
-			switch {
-			case !wasPending && s.head > 0:
-				s.pend, s.head = s.pend[:0], 0
-			case len(s.pend) == cap(s.pend) && int(s.head) >= len(s.pend)/2:
-				// Reuse the consumed prefix instead of growing (amortised O(1)).
-				n := copy(s.pend, s.pend[s.head:])
-				s.pend, s.head = s.pend[:n], 0
+			if s.q == nil {
+				s.q = &pendQueue{}
 			}
-			s.pend = append(s.pend, pendEntry{lsn: commit, at: now})
+			q := s.q
+			switch {
+			case !wasPending && q.head > 0:
+				q.pend, q.head = q.pend[:0], 0
+			case len(q.pend) == cap(q.pend) && int(q.head) >= len(q.pend)/2:
+				// Reuse the consumed prefix instead of growing (amortised O(1)).
+				n := copy(q.pend, q.pend[q.head:])
+				q.pend, q.head = q.pend[:n], 0
+			}
+			q.pend = append(q.pend, pendEntry{lsn: commit, at: now})
 			if !wasPending {
 				t.heapPush(s)
 			}
@@ -202,25 +213,26 @@ func (t *tracker) track(commit, end LSN, ids []string, now int64) []string {
 // lsn <= max(s.lastSent, s.flushed).
 func (t *tracker) ack(s *shapeState, lsn LSN) {
 	s.flushed = lsn
-	if !s.pending() || s.pend[s.head].lsn > lsn {
+	if !s.pending() || s.firstPending().lsn > lsn {
 		return
 	}
-	for s.pending() && s.pend[s.head].lsn <= lsn {
-		s.head++
+	q := s.q
+	for s.pending() && q.pend[q.head].lsn <= lsn {
+		q.head++
 	}
 	if !s.pending() {
-		s.pend, s.head = s.pend[:0], 0
-		if cap(s.pend) > 64 {
-			s.pend = nil
+		q.pend, q.head = q.pend[:0], 0
+		if cap(q.pend) > 64 {
+			s.q = nil
 		}
 		t.heapRemove(int(s.heapIdx))
 		return
 	}
 	// Compact once the consumed prefix dominates, so a shape with a
 	// continuous backlog does not grow its slice forever.
-	if int(s.head) > len(s.pend)/2 && s.head >= 16 {
-		n := copy(s.pend, s.pend[s.head:])
-		s.pend, s.head = s.pend[:n], 0
+	if int(q.head) > len(q.pend)/2 && q.head >= 16 {
+		n := copy(q.pend, q.pend[q.head:])
+		q.pend, q.head = q.pend[:n], 0
 	}
 	t.heapDown(int(s.heapIdx))
 }

@@ -63,7 +63,10 @@ type ShapeSpec struct {
 	ID       string
 	Consumer string
 	Table    string
-	Filter   map[string][]string
+	// Filter maps a column to the values it may hold. In the shapes the
+	// ledger returns it is shared by every shape with the same definition:
+	// read it, never change it.
+	Filter map[string][]string
 	// RelID binds the shape to its table's relation OID, resolved when the
 	// shape is created (0: not bound yet; shapes recorded before binding
 	// existed are bound by the reconciler's catalog check). Routing is by

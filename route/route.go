@@ -1,6 +1,7 @@
 package route
 
 import (
+	"reflect"
 	"slices"
 	"sort"
 	"strconv"
@@ -130,6 +131,10 @@ func (r *Router) Put(s Shape) {
 	key := filterKey(s.Filter)
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	r.putLocked(s, key)
+}
+
+func (r *Router) putLocked(s Shape, key string) {
 	r.removeLocked(s.ID)
 	c := r.filters[key]
 	if c == nil {
@@ -170,6 +175,27 @@ func (r *Router) Put(s Shape) {
 			ci.byValue[v] = m
 		}
 		m[s.ID] = e
+	}
+}
+
+// PutAll adds shapes under one lock, as at start: it compiles each distinct
+// filter once. An id already routed is replaced.
+func (r *Router) PutAll(shapes []Shape) {
+	keys := map[uintptr]string{} // by filter map: shapes from the ledger share them
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, s := range shapes {
+		var key string
+		if len(s.Filter) > 0 {
+			p := reflect.ValueOf(s.Filter).Pointer()
+			k, ok := keys[p]
+			if !ok {
+				k = filterKey(s.Filter)
+				keys[p] = k
+			}
+			key = k
+		}
+		r.putLocked(s, key)
 	}
 }
 
