@@ -8,3 +8,6 @@ func SetEvictHook(f func(shape string)) (restore func()) {
 	testHookEvict = f
 	return func() { testHookEvict = old }
 }
+
+// OnConsumerEnded makes f run each time a pass has ended a consumer.
+func (r *Reconciler) OnConsumerEnded(f func()) { r.testEnded = f }

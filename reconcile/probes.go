@@ -1,6 +1,7 @@
 package reconcile
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"slices"
@@ -12,6 +13,7 @@ import (
 // pass is one reconcile pass: what it read and what it did so far.
 type pass struct {
 	r       *Reconciler
+	ctx     context.Context
 	now     time.Time
 	limit   int
 	room    int
@@ -29,6 +31,8 @@ type pass struct {
 	again   map[string]struct{}        // consumers to judge again next pass
 	count   int
 	errs    []error
+
+	cancelled bool // the context ended: the pass stopped (stopped)
 }
 
 // sweepPerPass bounds the consumers a pass judges besides those that
@@ -37,8 +41,8 @@ type pass struct {
 // without a consumer, over every consumer in turn.
 const sweepPerPass = 256
 
-func (r *Reconciler) newPass(now time.Time) *pass {
-	p := &pass{r: r, now: now, byID: map[string]ledger.Consumer{}, lists: map[string]bool{},
+func (r *Reconciler) newPass(ctx context.Context, now time.Time) *pass {
+	p := &pass{r: r, ctx: ctx, now: now, byID: map[string]ledger.Consumer{}, lists: map[string]bool{},
 		ended: map[string]bool{}, evicted: map[string]bool{}, again: map[string]struct{}{}}
 	l := r.cfg.Ledger
 	if r.watch == nil {
@@ -136,6 +140,11 @@ func (p *pass) spent(n int) {
 // finish updates the breaker's state, metrics and log.
 func (p *pass) finish() {
 	r := p.r
+	if p.cancelled { // what it did not get to is judged next pass
+		for _, id := range p.judged {
+			p.again[id] = struct{}{}
+		}
+	}
 	r.again = p.again
 	if p.blocked {
 		r.m.skipped.Add(float64(p.skipped))
@@ -156,6 +165,20 @@ func (p *pass) finish() {
 	}
 }
 
+// stopped reports whether the pass was cancelled (ledgerd is shutting
+// down): it then stops between two decisions. What it did not get to is
+// decided by the next pass, as after a failure.
+func (p *pass) stopped() bool {
+	if p.ctx.Err() == nil {
+		return false
+	}
+	if !p.cancelled {
+		p.cancelled = true
+		p.errs = append(p.errs, p.ctx.Err())
+	}
+	return true
+}
+
 func (p *pass) fail(err error) {
 	if err != nil && !errors.Is(err, ledger.ErrClosed) {
 		p.errs = append(p.errs, err)
@@ -166,6 +189,9 @@ func (p *pass) fail(err error) {
 func (p *pass) consumers() {
 	r := p.r
 	for _, id := range p.judged {
+		if p.stopped() {
+			return
+		}
 		c, ok := p.byID[id]
 		if !ok || c.Gone {
 			delete(r.procs, id)
@@ -240,6 +266,9 @@ func (p *pass) process(c ledger.Consumer) (ledger.Reason, string, bool) {
 // consumer is still as observed.
 func (p *pass) expire(c ledger.Consumer, reason ledger.Reason, evidence string) {
 	r := p.r
+	if p.stopped() {
+		return
+	}
 	owned := r.cfg.Ledger.ShapesOf(c.ID)
 	n := len(owned)
 	if !p.allow(n) {
@@ -260,6 +289,9 @@ func (p *pass) expire(c ledger.Consumer, reason ledger.Reason, evidence string) 
 	}
 	p.spent(n)
 	p.ended[c.ID] = true
+	if r.testEnded != nil {
+		r.testEnded()
+	}
 	for _, sh := range owned {
 		p.evicted[sh.ID] = true
 		p.count++
@@ -281,7 +313,7 @@ var testHookEvict func(shape string)
 // anyway. When it no longer holds, the next pass decides again.
 func (p *pass) evict(sh ledger.Shape, reason ledger.Reason, evidence string, still func(cur ledger.Shape, owner ledger.Consumer) bool) {
 	r := p.r
-	if p.evicted[sh.ID] {
+	if p.evicted[sh.ID] || p.stopped() {
 		return
 	}
 	if !p.allow(1) {
@@ -318,6 +350,9 @@ func (p *pass) evict(sh ledger.Shape, reason ledger.Reason, evidence string, sti
 func (p *pass) orphans() {
 	l := p.r.cfg.Ledger
 	for _, id := range p.judged {
+		if p.stopped() {
+			return
+		}
 		c, ok := p.byID[id]
 		if ok && !c.Gone || p.ended[id] || l.ShapeCount(id) == 0 {
 			continue
@@ -345,6 +380,9 @@ func (p *pass) orphans() {
 // created later are judged by the next list.
 func (p *pass) inventory() {
 	for _, id := range p.judged {
+		if p.stopped() {
+			return
+		}
 		c, ok := p.byID[id]
 		if !ok || c.Gone || p.ended[id] || !p.lists[id] || !judgesInventory(c) {
 			continue
@@ -377,6 +415,9 @@ func judgesInventory(c ledger.Consumer) bool {
 
 // walBudget evicts pending shapes pinning more than the budget.
 func (p *pass) walBudget(walEnd ledger.LSN) {
+	if p.stopped() {
+		return
+	}
 	budget := p.r.cfg.MaxShapeLagBytes
 	if int64(walEnd) <= budget {
 		return
@@ -399,6 +440,9 @@ func (p *pass) walBudget(walEnd ledger.LSN) {
 // progress challenges shapes pending past the stall grace without ack
 // progress and evicts, as stalled, those that let the challenge time out.
 func (p *pass) progress() {
+	if p.stopped() {
+		return
+	}
 	r := p.r
 	l := r.cfg.Ledger
 	// Only shapes pending since before the grace can be challenged; those

@@ -35,6 +35,8 @@ type Reconciler struct {
 	sweep   []string
 	sweepAt int
 
+	testEnded func() // tests only: runs after a pass ended a consumer
+
 	// mu guards the progress probe's memory, also written by Defer from
 	// API goroutines.
 	mu         sync.Mutex
@@ -172,7 +174,7 @@ func (r *Reconciler) Pass(ctx context.Context) error {
 		errs = append(errs, err)
 	}
 	now := r.now()
-	p := r.newPass(now)
+	p := r.newPass(ctx, now)
 	p.relations(ctx)
 	p.consumers()
 	p.orphans()
@@ -184,8 +186,11 @@ func (r *Reconciler) Pass(ctx context.Context) error {
 	errs = append(errs, p.errs...)
 	p.finish()
 
-	if err := r.cfg.Ledger.RecordTick(now); err != nil {
-		errs = append(errs, err)
+	// A cancelled pass records no tick: it did not judge every lease (I5).
+	if !p.cancelled {
+		if err := r.cfg.Ledger.RecordTick(now); err != nil {
+			errs = append(errs, err)
+		}
 	}
 	if r.cfg.Syncer != nil {
 		r.cfg.Syncer.Sync()

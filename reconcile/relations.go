@@ -131,7 +131,7 @@ func (p *pass) bind(ctx context.Context, cat Catalog, tables []string) {
 // generation and binding seen. No breaker: see relations.
 func (p *pass) evictRelation(sh ledger.Shape, evidence string) {
 	r := p.r
-	if p.evicted[sh.ID] {
+	if p.evicted[sh.ID] || p.stopped() {
 		return
 	}
 	_, err := r.cfg.Ledger.EvictIf(sh, ledger.ReasonRelationChanged, evidence, Actor,

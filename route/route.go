@@ -117,8 +117,8 @@ type Router struct {
 	mu      sync.RWMutex
 	shapes  map[string]*entry
 	filters map[string]*compiled // interned compiled filters, by filterKey
-	tables map[relKey]*tableIndex
-	probes atomic.Uint64 // column comparisons made by Route, for tests and benchmarks
+	tables  map[relKey]*tableIndex
+	probes  atomic.Uint64 // column comparisons made by Route, for tests and benchmarks
 }
 
 // New returns an empty router.
