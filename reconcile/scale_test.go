@@ -18,7 +18,7 @@ import (
 // last and is not among the consumers that changed, so a pass that only
 // swept the consumers a slice at a time would reach it too late.
 func TestLeaseExpiresAmongManyWithinIntervalPlusTTL(t *testing.T) {
-	const others, ttl = 600, 10 * time.Second
+	const others, ttl = 600, 11 * time.Second
 	e := newEnv(t, func(c *reconcile.Config) { c.EvictMaxFraction = 1 })
 	for i := range others {
 		id := fmt.Sprintf("c%04d", i)
