@@ -55,43 +55,63 @@ type Result struct {
 	Absent [][]string
 }
 
-// entry is an indexed shape with its compiled filter.
+// entry is an indexed shape: 48 bytes, its definition shared.
 type entry struct {
-	Shape
+	id, consumer string
+	boundAt      ledger.LSN
 	*compiled
 }
 
-// compiled is a filter compiled to sets. Shapes with the same filter share
-// one (Router.filters), so a million shapes over a few thousand filters hold
-// a few thousand compiled filters.
-type compiled struct {
-	cols []string                       // filter columns, most selective first
-	sets map[string]map[string]struct{} // column -> allowed values
-	key  string                         // Router.filters key
-	refs int                            // entries using it
+func (e *entry) shape() Shape {
+	return Shape{ID: e.id, Consumer: e.consumer, Table: e.table, Filter: e.filter, RelID: e.relID, BoundAt: e.boundAt}
 }
+
+// compiled is a shape definition (table, relation, filter) with its filter
+// compiled to sets. Shapes with the same definition share one
+// (Router.filters), so a million shapes over a few thousand definitions hold
+// a few thousand of them.
+type compiled struct {
+	table  string
+	relID  uint32
+	filter map[string][]string
+	cols   []string                       // filter columns, most selective first
+	sets   map[string]map[string]struct{} // column -> allowed values
+	key    string                         // Router.filters key
+	refs   int                            // entries using it
+}
+
+// rel is the index key of the definition's relation.
+func (c *compiled) rel() relKey {
+	if c.relID != 0 {
+		return relKey{id: c.relID}
+	}
+	return relKey{name: c.table}
+}
+
+// set is a set of indexed shapes.
+type set = map[*entry]struct{}
 
 // tableIndex holds the shapes of one table.
 type tableIndex struct {
 	n          int                     // shapes on the table
-	unfiltered map[string]*entry       // shapes without a filter
+	unfiltered set                     // shapes without a filter
 	byCol      map[string]*columnIndex // filtered shapes, by their first filter column
 }
 
 // columnIndex indexes filtered shapes by the allowed values of one column.
 type columnIndex struct {
 	n       int                          // shapes indexed on this column
-	byValue map[string]map[string]*entry // value -> shapes allowing it
-	none    map[string]*entry            // shapes allowing no value of it (nil until one does)
+	byValue map[string]set // value -> shapes allowing it
+	none    set            // shapes allowing no value of it (nil until one does)
 }
 
 // each calls f with every shape indexed on the column, once each.
 func (ci *columnIndex) each(f func(*entry)) {
-	seen := make(map[string]struct{}, ci.n)
-	visit := func(m map[string]*entry) {
-		for id, e := range m {
-			if _, ok := seen[id]; !ok {
-				seen[id] = struct{}{}
+	seen := make(set, ci.n)
+	visit := func(m set) {
+		for e := range m {
+			if _, ok := seen[e]; !ok {
+				seen[e] = struct{}{}
 				f(e)
 			}
 		}
@@ -104,7 +124,7 @@ func (ci *columnIndex) each(f func(*entry)) {
 
 // each calls f with every shape on the table, once each.
 func (t *tableIndex) each(f func(*entry)) {
-	for _, e := range t.unfiltered {
+	for e := range t.unfiltered {
 		f(e)
 	}
 	for _, ci := range t.byCol {
@@ -128,10 +148,15 @@ func New() *Router {
 
 // Put adds a shape or replaces the one with the same id.
 func (r *Router) Put(s Shape) {
-	key := filterKey(s.Filter)
+	key := defKey(s.Table, s.RelID, filterKey(s.Filter))
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.putLocked(s, key)
+}
+
+// defKey is the key of a definition in Router.filters.
+func defKey(table string, relID uint32, filter string) string {
+	return strconv.FormatUint(uint64(relID), 10) + ":" + strconv.Itoa(len(table)) + ":" + table + filter
 }
 
 func (r *Router) putLocked(s Shape, key string) {
@@ -139,42 +164,42 @@ func (r *Router) putLocked(s Shape, key string) {
 	c := r.filters[key]
 	if c == nil {
 		c = compile(s.Filter)
-		c.key = key
+		c.table, c.relID, c.filter, c.key = s.Table, s.RelID, s.Filter, key
 		r.filters[key] = c
 	}
 	c.refs++
-	e := &entry{Shape: s, compiled: c}
+	e := &entry{id: s.ID, consumer: s.Consumer, boundAt: s.BoundAt, compiled: c}
 	r.shapes[s.ID] = e
 	t := r.tables[keyOf(s)]
 	if t == nil {
-		t = &tableIndex{unfiltered: map[string]*entry{}, byCol: map[string]*columnIndex{}}
+		t = &tableIndex{unfiltered: set{}, byCol: map[string]*columnIndex{}}
 		r.tables[keyOf(s)] = t
 	}
 	t.n++
 	if len(e.cols) == 0 {
-		t.unfiltered[s.ID] = e
+		t.unfiltered[e] = struct{}{}
 		return
 	}
 	col := e.cols[0]
 	ci := t.byCol[col]
 	if ci == nil {
-		ci = &columnIndex{byValue: map[string]map[string]*entry{}}
+		ci = &columnIndex{byValue: map[string]set{}}
 		t.byCol[col] = ci
 	}
 	ci.n++
 	if len(e.sets[col]) == 0 {
 		if ci.none == nil {
-			ci.none = map[string]*entry{}
+			ci.none = set{}
 		}
-		ci.none[s.ID] = e
+		ci.none[e] = struct{}{}
 	}
 	for v := range e.sets[col] {
 		m := ci.byValue[v]
 		if m == nil {
-			m = map[string]*entry{}
+			m = set{}
 			ci.byValue[v] = m
 		}
-		m[s.ID] = e
+		m[e] = struct{}{}
 	}
 }
 
@@ -184,8 +209,11 @@ func (r *Router) PutAll(shapes []Shape) {
 	keys := map[uintptr]string{} // by filter map: shapes from the ledger share them
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	if len(r.shapes) == 0 {
+		r.shapes = make(map[string]*entry, len(shapes))
+	}
 	for _, s := range shapes {
-		var key string
+		var fk string
 		if len(s.Filter) > 0 {
 			p := reflect.ValueOf(s.Filter).Pointer()
 			k, ok := keys[p]
@@ -193,9 +221,9 @@ func (r *Router) PutAll(shapes []Shape) {
 				k = filterKey(s.Filter)
 				keys[p] = k
 			}
-			key = k
+			fk = k
 		}
-		r.putLocked(s, key)
+		r.putLocked(s, defKey(s.Table, s.RelID, fk))
 	}
 }
 
@@ -215,16 +243,16 @@ func (r *Router) removeLocked(id string) {
 	if e.refs--; e.refs <= 0 {
 		delete(r.filters, e.key)
 	}
-	t := r.tables[keyOf(e.Shape)]
+	t := r.tables[e.rel()]
 	t.n--
-	delete(t.unfiltered, id)
+	delete(t.unfiltered, e)
 	if len(e.cols) > 0 {
 		col := e.cols[0]
 		ci := t.byCol[col]
 		ci.n--
-		delete(ci.none, id)
+		delete(ci.none, e)
 		for v := range e.sets[col] {
-			delete(ci.byValue[v], id)
+			delete(ci.byValue[v], e)
 			if len(ci.byValue[v]) == 0 {
 				delete(ci.byValue, v)
 			}
@@ -234,7 +262,7 @@ func (r *Router) removeLocked(id string) {
 		}
 	}
 	if t.n == 0 {
-		delete(r.tables, keyOf(e.Shape))
+		delete(r.tables, e.rel())
 	}
 }
 
@@ -246,7 +274,7 @@ func (r *Router) Shape(id string) (Shape, bool) {
 	if !ok {
 		return Shape{}, false
 	}
-	return e.Shape, true
+	return e.shape(), true
 }
 
 // Bound returns the shapes bound to relation relID, ordered by id.
@@ -258,7 +286,7 @@ func (r *Router) Bound(relID uint32) []Shape {
 		return nil
 	}
 	out := make([]Shape, 0, t.n)
-	t.each(func(e *entry) { out = append(out, e.Shape) })
+	t.each(func(e *entry) { out = append(out, e.shape()) })
 	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
 	return out
 }
@@ -268,7 +296,7 @@ func (r *Router) Consumer(id string) string {
 	r.mu.RLock()
 	defer r.mu.RUnlock()
 	if e, ok := r.shapes[id]; ok {
-		return e.Consumer
+		return e.consumer
 	}
 	return ""
 }
@@ -352,7 +380,7 @@ func (r *Router) Route(txn *stream.Txn) Result {
 func (t *tableIndex) match(ch *stream.Change, probes *uint64) (ids, absent []string) {
 	if ch.Op == stream.OpTruncate {
 		ids := make([]string, 0, t.n)
-		t.each(func(e *entry) { ids = append(ids, e.ID) })
+		t.each(func(e *entry) { ids = append(ids, e.id) })
 		return ids, nil
 	}
 	var buf [2]row
@@ -369,8 +397,8 @@ func (t *tableIndex) match(ch *stream.Change, probes *uint64) (ids, absent []str
 		}
 	}
 	ids = make([]string, 0, len(t.unfiltered))
-	for id := range t.unfiltered {
-		ids = append(ids, id)
+	for e := range t.unfiltered {
+		ids = append(ids, e.id)
 	}
 	for col, ci := range t.byCol {
 		seen := map[string]bool{} // matched shapes: true once a tuple held all their filter columns
@@ -378,18 +406,18 @@ func (t *tableIndex) match(ch *stream.Change, probes *uint64) (ids, absent []str
 			tup := &tuples[i]
 			v, present := tup.lookup(col)
 			try := func(e *entry) {
-				if seen[e.ID] {
+				if seen[e.id] {
 					return
 				}
 				if ok, whole := e.matches(tup); ok {
-					seen[e.ID] = whole
+					seen[e.id] = whole
 				}
 			}
 			switch {
 			case !present:
 				ci.each(try) // every shape on the column may match
 			case v.Kind != stream.KindNull: // NULL equals no listed value
-				for _, e := range ci.byValue[v.Value] {
+				for e := range ci.byValue[v.Value] {
 					try(e)
 				}
 			}
