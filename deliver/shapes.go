@@ -168,11 +168,13 @@ func (h *Hub) load() {
 	h.routeMu.Lock()
 	defer h.routeMu.Unlock()
 	specs := h.l.ShapeSpecs()
-	shapes := make([]route.Shape, len(specs))
-	for i, sp := range specs {
-		shapes[i] = route.Shape(sp)
-	}
-	h.router.PutAll(shapes)
+	h.router.PutAll(len(specs), func(yield func(route.Shape) bool) {
+		for _, sp := range specs {
+			if !yield(route.Shape(sp)) {
+				return
+			}
+		}
+	})
 }
 
 // dropGone drops the outboxes of consumers that are gone.

@@ -86,7 +86,13 @@ func loadState(tx *bolt.Tx, sealed bool, consumers map[string]*Consumer, t *trac
 	for id := range consumers {
 		in.strs[id] = id
 	}
-	c := tx.Bucket(bucketShapes).Cursor()
+	sb := tx.Bucket(bucketShapes)
+	if len(t.shapes) == 0 {
+		// Sized once: growing a map of a million entries rehashes it
+		// twenty times.
+		t.shapes = make(map[string]*shapeState, sb.Stats().KeyN)
+	}
+	c := sb.Cursor()
 	for k, v := c.First(); k != nil; k, v = c.Next() {
 		s, err := readShape(k, v, sealed, in)
 		if err != nil {

@@ -1,6 +1,7 @@
 package route
 
 import (
+	"iter"
 	"reflect"
 	"slices"
 	"sort"
@@ -203,27 +204,33 @@ func (r *Router) putLocked(s Shape, key string) {
 	}
 }
 
-// PutAll adds shapes under one lock, as at start: it compiles each distinct
-// filter once. An id already routed is replaced.
-func (r *Router) PutAll(shapes []Shape) {
-	keys := map[uintptr]string{} // by filter map: shapes from the ledger share them
+// PutAll adds shapes under one lock, as at start: each distinct definition
+// is compiled once. An id already routed is replaced.
+func (r *Router) PutAll(n int, shapes iter.Seq[Shape]) {
+	// Shapes from the ledger share their filter maps: the key of a
+	// definition is built once per map, table and relation.
+	type seen struct {
+		filter uintptr
+		table  string
+		relID  uint32
+	}
+	keys := map[seen]string{}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if len(r.shapes) == 0 {
-		r.shapes = make(map[string]*entry, len(shapes))
+	if len(r.shapes) == 0 && n > 0 {
+		r.shapes = make(map[string]*entry, n)
 	}
-	for _, s := range shapes {
-		var fk string
+	for s := range shapes {
+		k := seen{table: s.Table, relID: s.RelID}
 		if len(s.Filter) > 0 {
-			p := reflect.ValueOf(s.Filter).Pointer()
-			k, ok := keys[p]
-			if !ok {
-				k = filterKey(s.Filter)
-				keys[p] = k
-			}
-			fk = k
+			k.filter = reflect.ValueOf(s.Filter).Pointer()
 		}
-		r.putLocked(s, defKey(s.Table, s.RelID, fk))
+		key, ok := keys[k]
+		if !ok {
+			key = defKey(s.Table, s.RelID, filterKey(s.Filter))
+			keys[k] = key
+		}
+		r.putLocked(s, key)
 	}
 }
 
