@@ -161,10 +161,11 @@ func (r *Reconciler) record(e ledger.Event) {
 	}
 }
 
-// Pass runs one reconcile pass over the whole current state: the slot audit,
-// every probe, the liveness tick and the delivery sync. It is idempotent: a
-// pass right after another finds nothing more to do. Errors of the parts are
-// joined; the parts that could run did.
+// Pass runs one reconcile pass: the slot audit, every probe over what may
+// have changed (see the package doc), the liveness tick and the delivery
+// sync. It is idempotent: a pass right after another finds nothing more to
+// do. Errors of the parts are joined; the parts that could run did. When ctx
+// ends it stops between two decisions and records no tick.
 func (r *Reconciler) Pass(ctx context.Context) error {
 	r.passMu.Lock()
 	defer r.passMu.Unlock()
