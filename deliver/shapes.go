@@ -136,16 +136,16 @@ func (h *Hub) syncAll() {
 		h.dropGone()
 		return
 	}
-	live := map[string]struct{}{}
-	shapes := h.l.Shapes()
+	specs := h.l.ShapeSpecs()
+	live := make(map[string]struct{}, len(specs))
 	if syncHook != nil {
 		syncHook()
 	}
-	for _, sh := range shapes {
-		live[sh.ID] = struct{}{}
-		cur, ok := h.router.Shape(sh.ID)
-		if !ok || !ledger.ShapeSpec(cur).SameDefinition(sh.ShapeSpec) {
-			h.syncShape(sh.ID)
+	for _, sp := range specs {
+		live[sp.ID] = struct{}{}
+		cur, ok := h.router.Shape(sp.ID)
+		if !ok || !ledger.ShapeSpec(cur).SameDefinition(sp) {
+			h.syncShape(sp.ID)
 		}
 	}
 	for _, id := range h.router.IDs() {
