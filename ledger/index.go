@@ -463,3 +463,28 @@ func (l *Ledger) ShapeSpecs() []ShapeSpec {
 	}
 	return out
 }
+
+// ShapesNotIn returns the live shapes of the consumer created before
+// createdBefore whose ids held does not list, ordered by id: what a
+// heartbeat's shape list leaves out. Only those are copied out, so judging
+// a list of a thousand shapes costs a walk of the owner's list.
+func (l *Ledger) ShapesNotIn(consumer string, held []string, createdBefore time.Time) []Shape {
+	set := make(map[string]struct{}, len(held))
+	for _, id := range held {
+		set[id] = struct{}{}
+	}
+	before := createdBefore.UnixNano()
+	l.mu.Lock()
+	var out []Shape
+	if o := l.t.owners[consumer]; o != nil {
+		for s := o.head; s != nil; s = s.next {
+			if _, ok := set[s.id]; ok || s.created >= before {
+				continue
+			}
+			out = append(out, l.shapeView(s))
+		}
+	}
+	l.mu.Unlock()
+	slices.SortFunc(out, func(a, b Shape) int { return strings.Compare(a.ID, b.ID) })
+	return out
+}

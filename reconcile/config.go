@@ -36,6 +36,7 @@ type Ledger interface {
 	Owners() []string
 	ExpiredConsumers() []ledger.Consumer
 	ShapesOf(consumer string) []ledger.Shape
+	ShapesNotIn(consumer string, held []string, createdBefore time.Time) []ledger.Shape
 	ShapeCount(consumer string) int
 	LiveShapes() int
 	Relations() []ledger.RelationUse

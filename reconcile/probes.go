@@ -387,12 +387,8 @@ func (p *pass) inventory() {
 		if !ok || c.Gone || p.ended[id] || !p.lists[id] || !judgesInventory(c) {
 			continue
 		}
-		held := make(map[string]struct{}, len(c.Inventory))
-		for _, sid := range c.Inventory {
-			held[sid] = struct{}{}
-		}
-		for _, sh := range p.r.cfg.Ledger.ShapesOf(id) {
-			if _, ok := held[sh.ID]; ok || p.evicted[sh.ID] || !sh.CreatedAt.Before(c.PrevHeartbeat) {
+		for _, sh := range p.r.cfg.Ledger.ShapesNotIn(id, c.Inventory, c.PrevHeartbeat) {
+			if p.evicted[sh.ID] || !sh.CreatedAt.Before(c.PrevHeartbeat) {
 				continue
 			}
 			ev := fmt.Sprintf("heartbeat at %s listed %d shapes without it; shape created %s, before the previous heartbeat at %s",

@@ -393,6 +393,11 @@ func (r *racyLedger) ShapesOf(consumer string) []ledger.Shape {
 	return r.Ledger.ShapesOf(consumer)
 }
 
+func (r *racyLedger) ShapesNotIn(consumer string, held []string, createdBefore time.Time) []ledger.Shape {
+	defer r.fire()
+	return r.Ledger.ShapesNotIn(consumer, held, createdBefore)
+}
+
 // TestRegistrationDuringPass: a consumer that registers and creates a shape
 // while a pass reads the state is not mistaken for an unknown owner.
 func TestRegistrationDuringPass(t *testing.T) {
