@@ -375,7 +375,7 @@ func (p *pass) orphans() {
 // inventory judges the shapes of consumers whose last heartbeat carried a
 // shape list. Only shapes created before the previous heartbeat are judged:
 // one created since may have been missing from a list built while its PUT
-// was in flight (SPEC §5.3). A list is judged when it comes (the consumer
+// was in flight. A list is judged when it comes (the consumer
 // changed), and again only when a pass could not finish judging it: shapes
 // created later are judged by the next list.
 func (p *pass) inventory() {
