@@ -101,7 +101,7 @@ type tableIndex struct {
 
 // columnIndex indexes filtered shapes by the allowed values of one column.
 type columnIndex struct {
-	n       int                          // shapes indexed on this column
+	n       int            // shapes indexed on this column
 	byValue map[string]set // value -> shapes allowing it
 	none    set            // shapes allowing no value of it (nil until one does)
 }
