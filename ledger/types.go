@@ -46,7 +46,7 @@ type Consumer struct {
 	Gone          bool
 	GoneReason    Reason
 	GoneAt        time.Time
-	Inventory     []string  // last heartbeat's shape list (nil = none sent)
+	Inventory     []string  // last heartbeat's shape list (nil = none sent); shared with the ledger: read it, never change it
 	InventoryAt   time.Time // when Inventory was received
 	PrevHeartbeat time.Time // the heartbeat call before the last one
 	HeartbeatAt   time.Time // the last heartbeat call (or the registration); stream opens and closes do not count
