@@ -18,12 +18,11 @@ type owned struct {
 	n    int
 }
 
-// relUse counts the shapes bound to one relation under one table name, and
-// the filter columns they name: the catalog check judges a table once, not
-// each of its shapes.
+// relUse holds the definitions of the live shapes bound to one relation
+// under one table name: the catalog check judges a table once, not each of
+// its shapes, and a definition's shapes are counted by its refs.
 type relUse struct {
-	n    int
-	cols map[string]int
+	defs map[*shapeDef]struct{}
 }
 
 type relKey struct {
@@ -66,34 +65,29 @@ func (t *tracker) unindex(s *shapeState) {
 }
 
 func (t *tracker) indexRel(s *shapeState) {
+	if s.refs++; s.refs > 1 {
+		return
+	}
 	k := relKey{s.relID, s.table}
 	u := t.rels[k]
 	if u == nil {
-		u = &relUse{cols: map[string]int{}}
+		u = &relUse{defs: map[*shapeDef]struct{}{}}
 		t.rels[k] = u
 	}
-	u.n++
-	for col := range s.filter {
-		u.cols[col]++
-	}
-	s.refs++
+	u.defs[s.shapeDef] = struct{}{}
 }
 
 func (t *tracker) unindexRel(s *shapeState) {
-	s.refs--
-	t.defs.release(s.shapeDef)
-	k := relKey{s.relID, s.table}
-	u := t.rels[k]
-	if u == nil {
+	if s.refs--; s.refs > 0 {
 		return
 	}
-	for col := range s.filter {
-		if u.cols[col]--; u.cols[col] <= 0 {
-			delete(u.cols, col)
+	t.defs.release(s.shapeDef)
+	k := relKey{s.relID, s.table}
+	if u := t.rels[k]; u != nil {
+		delete(u.defs, s.shapeDef)
+		if len(u.defs) == 0 {
+			delete(t.rels, k)
 		}
-	}
-	if u.n--; u.n <= 0 {
-		delete(t.rels, k)
 	}
 }
 
@@ -149,18 +143,22 @@ type RelationUse struct {
 }
 
 // Relations returns the relations live shapes are on, ordered by relation
-// and table. It costs one entry per distinct relation, whatever the number
-// of shapes.
+// and table. It costs one look at each distinct definition, whatever the
+// number of shapes.
 func (l *Ledger) Relations() []RelationUse {
 	l.mu.Lock()
 	out := make([]RelationUse, 0, len(l.t.rels))
 	for k, u := range l.t.rels {
-		cols := make([]string, 0, len(u.cols))
-		for c := range u.cols {
-			cols = append(cols, c)
+		var cols []string
+		n := 0
+		for d := range u.defs {
+			n += d.refs
+			for c := range d.filter {
+				cols = append(cols, c)
+			}
 		}
 		slices.Sort(cols)
-		out = append(out, RelationUse{RelID: k.id, Table: k.table, Columns: cols, Shapes: u.n})
+		out = append(out, RelationUse{RelID: k.id, Table: k.table, Columns: slices.Compact(cols), Shapes: n})
 	}
 	l.mu.Unlock()
 	slices.SortFunc(out, func(a, b RelationUse) int {
