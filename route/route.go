@@ -162,11 +162,24 @@ func defKey(table string, relID uint32, filter string) string {
 
 func (r *Router) putLocked(s Shape, key string) {
 	r.removeLocked(s.ID)
+	r.putCompiled(s, r.compiled(s, key))
+}
+
+// compiled returns the interned definition of key, made from s if new.
+func (r *Router) compiled(s Shape, key string) *compiled {
 	c := r.filters[key]
 	if c == nil {
 		c = compile(s.Filter)
 		c.table, c.relID, c.filter, c.key = s.Table, s.RelID, s.Filter, key
 		r.filters[key] = c
+	}
+	return c
+}
+
+// putCompiled indexes s, whose id is not routed, with its definition c.
+func (r *Router) putCompiled(s Shape, c *compiled) {
+	if c.refs == 0 {
+		r.filters[c.key] = c // a removal just before may have forgotten it
 	}
 	c.refs++
 	e := &entry{id: s.ID, consumer: s.Consumer, boundAt: s.BoundAt, compiled: c}
@@ -207,14 +220,14 @@ func (r *Router) putLocked(s Shape, key string) {
 // PutAll adds shapes under one lock, as at start: each distinct definition
 // is compiled once. An id already routed is replaced.
 func (r *Router) PutAll(n int, shapes iter.Seq[Shape]) {
-	// Shapes from the ledger share their filter maps: the key of a
-	// definition is built once per map, table and relation.
+	// Shapes from the ledger share their filter maps: a definition is
+	// looked up once per map, table and relation.
 	type seen struct {
 		filter uintptr
 		table  string
 		relID  uint32
 	}
-	keys := map[seen]string{}
+	defs := map[seen]*compiled{}
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if len(r.shapes) == 0 && n > 0 {
@@ -225,12 +238,13 @@ func (r *Router) PutAll(n int, shapes iter.Seq[Shape]) {
 		if len(s.Filter) > 0 {
 			k.filter = reflect.ValueOf(s.Filter).Pointer()
 		}
-		key, ok := keys[k]
+		c, ok := defs[k]
 		if !ok {
-			key = defKey(s.Table, s.RelID, filterKey(s.Filter))
-			keys[k] = key
+			c = r.compiled(s, defKey(s.Table, s.RelID, filterKey(s.Filter)))
+			defs[k] = c
 		}
-		r.putLocked(s, key)
+		r.removeLocked(s.ID)
+		r.putCompiled(s, c)
 	}
 }
 
