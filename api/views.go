@@ -27,7 +27,7 @@ func (s *Server) counts() wire.Counts {
 			c.ConsumersLive++
 		}
 	}
-	c.Shapes = len(s.l.Shapes())
+	c.Shapes = s.l.LiveShapes()
 	c.ShapesPending = s.l.PendingCount()
 	c.Tombstones = len(s.l.Tombstones())
 	return c
