@@ -42,6 +42,13 @@
 // goroutine writes every queued ack of a batch in a single bbolt transaction.
 // FlushLSN only offers a position whose supporting acks are committed (I6).
 //
+// Readers that keep their own view of the ledger (the reconciler, the hub's
+// router) need not copy it every time: a Watch reports the consumers and
+// shapes that changed, the lease ends are kept in a min-heap
+// (ExpiredConsumers), and the shapes are indexed by owner and by relation
+// (index.go). Shapes with the same table, relation and filter share one
+// definition.
+//
 // The package has no HTTP and no Postgres dependency; it can be embedded in
 // another Go service. Load and Verify read a file without changing it, for
 // the inspect tool.

@@ -24,6 +24,9 @@
 // The Router indexes shapes by relation and, within a relation, by one filter
 // column's values, so a change is compared only with the shapes that can
 // match it, and the cost of checking a shape is bounded by the row's width,
-// not the filter's. It is safe for concurrent use: the stream goroutine
+// not the filter's. Shapes with the same table, relation and filter share
+// one compiled definition, so a million shapes over a few thousand
+// definitions cost an index entry of 48 bytes each and a few thousand
+// compiled filters. It is safe for concurrent use: the stream goroutine
 // routes while the API adds and removes shapes.
 package route
