@@ -44,12 +44,31 @@ func (s *Server) isAdmin(r *http.Request) bool {
 // auth requires a valid token on every call when the consumers' token is
 // configured.
 func (s *Server) auth(next http.Handler) http.Handler {
-	if s.cfg.Token == "" {
+	return requireToken(s.cfg.Token, s.cfg.AdminToken, next)
+}
+
+// isProbe reports whether r is a health probe. Probes answer without a
+// token: they carry no data, and an orchestrator's liveness and readiness
+// checks (a kubelet, a load balancer) cannot send one. The path must be
+// exactly the probe's: the mux redirects an unclean path rather than
+// serving it, so "/readyz/../v1/status" is not a way around the token.
+func isProbe(r *http.Request) bool {
+	return r.URL.Path == "/healthz" || r.URL.Path == "/readyz"
+}
+
+// requireToken requires token (or admin) on every call but the probes when
+// token is set.
+func requireToken(token, admin string, next http.Handler) http.Handler {
+	if token == "" {
 		return next
 	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if isProbe(r) {
+			next.ServeHTTP(w, r)
+			return
+		}
 		tok, ok := bearer(r)
-		if !ok || !(sameToken(tok, s.cfg.Token) || sameToken(tok, s.cfg.AdminToken)) {
+		if !ok || !(sameToken(tok, token) || sameToken(tok, admin)) {
 			writeError(w, errorf(http.StatusUnauthorized, wire.CodeUnauthorized,
 				"missing or wrong bearer token: send \"Authorization: Bearer <token>\" with the token of ledgerd's -token-file"))
 			return

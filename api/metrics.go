@@ -2,9 +2,12 @@ package api
 
 import (
 	"context"
+	"slices"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/ledgerd/ledgerd/ledger"
 )
 
 // collector computes every metric at scrape time from the ledger, the hub
@@ -20,6 +23,7 @@ type collector struct {
 	slotUp                                      *prometheus.Desc
 	overdelivered                               *prometheus.Desc
 	commitFailures, commitsFailing              *prometheus.Desc
+	evictions                                   *prometheus.Desc
 }
 
 func newCollector(s *Server) *collector {
@@ -52,6 +56,8 @@ func newCollector(s *Server) *collector {
 			"(a delete's key-only old row under replica identity DEFAULT or USING INDEX, no old row, an unchanged TOAST value): possible over-deliveries."),
 		commitFailures: d("commit_failures_total", "Group commits of the ledger file that failed (and were retried)."),
 		commitsFailing: d("commits_failing", "1 while group commits of the ledger file are failing: acks are not durable and the flush does not advance."),
+		evictions: d("evictions_total", "Shapes evicted since the start, by reason, whoever evicted them "+
+			"(ledgerd_reconcile_evictions_total counts the reconciler's alone).", "reason"),
 	}
 }
 
@@ -119,4 +125,13 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		failing = 1
 	}
 	g(c.commitsFailing, failing)
+	evicted := s.l.Stats().Evictions
+	for _, r := range ledger.EvictionReasons {
+		ch <- prometheus.MustNewConstMetric(c.evictions, prometheus.CounterValue, float64(evicted[r]), string(r))
+	}
+	for r, n := range evicted {
+		if !slices.Contains(ledger.EvictionReasons, r) {
+			ch <- prometheus.MustNewConstMetric(c.evictions, prometheus.CounterValue, float64(n), string(r))
+		}
+	}
 }

@@ -89,6 +89,9 @@ type Config struct {
 	Clock ledger.Clock
 	// Logger receives log lines; a "component" field is added.
 	Logger zerolog.Logger
+	// Registry is the registry /metrics serves (a Gate's, so that the
+	// metrics served while starting go on); nil means a new one.
+	Registry *prometheus.Registry
 }
 
 // Server serves API v1. Create it with New and mount Handler.
@@ -118,9 +121,12 @@ func New(cfg Config) *Server {
 		l:      cfg.Ledger,
 		hub:    cfg.Hub,
 		log:    cfg.Logger.With().Str("component", "api").Logger(),
-		reg:    prometheus.NewRegistry(),
+		reg:    cfg.Registry,
 		mux:    http.NewServeMux(),
 		limits: cfg.Limits.withDefaults(),
+	}
+	if s.reg == nil {
+		s.reg = prometheus.NewRegistry()
 	}
 	s.reg.MustRegister(newCollector(s))
 	s.routes()

@@ -83,6 +83,8 @@ type Ledger struct {
 
 	failure commitFailure // the current run of failed group commits (see commit.go)
 	fault   func() error  // tests only: fails writes as a full disk would; guarded by mu
+
+	evictions map[Reason]uint64 // shapes evicted since Open, by reason (Stats.Evictions)
 }
 
 // Open opens or creates the ledger file, loads its state and applies the

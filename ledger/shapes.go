@@ -317,6 +317,10 @@ func (l *Ledger) dropShape(s *shapeState, ts Tombstone) {
 	}
 	l.tombs[s.id] = ts
 	l.shapeChanged(s.id)
+	if l.evictions == nil {
+		l.evictions = map[Reason]uint64{}
+	}
+	l.evictions[ts.Reason]++
 }
 
 // goneOrNotFound is the error for an id that is not live. Caller holds mu.

@@ -19,7 +19,18 @@ type Stats struct {
 	CommitErrors       uint64
 	LastCommitDuration time.Duration
 	LastBatchOps       int
+	// Evictions counts the shapes evicted since Open by reason, whoever
+	// evicted them (the reconciler, an operator, a release, the start-up's
+	// expired_before_restart, a changed relation). Reasons not seen yet are
+	// absent.
+	Evictions map[Reason]uint64
 }
+
+// EvictionReasons are the reasons a shape can be evicted with, in the order
+// of their declaration: metrics export a zero for each before the first
+// eviction, so a rate over them is defined from the start.
+var EvictionReasons = []Reason{ReasonLeaseExpired, ReasonProcessGone, ReasonNotInInventory, ReasonStalled,
+	ReasonWALBudget, ReasonReleased, ReasonManual, ReasonExpiredBeforeRestart, ReasonRelationChanged}
 
 // Stats returns counters and positions for metrics.
 func (l *Ledger) Stats() Stats {
@@ -34,6 +45,10 @@ func (l *Ledger) Stats() Stats {
 	}
 	st.Shapes, st.Pending, st.Tombstones = len(l.t.shapes), len(l.t.heap), len(l.tombs)
 	st.SafeLSN, st.FlushLSN, st.Position = l.t.safe(), l.persistedFlush, l.t.position
+	st.Evictions = make(map[Reason]uint64, len(l.evictions))
+	for r, n := range l.evictions {
+		st.Evictions[r] = n
+	}
 	return st
 }
 

@@ -319,3 +319,8 @@ type KeyOnlyTable struct {
 	Columns         []string `json:"columns"`          // filter columns outside the key
 	Shapes          int      `json:"shapes"`           // shapes filtering on one of them
 }
+
+// CodeNotReady is 503 while the daemon starts: it waits for Postgres or has
+// not opened its ledger file yet, so only /healthz, /readyz and /metrics
+// answer. Message says what it waits for; retry later.
+const CodeNotReady = "not_ready"
