@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -42,6 +43,9 @@ type Reconciler struct {
 	mu         sync.Mutex
 	challenged map[string]challenge
 	deferred   map[string]time.Time
+
+	// lastPass is the Unix nanosecond time the last pass ended (LastPass).
+	lastPass atomic.Int64
 
 	// Run's error log state.
 	failing    int
@@ -122,6 +126,18 @@ func (r *Reconciler) runPass(ctx context.Context) {
 	}
 }
 
+// LastPass returns when the last pass ended, whatever its result; zero
+// before the first. A pass that never ends (a hung query, a deadlock) shows
+// as a LastPass that grows old: the daemon's watchdog stops its pings then,
+// and the service manager restarts it.
+func (r *Reconciler) LastPass() time.Time {
+	n := r.lastPass.Load()
+	if n == 0 {
+		return time.Time{}
+	}
+	return time.Unix(0, n)
+}
+
 // Defer records a consumer's answer to a challenge: the shapes are alive
 // and working on what they hold. It restarts their stall grace. It is the
 // API's Config.Defer hook; the API has checked that the shapes are the
@@ -198,6 +214,7 @@ func (r *Reconciler) Pass(ctx context.Context) error {
 	}
 	r.m.passes.Inc()
 	r.m.lastPass.Set(float64(now.UnixNano()) / 1e9)
+	r.lastPass.Store(r.now().UnixNano())
 	err = errors.Join(errs...)
 	if err != nil {
 		r.m.passErrors.Inc()

@@ -131,3 +131,39 @@ func TestNewValidates(t *testing.T) {
 		t.Error("negative WAL budget accepted")
 	}
 }
+
+// LastPass tells when the last pass ended, failed passes included: the
+// daemon's watchdog pings only while it stays recent. Fake time (synctest).
+func TestLastPassFollowsRun(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		path := filepath.Join(t.TempDir(), "ledger.db")
+		l, err := ledger.Open(ledger.Config{Path: path, Logger: zerolog.Nop(),
+			Identity: ledger.Identity{SystemID: "7301234567890123456", Timeline: 1, Database: "app", Slot: "ledgerd"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer l.Close()
+		r, err := reconcile.New(reconcile.Config{Ledger: l, Slot: &slot{err: errors.New("connection refused")},
+			Process: &procs{alive: map[int]string{}}, Host: host, Interval: time.Second, Logger: zerolog.Nop()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !r.LastPass().IsZero() {
+			t.Fatalf("LastPass before any pass: %v", r.LastPass())
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() { done <- r.Run(ctx) }()
+		time.Sleep(10*time.Second + time.Millisecond)
+		synctest.Wait()
+		if age := time.Since(r.LastPass()); age < 0 || age > time.Millisecond {
+			t.Errorf("LastPass is %v old while Run passes every second", age)
+		}
+		cancel()
+		<-done
+		time.Sleep(time.Minute)
+		if age := time.Since(r.LastPass()); age < time.Minute {
+			t.Errorf("LastPass is %v old a minute after Run ended", age)
+		}
+	})
+}

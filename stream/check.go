@@ -58,6 +58,17 @@ func (s *Stream) connect(ctx context.Context) (*pgconn.PgConn, error) {
 				Fix: fmt.Sprintf("correct the password of role %s in -pg-url (or in PGPASSWORD or ~/.pgpass), or the role's password in Postgres (ALTER ROLE %s PASSWORD ...)",
 					quoteIdent(cfg.User), quoteIdent(cfg.User)), Terminal: true}
 		}
+		if code := pgCode(err); code == "28000" && strings.Contains(pgMessage(err), "does not exist") {
+			// No such role: no retry can log in until someone creates it.
+			return nil, &CheckError{Err: ErrRoleMissing, Detail: err.Error(),
+				Fix: fmt.Sprintf("create the role (CREATE ROLE %s LOGIN REPLICATION) or correct the user in -pg-url", quoteIdent(cfg.User)), Terminal: true}
+		}
+		if pgCode(err) == "3D000" {
+			// No such database: the server is up and says so; retrying
+			// cannot create it.
+			return nil, &CheckError{Err: ErrDatabaseMissing, Detail: err.Error(),
+				Fix: fmt.Sprintf("create the database (CREATE DATABASE %s) or correct the database name in -pg-url", quoteIdent(cfg.Database)), Terminal: true}
+		}
 		if code := pgCode(err); code == "42501" || code == "28000" {
 			return nil, &CheckError{Err: ErrPrivilege, Detail: err.Error(),
 				Fix: fmt.Sprintf("ALTER ROLE %s REPLICATION (and allow replication connections in pg_hba.conf)", quoteIdent(cfg.User)), Terminal: true}
@@ -253,6 +264,15 @@ func query(ctx context.Context, conn *pgconn.PgConn, sql string) ([][]string, er
 		}
 	}
 	return rows, nil
+}
+
+// pgMessage returns the message of a Postgres error in err, or "".
+func pgMessage(err error) string {
+	var pe *pgconn.PgError
+	if errors.As(err, &pe) {
+		return pe.Message
+	}
+	return ""
 }
 
 func pgCode(err error) string {

@@ -16,6 +16,12 @@ var (
 	// ErrPassword is returned when Postgres refuses the password of the
 	// connection string (SQLSTATE 28P01).
 	ErrPassword = errors.New("password authentication failed")
+	// ErrRoleMissing is returned when the role of the connection string
+	// does not exist (SQLSTATE 28000, "role ... does not exist").
+	ErrRoleMissing = errors.New("role does not exist")
+	// ErrDatabaseMissing is returned when the database of the connection
+	// string does not exist (SQLSTATE 3D000).
+	ErrDatabaseMissing = errors.New("database does not exist")
 	// ErrSlotMissing is returned when the slot does not exist and creating
 	// it was not asked for.
 	ErrSlotMissing = errors.New("replication slot does not exist")
@@ -64,9 +70,11 @@ func (e *CheckError) Error() string {
 func (e *CheckError) Unwrap() error { return e.Err }
 
 // IsTerminal reports whether err is a misconfiguration that reconnecting
-// cannot cure (wal_level, privileges, a wrong password, missing or invalidated slot, missing
-// publication, wrong plugin or database). A slot in use by another process is
-// not terminal: that process may go away, and Run keeps retrying.
+// cannot cure (wal_level, privileges, a wrong password, a missing role or
+// database, missing or invalidated slot, missing publication, wrong plugin or
+// database). A slot in use by another process is not terminal: that process
+// may go away, and Run keeps retrying; nor is a server that refuses
+// connections or is starting up.
 func IsTerminal(err error) bool {
 	var ce *CheckError
 	return errors.As(err, &ce) && ce.Terminal

@@ -49,6 +49,8 @@ type config struct {
 	MaxConnections int
 	// ReplicaIdentity "full" sets REPLICA IDENTITY FULL on tables filtered on non-key columns.
 	ReplicaIdentity string
+	// Version prints the build and exits (-version).
+	Version bool
 }
 
 // envPrefix is the prefix of every flag's environment variable.
@@ -94,6 +96,7 @@ func newFlagSet(cfg *config, out io.Writer) *flag.FlagSet {
 	fs.StringVar(&cfg.AdminTokenFile, "admin-token-file", "", "file holding the bearer token /v1/debug/* and POST /v1/shapes/{id}/evict need instead of -token-file's")
 	fs.IntVar(&cfg.MaxConnections, "max-connections", DefaultMaxConnections, "most API connections open at once; more wait in the listen backlog")
 	fs.StringVar(&cfg.ReplicaIdentity, "replica-identity", "", `"full": set REPLICA IDENTITY FULL on a table the first time a shape filters it on a column outside its key, so its deletes can be filtered ("" leaves tables alone and warns)`)
+	fs.BoolVar(&cfg.Version, "version", false, "print the build's version and exit")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "usage: ledgerd -pg-url URL [flags]\n\nEvery flag can be set in the environment as %s<FLAG> (e.g. LEDGERD_PG_URL); the command line wins.\n\n", envPrefix)
 		fs.PrintDefaults()
@@ -109,7 +112,7 @@ func parseConfig(args []string, getenv func(string) string, out io.Writer) (conf
 	var envErr error
 	fs.VisitAll(func(f *flag.Flag) {
 		v := getenv(envName(f.Name))
-		if v == "" || envErr != nil {
+		if v == "" || envErr != nil || f.Name == "version" {
 			return
 		}
 		if err := fs.Set(f.Name, v); err != nil {
@@ -121,6 +124,9 @@ func parseConfig(args []string, getenv func(string) string, out io.Writer) (conf
 	}
 	if err := fs.Parse(args); err != nil {
 		return cfg, err
+	}
+	if cfg.Version {
+		return cfg, errVersion
 	}
 	if fs.NArg() > 0 {
 		return cfg, fmt.Errorf("unexpected argument %q: ledgerd takes only flags", fs.Arg(0))
@@ -219,3 +225,6 @@ func parseSize(s string) (int64, error) {
 
 // errHelp is returned by parseConfig for -h.
 var errHelp = flag.ErrHelp
+
+// errVersion is returned by parseConfig for -version.
+var errVersion = errors.New("version")

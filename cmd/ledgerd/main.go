@@ -11,6 +11,7 @@ import (
 	"os/signal"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -20,6 +21,8 @@ import (
 
 	"github.com/ledgerd/ledgerd/api"
 	"github.com/ledgerd/ledgerd/deliver"
+	"github.com/ledgerd/ledgerd/internal/sdnotify"
+	"github.com/ledgerd/ledgerd/internal/version"
 	"github.com/ledgerd/ledgerd/ledger"
 	"github.com/ledgerd/ledgerd/reconcile"
 	"github.com/ledgerd/ledgerd/stream"
@@ -117,6 +120,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	if errors.Is(err, errHelp) {
 		return nil
 	}
+	if errors.Is(err, errVersion) {
+		fmt.Fprintf(os.Stdout, "ledgerd %s %s\n", version.String(), version.GoVersion())
+		return nil
+	}
 	if err != nil {
 		fmt.Fprintln(stderr, "ledgerd:", err)
 		return errUsage
@@ -146,6 +153,30 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	defer ln.Close()
 	limits := defaultHTTPLimits(connCap(cfg.MaxConnections, log))
 
+	// The API listens before Postgres is reached: /healthz answers while
+	// ledgerd waits for it, /readyz says why it is not ready, and every
+	// other call is 503 not_ready until the ledger file is open.
+	gate := api.NewGate(api.GateConfig{Token: token, AdminToken: adminToken, Version: version.String()})
+	httpSrv := newHTTPServer(ctx, gate, limits)
+	httpDone := make(chan error, 1)
+	go func() { httpDone <- httpSrv.Serve(limitListener(ln, limits.MaxConns)) }()
+	defer httpSrv.Close()
+	log.Info().Str("listen", cfg.Listen).Str("version", version.String()).Msg("ledgerd listening; checking Postgres")
+
+	notify := sdnotify.New(getenv)
+	var loop loopHealth
+	if period, ok := sdnotify.WatchdogInterval(getenv, os.Getpid()); ok && notify.Enabled() {
+		wdCtx, stopWatchdog := context.WithCancel(ctx)
+		defer stopWatchdog()
+		stale := max(3*cfg.ReconcileInterval, period)
+		go sdnotify.Watchdog(wdCtx, period, func() bool { return loop.healthy(stale) },
+			func() { notifyOrWarn(notify, "WATCHDOG=1", log) })
+	}
+	notReady := func(reason string) {
+		gate.NotReady(reason)
+		notifyOrWarn(notify, "STATUS="+reason, log)
+	}
+
 	hb := cfg.HeartbeatInterval
 	if hb == 0 {
 		hb = -1 // off
@@ -154,7 +185,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		CreateSlot: cfg.CreateSlot, CreatePublication: cfg.CreatePublication,
 		StatusInterval: cfg.StatusInterval, HeartbeatInterval: hb, Logger: log}
 
-	setup, err := preflight(ctx, scfg, log)
+	notReady("checking Postgres")
+	setup, err := preflight(ctx, scfg, log, notReady)
 	if ctx.Err() != nil {
 		if setup != nil {
 			setup.Done()
@@ -178,9 +210,14 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 			log.Error().Err(err).Msg("the slot created by this start is left behind")
 		}
 	}()
-	scfg.OnStreaming = setup.Done
+	var readyOnce sync.Once
+	scfg.OnStreaming = func() {
+		setup.Done()
+		readyOnce.Do(func() { notifyOrWarn(notify, "READY=1\nSTATUS=streaming", log) })
+	}
 	scfg.CreateSlot = false // created below, once the ledger file is open and locked
 	sys := setup.System
+	notReady("opening the ledger file " + cfg.DB)
 	// The ledger file is opened and locked before the slot is created, and
 	// refused when it does not hold the slot's history (I1, I4).
 	led, err := ledger.Open(ledger.Config{Path: cfg.DB, DefaultTTL: cfg.TTL, ConsumerRetention: cfg.ConsumerRetention, Logger: log,
@@ -197,6 +234,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		}
 	}()
 	if !setup.Slot.Exists {
+		notReady("creating the slot " + cfg.Slot)
 		at, err := setup.CreateSlot(ctx)
 		if err != nil {
 			return err
@@ -236,7 +274,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	streams := hub.NewRunner(scfg)
 	srv := api.New(api.Config{Ledger: led, Hub: hub, Tables: pg, Slot: pg, SlotName: cfg.Slot, Token: token, AdminToken: adminToken,
 		Streaming: streams.Streaming, Reconnects: streams.Reconnects, Defer: rec.Defer, Limits: cfg.limits(), Logger: log,
-		Identity: pg, SetIdentityFull: cfg.ReplicaIdentity == "full"})
+		Identity: pg, SetIdentityFull: cfg.ReplicaIdentity == "full", Registry: gate.Registry()})
 	if err := srv.Registry().Register(rec); err != nil {
 		return fmt.Errorf("registering the reconciler's metrics: %w", err)
 	}
@@ -245,9 +283,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	identityCtx, cancelIdentity := context.WithTimeout(ctx, 30*time.Second)
 	srv.SetIdentitiesFull(identityCtx)
 	cancelIdentity()
-	httpSrv := newHTTPServer(ctx, srv.Handler(), limits)
-	httpDone := make(chan error, 1)
-	go func() { httpDone <- httpSrv.Serve(limitListener(ln, limits.MaxConns)) }()
+	gate.Serve(srv)
+	loop.watch(rec)
 	log.Info().Str("listen", cfg.Listen).Str("slot", cfg.Slot).Str("system_id", sys.SystemID).
 		Str("db", cfg.DB).Msg("ledgerd serving")
 
@@ -272,6 +309,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		runErr = fmt.Errorf("API server: %w", err)
 		httpDone <- err
 	}
+	notifyOrWarn(notify, "STOPPING=1\nSTATUS=draining", log)
 	stopReconcile()
 	wg.Wait()
 
@@ -305,7 +343,13 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 // preflight runs the stream's checks, retrying while Postgres is not
 // reachable; a misconfiguration is returned at once. The slot is not created
 // yet: the returned Setup does that once the ledger file is open.
-func preflight(ctx context.Context, scfg stream.Config, log zerolog.Logger) (*stream.Setup, error) {
+//
+// Transient failures (the server refuses connections, is starting up or
+// shutting down, has no connection slot free) are retried with a capped
+// backoff and reported through notReady; permanent ones (no such database
+// or role, a wrong password, wal_level, privileges: stream.IsTerminal) end
+// the start with the fix named.
+func preflight(ctx context.Context, scfg stream.Config, log zerolog.Logger, notReady func(string)) (*stream.Setup, error) {
 	probe, err := stream.New(scfg, checkOnly{})
 	if err != nil {
 		return nil, err
@@ -320,6 +364,7 @@ func preflight(ctx context.Context, scfg stream.Config, log zerolog.Logger) (*st
 			return nil, err
 		}
 		log.Warn().Err(err).Dur("retry_in", backoff).Msg("preflight failed, retrying")
+		notReady(fmt.Sprintf("waiting for Postgres (retrying in %v): %v", backoff, err))
 		select {
 		case <-ctx.Done():
 			return nil, ctx.Err()
@@ -371,4 +416,39 @@ func (a *slotAudit) AuditSlot(ctx context.Context) (reconcile.SlotState, error) 
 		out.SafeWALSize, out.HasSafeWALSize = *safe, true
 	}
 	return out, nil
+}
+
+// notifyOrWarn sends state to the service manager, if one listens; a
+// failure is logged, never fatal: the daemon works without it.
+func notifyOrWarn(n *sdnotify.Notifier, state string, log zerolog.Logger) {
+	if err := n.Notify(state); err != nil {
+		log.Warn().Err(err).Msg("notifying the service manager")
+	}
+}
+
+// loopHealth is what the watchdog asks: is the reconcile loop still
+// passing? Until the reconciler runs the start-up is the loop, and it is
+// alive (it retries Postgres or returns).
+type loopHealth struct {
+	rec   atomic.Pointer[reconcile.Reconciler]
+	since atomic.Int64 // Unix nanoseconds when watch was called
+}
+
+func (h *loopHealth) watch(r *reconcile.Reconciler) {
+	h.since.Store(time.Now().UnixNano())
+	h.rec.Store(r)
+}
+
+// healthy reports whether a pass ended within stale (or, before the first
+// pass, whether the reconciler started within stale).
+func (h *loopHealth) healthy(stale time.Duration) bool {
+	r := h.rec.Load()
+	if r == nil {
+		return true
+	}
+	last := time.Unix(0, h.since.Load())
+	if lp := r.LastPass(); lp.After(last) {
+		last = lp
+	}
+	return time.Since(last) < stale
 }
