@@ -112,6 +112,12 @@ func startDaemonOn(t testing.TB, addr, dsn, slot, dbPath string, extra ...string
 // launchDaemon is startDaemonOn without waiting for the daemon to be ready.
 func launchDaemon(t testing.TB, addr, dsn, slot, dbPath string, extra ...string) *daemon {
 	t.Helper()
+	return launchDaemonEnv(t, nil, addr, dsn, slot, dbPath, extra...)
+}
+
+// launchDaemonEnv is launchDaemon with more environment variables.
+func launchDaemonEnv(t testing.TB, env []string, addr, dsn, slot, dbPath string, extra ...string) *daemon {
+	t.Helper()
 	if dbPath == "" {
 		dbPath = filepath.Join(t.TempDir(), "ledgerd.db")
 	}
@@ -124,7 +130,7 @@ func launchDaemon(t testing.TB, addr, dsn, slot, dbPath string, extra ...string)
 		"-heartbeat-interval", "0", "-ttl", "30s", "-log-level", "debug"}, extra...)
 	cmd := exec.Command(binary, args...)
 	// The connection string comes from the environment, as an operator's would.
-	cmd.Env = append(os.Environ(), "LEDGERD_PG_URL="+dsn)
+	cmd.Env = append(append(os.Environ(), "LEDGERD_PG_URL="+dsn), env...)
 	url := "http://" + addr
 	if strings.HasPrefix(addr, "unix:") {
 		url = addr
