@@ -37,6 +37,7 @@ type Globals struct {
 	TokenFile string
 	JSON      bool
 	Policy    Policy
+	Version   bool
 }
 
 // command is one subcommand: it parses its own flags and runs.

@@ -37,15 +37,34 @@ func (a *App) newDaemonClient() (*daemonClient, error) {
 	default:
 		return nil, usageErrorf("-url %q: give the daemon's address as http://HOST:PORT or unix:/path (its -listen)", a.g.URL)
 	}
-	d.token = strings.TrimSpace(a.env.Getenv("LEDGERD_TOKEN"))
-	if a.g.TokenFile != "" {
-		b, err := os.ReadFile(a.g.TokenFile)
-		if err != nil {
-			return nil, fmt.Errorf("reading -token-file: %w; point it at the daemon's token file", err)
-		}
-		d.token = strings.TrimSpace(string(b))
+	tok, err := a.token()
+	if err != nil {
+		return nil, err
 	}
+	d.token = tok
 	return d, nil
+}
+
+// token returns the daemon's bearer token, by the convention ledgerd and
+// client/example share: -token-file, else the file LEDGERD_TOKEN_FILE
+// names, else LEDGERD_TOKEN itself.
+func (a *App) token() (string, error) {
+	flagName, path := "-token-file", a.g.TokenFile
+	if path == "" {
+		flagName, path = "LEDGERD_TOKEN_FILE", a.env.Getenv("LEDGERD_TOKEN_FILE")
+	}
+	if path == "" {
+		return strings.TrimSpace(a.env.Getenv("LEDGERD_TOKEN")), nil
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "", fmt.Errorf("reading %s: %w; point it at the daemon's token file", flagName, err)
+	}
+	tok := strings.TrimSpace(string(b))
+	if tok == "" {
+		return "", fmt.Errorf("%s %s is empty: point it at the file of ledgerd's -token-file", flagName, path)
+	}
+	return tok, nil
 }
 
 func (d *daemonClient) get(ctx context.Context, path string) (*http.Response, error) {
@@ -69,7 +88,7 @@ func (d *daemonClient) get(ctx context.Context, path string) (*http.Response, er
 			msg = e.Message
 		}
 		if resp.StatusCode == http.StatusUnauthorized {
-			return nil, fmt.Errorf("GET %s: 401 %s; give the daemon's token with LEDGERD_TOKEN or -token-file", path, msg)
+			return nil, fmt.Errorf("GET %s: 401 %s; give the daemon's token with -token-file, LEDGERD_TOKEN_FILE or LEDGERD_TOKEN", path, msg)
 		}
 		return nil, fmt.Errorf("GET %s: %s: %s", path, resp.Status, msg)
 	}

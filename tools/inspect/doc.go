@@ -12,7 +12,7 @@
 // hold: pending positions live only in the daemon's memory (they are rebuilt
 // from the slot after a restart). Every figure printed says where it comes
 // from (file, daemon, postgres, or derived). A bearer token is taken from
-// LEDGERD_TOKEN or -token-file. -pg adds the slot's row of
+// -token-file, LEDGERD_TOKEN_FILE or LEDGERD_TOKEN. -pg adds the slot's row of
 // pg_replication_slots, the WAL end, the other slots and the oldest running
 // transaction.
 //

@@ -11,6 +11,8 @@ import (
 	"os/signal"
 	"syscall"
 	"time"
+
+	"github.com/ledgerd/ledgerd/internal/version"
 )
 
 func main() {
@@ -57,6 +59,10 @@ func Main(ctx context.Context, args []string, env Env) int {
 	err := fs.Parse(args)
 	if errors.Is(err, flag.ErrHelp) {
 		app.usage(env.Stdout, fs)
+		return exitOK
+	}
+	if err == nil && app.g.Version {
+		fmt.Fprintf(env.Stdout, "inspect %s %s\n", version.String(), version.GoVersion())
 		return exitOK
 	}
 	if err == nil {
@@ -119,7 +125,8 @@ func (a *App) globalFlags(fs *flag.FlagSet) {
 	fs.StringVar(&g.DB, "db", "ledgerd.db", "ledger `file` to read (read-only; works while ledgerd is down)")
 	fs.StringVar(&g.URL, "url", "", "ask a running ledgerd at this `URL` (http://127.0.0.1:7070 or unix:/path) instead of reading -db")
 	fs.StringVar(&g.PG, "pg", "", "Postgres connection `string`: adds the live slot and server state")
-	fs.StringVar(&g.TokenFile, "token-file", "", "`file` holding the daemon's bearer token for -url (or set LEDGERD_TOKEN)")
+	fs.StringVar(&g.TokenFile, "token-file", "", "`file` holding the daemon's bearer token for -url (or set LEDGERD_TOKEN_FILE, or the token in LEDGERD_TOKEN)")
+	fs.BoolVar(&g.Version, "version", false, "print the build's version and exit")
 	fs.BoolVar(&g.JSON, "json", false, "print JSON instead of text")
 	fs.DurationVar(&g.Policy.ReconcileInterval, "reconcile-interval", DefaultReconcileInterval, "the daemon's -reconcile-interval, for predictions")
 	fs.DurationVar(&g.Policy.StallGrace, "stall-grace", DefaultStallGrace, "the daemon's -stall-grace, for predictions")
