@@ -22,6 +22,10 @@ import (
 	"github.com/ledgerd/ledgerd/internal/pgtest"
 )
 
+// probeClient gives up on a call that gets no answer: a listener nobody
+// serves yet accepts connections and answers nothing.
+var probeClient = &http.Client{Timeout: 5 * time.Second}
+
 // probe sends a GET with an optional bearer token to d and returns the
 // status and body.
 func probe(t testing.TB, d *daemon, path, tok string) (int, string) {
@@ -33,7 +37,7 @@ func probe(t testing.TB, d *daemon, path, tok string) (int, string) {
 	if tok != "" {
 		req.Header.Set("Authorization", "Bearer "+tok)
 	}
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := probeClient.Do(req)
 	if err != nil {
 		return 0, err.Error()
 	}
@@ -291,7 +295,7 @@ func TestVersion(t *testing.T) {
 	defer func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }()
 	var body string
 	waitFor(t, "/metrics", 30*time.Second, func() bool {
-		resp, err := http.Get("http://" + addr + "/metrics")
+		resp, err := probeClient.Get("http://" + addr + "/metrics")
 		if err != nil {
 			return false
 		}
