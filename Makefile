@@ -9,8 +9,13 @@ TESTFLAGS ?= -count=1 -timeout 15m -p 2
 
 all: build
 
+# The version -version prints and ledgerd_build_info exports: git describe
+# when this is a git checkout, else what the Go toolchain records.
+VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null)
+LDFLAGS   := $(if $(VERSION),-X github.com/ledgerd/ledgerd/internal/version.Version=$(VERSION))
+
 build:
-	$(GO) build -o $(BIN)/ ./cmd/ledgerd ./tools/inspect
+	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN)/ ./cmd/ledgerd ./tools/inspect
 
 test:
 	$(GO) vet $(PKGS)
