@@ -191,6 +191,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		if setup != nil {
 			setup.Done()
 		}
+		notifyOrWarn(notify, "STOPPING=1", log)
 		log.Info().Msg("signal received before the stream was checked: nothing to drain")
 		return nil
 	}
