@@ -63,3 +63,18 @@ func TestCheckWrongPassword(t *testing.T) {
 		t.Errorf("the error shows the password: %v", err)
 	}
 }
+
+// TestCheckMissingDatabaseOrRole: a connection string naming a database or
+// a role that does not exist is terminal, with a fix naming what to create;
+// no reconnect can succeed until someone does.
+func TestCheckMissingDatabaseOrRole(t *testing.T) {
+	e := newEnv(t)
+	cfg := e.cfg
+	cfg.ConnString = strings.Replace(e.db, "/"+e.name+"?", "/no_such_db?", 1)
+	_, err := check(t, cfg)
+	wantCheckError(t, err, stream.ErrDatabaseMissing, `CREATE DATABASE "no_such_db"`, true)
+
+	cfg.ConnString = strings.Replace(e.db, "postgres@", "no_such_role@", 1)
+	_, err = check(t, cfg)
+	wantCheckError(t, err, stream.ErrRoleMissing, `CREATE ROLE "no_such_role"`, true)
+}
