@@ -61,7 +61,7 @@ func decode(w http.ResponseWriter, r *http.Request, v any, allowEmpty bool) *api
 	if err := dec.Decode(v); err != nil {
 		if strings.HasPrefix(err.Error(), "json: unknown field ") {
 			return errorf(http.StatusBadRequest, wire.CodeUnknownField,
-				"%s; see SPEC §6 for the fields this call takes", strings.TrimPrefix(err.Error(), "json: "))
+				"%s; see docs/api.md (or GET /v1/openapi.yaml) for the fields this call takes", strings.TrimPrefix(err.Error(), "json: "))
 		}
 		return errorf(http.StatusBadRequest, wire.CodeMalformedJSON, "the body is not the JSON object this call takes: %v", err)
 	}

@@ -160,6 +160,7 @@ func (s *Server) routes() {
 	m.HandleFunc("GET /v1/evictions", s.evictions)
 	m.HandleFunc("GET /v1/events", s.events)
 	m.HandleFunc("GET /v1/debug/snapshot", s.adminOnly(s.snapshot))
+	m.HandleFunc("GET /v1/openapi.yaml", s.openAPI)
 	m.Handle("GET /metrics", promhttp.HandlerFor(s.reg, promhttp.HandlerOpts{ErrorLog: nil}))
 	m.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
@@ -169,14 +170,15 @@ func (s *Server) routes() {
 	// mux's plain-text one.
 	for _, p := range []string{"/v1/consumers", "/v1/consumers/{id}", "/v1/consumers/{id}/heartbeat",
 		"/v1/consumers/{id}/stream", "/v1/consumers/{id}/ack", "/v1/shapes", "/v1/shapes/{id}", "/v1/shapes/{id}/evict",
-		"/v1/status", "/v1/evictions", "/v1/events", "/v1/debug/snapshot", "/metrics", "/healthz", "/readyz"} {
+		"/v1/status", "/v1/evictions", "/v1/events", "/v1/debug/snapshot", "/metrics", "/healthz", "/readyz",
+		"/v1/openapi.yaml"} {
 		m.HandleFunc(p, func(w http.ResponseWriter, r *http.Request) {
 			writeError(w, errorf(http.StatusMethodNotAllowed, wire.CodeMethodNotAllowed,
-				"%s is not a method of %s; see SPEC §6", r.Method, r.URL.Path))
+				"%s is not a method of %s; see GET /v1/openapi.yaml or docs/api.md", r.Method, r.URL.Path))
 		})
 	}
 	m.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		writeError(w, errorf(http.StatusNotFound, wire.CodeNotFound, "no such call: %s %s; see SPEC §6", r.Method, r.URL.Path))
+		writeError(w, errorf(http.StatusNotFound, wire.CodeNotFound, "no such call: %s %s; see GET /v1/openapi.yaml or docs/api.md", r.Method, r.URL.Path))
 	})
 }
 
