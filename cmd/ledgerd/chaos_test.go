@@ -620,7 +620,7 @@ func newChaosConsumer(t *testing.T, url string, def chaosShapes, rng *rand.Rand)
 		deliveries: map[string]int{}, sent: map[string]ledger.LSN{}, durable: map[string]ledger.LSN{}}
 	c.tr = &chaosTransport{c: c, conns: map[net.Conn]bool{}}
 	c.tr.base = &http.Transport{DialContext: c.tr.dial, MaxIdleConnsPerHost: 4}
-	cl, err := client.New(client.Config{URL: url, Token: testToken, HTTPClient: &http.Client{Transport: c.tr}})
+	cl, err := client.New(client.Config{URL: url, Token: testToken, HTTPClient: &http.Client{Transport: newAPIChecker(t).transport(c.tr)}})
 	if err != nil {
 		t.Fatal(err)
 	}

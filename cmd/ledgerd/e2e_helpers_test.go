@@ -48,6 +48,10 @@ func testMain(m *testing.M) int {
 		return 1
 	}
 	defer os.RemoveAll(dir)
+	if err := loadOpenAPI(); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
 	binary = filepath.Join(dir, "ledgerd")
 	out, err := exec.Command("go", "build", "-o", binary, ".").CombinedOutput()
 	if err != nil {
@@ -82,6 +86,9 @@ type daemon struct {
 	log    *bytes.Buffer
 	done   chan error
 	c      *client.Client
+	// api checks every call of c and hc against api/openapi.yaml.
+	api *apiChecker
+	hc  *http.Client
 }
 
 func freeAddr(t testing.TB) string {
@@ -152,12 +159,30 @@ func launchDaemonEnv(t testing.TB, env []string, addr, dsn, slot, dbPath string,
 			t.Logf("ledgerd log:\n%s", d.logText())
 		}
 	})
-	c, err := client.New(client.Config{URL: d.url, Token: testToken})
+	d.api = newAPIChecker(t)
+	d.hc = &http.Client{Transport: d.api.transport(baseTransport(addr))}
+	hc := d.hc
+	if _, bench := t.(*testing.B); bench {
+		// Benchmarks time the daemon, not the checking.
+		hc = &http.Client{Transport: baseTransport(addr)}
+	}
+	c, err := client.New(client.Config{URL: d.url, Token: testToken, HTTPClient: hc})
 	if err != nil {
 		t.Fatal(err)
 	}
 	d.c = c
 	return d
+}
+
+// baseTransport is a transport to a daemon's -listen address.
+func baseTransport(addr string) *http.Transport {
+	if path, ok := strings.CutPrefix(addr, "unix:"); ok {
+		var d net.Dialer
+		return &http.Transport{MaxIdleConnsPerHost: 16, DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			return d.DialContext(ctx, "unix", path)
+		}}
+	}
+	return &http.Transport{MaxIdleConnsPerHost: 16}
 }
 
 type lockedWriter struct {
@@ -285,8 +310,9 @@ func newAuthRequest(method, url, body string) (*http.Request, error) {
 	return req, nil
 }
 
-func httpDo(req *http.Request) (string, error) {
-	resp, err := http.DefaultClient.Do(req)
+// httpDo sends req through d's checked client and returns the body of a 200.
+func (d *daemon) httpDo(req *http.Request) (string, error) {
+	resp, err := d.hc.Do(req)
 	if err != nil {
 		return "", err
 	}
@@ -298,9 +324,9 @@ func httpDo(req *http.Request) (string, error) {
 	return string(b), err
 }
 
-func doError(t testing.TB, req *http.Request) (int, wire.Error) {
+func (d *daemon) doError(t testing.TB, req *http.Request) (int, wire.Error) {
 	t.Helper()
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := d.hc.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}

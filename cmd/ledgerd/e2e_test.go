@@ -427,7 +427,7 @@ func scrape(t *testing.T, d *daemon) map[string]float64 {
 	t.Helper()
 	var text string
 	req, _ := newAuthRequest("GET", d.url+"/metrics", "")
-	resp, err := httpDo(req)
+	resp, err := d.httpDo(req)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -501,7 +501,7 @@ func TestBadInputEndToEnd(t *testing.T) {
 			if tc.lease != "" {
 				req.Header.Set(wire.HeaderLease, tc.lease)
 			}
-			status, we := doError(t, req)
+			status, we := d.doError(t, req)
 			if status != tc.status || we.Code != tc.code {
 				t.Errorf("got %d %q (%s), want %d %q", status, we.Code, we.Message, tc.status, tc.code)
 			}

@@ -32,7 +32,7 @@ func TestSecretsEndToEnd(t *testing.T) {
 		t.Helper()
 		req, _ := http.NewRequest("GET", d.url+path, nil)
 		req.Header.Set("Authorization", "bearer "+token)
-		resp, err := http.DefaultClient.Do(req)
+		resp, err := d.hc.Do(req)
 		if err != nil {
 			t.Fatal(err)
 		}
