@@ -144,7 +144,7 @@ func nextTxn(t *testing.T, s *client.Stream) *client.Txn {
 	}
 }
 
-// TestBadInput sends every kind of bad input SPEC §6 names, checks status
+// TestBadInput sends every kind of bad input docs/api.md names, checks status
 // and error code, and then checks that streaming and acking still work.
 func TestBadInput(t *testing.T) {
 	e := newEnv(t)

@@ -141,7 +141,7 @@ func (s *Server) release(w http.ResponseWriter, r *http.Request) {
 }
 
 // stream serves the consumer's NDJSON change stream. While it is open the
-// consumer's lease does not run out (SPEC §2).
+// consumer's lease does not run out (docs/api.md, "Leases").
 func (s *Server) stream(w http.ResponseWriter, r *http.Request) {
 	id := r.PathValue("id")
 	l, e := lease(r)

@@ -1,4 +1,4 @@
-// Package api is ledgerd's HTTP API v1 (SPEC §6): consumer registration and
+// Package api is ledgerd's HTTP API v1 (docs/api.md, api/openapi.yaml): consumer registration and
 // leases, shapes, the NDJSON change stream, acks, read-only views of the
 // ledger, the debug snapshot, Prometheus metrics and health probes.
 //

@@ -32,7 +32,7 @@ func newCollector(s *Server) *collector {
 	}
 	return &collector{
 		s:              s,
-		safe:           d("safe_flush_lsn", "Safe flush LSN computed from memory (SPEC §2), as a byte position."),
+		safe:           d("safe_flush_lsn", "Safe flush LSN computed from memory: the smallest pending commit LSN, or the processed position when nothing is pending; as a byte position."),
 		reported:       d("reported_flush_lsn", "Flush LSN offered to Postgres (durable, monotone; I6), as a byte position."),
 		confirmed:      d("confirmed_flush_lsn", "confirmed_flush_lsn of the slot in pg_replication_slots, as a byte position."),
 		walEnd:         d("wal_end_lsn", "pg_current_wal_lsn() of the server, as a byte position."),

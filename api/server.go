@@ -80,7 +80,7 @@ type Config struct {
 	// Reconnects returns the stream's reconnect count for /metrics; nil
 	// exports 0.
 	Reconnects func() uint64
-	// Defer records a consumer's answer to a challenge (SPEC §5.3); nil
+	// Defer records a consumer's answer to a challenge (docs/api.md, "Challenges"); nil
 	// accepts and ignores it.
 	Defer func(consumer string, shapes []string) error
 	// Limits bound filters, ids and counts; zero fields mean the defaults.

@@ -1,4 +1,4 @@
-// Package client is the Go client of ledgerd's HTTP API v1 (SPEC §6), for
+// Package client is the Go client of ledgerd's HTTP API v1 (docs/api.md), for
 // consumer processes.
 //
 // A Client talks to one daemon (http://host:port or unix:/path). Register

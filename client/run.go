@@ -25,7 +25,7 @@ type RunOptions struct {
 	// HeartbeatInterval is the period of lease heartbeats. Default TTL/3.
 	HeartbeatInterval time.Duration
 	// Inventory, when set, is called before each heartbeat for the list of
-	// shapes the consumer still holds (SPEC §5.3 inventory probe).
+	// shapes the consumer still holds (the inventory probe: docs/api.md, "Leases").
 	Inventory func() []string
 	// ReconnectMin and ReconnectMax bound the backoff between stream
 	// reconnects. Defaults 100ms and 5s.

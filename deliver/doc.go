@@ -1,4 +1,4 @@
-// Package deliver hands routed transactions to consumers (SPEC §5.4).
+// Package deliver hands routed transactions to consumers (docs/api.md, "The change stream").
 //
 // Hub implements stream.Handler. For every decoded transaction it asks the
 // router which shapes it reaches, lets the ledger track it (ledger.Track

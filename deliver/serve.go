@@ -175,7 +175,7 @@ func (o *outbox) written(wr *sending) {
 var beforeWrite func()
 
 // Challenge queues a challenge frame for the shape on its consumer's stream
-// (SPEC §5.3 progress probe).
+// (the progress probe: docs/api.md, "Challenges").
 func (h *Hub) Challenge(consumer, shape string) {
 	h.control(consumer, appendControl(nil, "challenge", shape, ""))
 }

@@ -12,7 +12,7 @@ type Stats struct {
 	Shapes             int // live shapes
 	Pending            int // shapes with an unacked transaction
 	Tombstones         int // ids with a tombstone within retention
-	SafeLSN            LSN // SPEC §2 safe LSN from memory
+	SafeLSN            LSN // safe flush LSN from memory
 	FlushLSN           LSN // recorded flush position (what is reported)
 	Position           LSN // end of the last processed transaction / idle WAL end
 	Commits            uint64

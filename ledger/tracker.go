@@ -7,7 +7,7 @@ import "encoding/binary"
 // the shapes that have any, keyed by their oldest pending commit LSN. The heap
 // gives the minimum pending position in O(1) and keeps it in O(log n) per
 // Track or Ack, which is what lets the safe flush LSN be recomputed on every
-// ack for a million shapes (SPEC §5.1).
+// ack for a million shapes.
 //
 // The tracker does no locking and no I/O; the Ledger guards it with its mutex.
 
@@ -237,7 +237,7 @@ func (t *tracker) ack(s *shapeState, lsn LSN) {
 	t.heapDown(int(s.heapIdx))
 }
 
-// safe is the safe flush LSN of SPEC §2: the smallest pending commit LSN, or
+// safe is the safe flush LSN (docs/api.md, "Positions"): the smallest pending commit LSN, or
 // with nothing pending the end of the last processed transaction (or idle
 // WAL end).
 func (t *tracker) safe() LSN {

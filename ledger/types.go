@@ -5,7 +5,7 @@ import "time"
 // Reason says why a shape was evicted or a consumer is gone.
 type Reason string
 
-// Eviction reasons of SPEC §2.
+// Eviction reasons (docs/api.md, "Eviction reasons").
 const (
 	ReasonLeaseExpired         Reason = "lease_expired"
 	ReasonProcessGone          Reason = "process_gone"

@@ -9,7 +9,7 @@ import (
 	"github.com/ledgerd/ledgerd/ledger"
 )
 
-// Defaults applied to zero Config fields (SPEC §8).
+// Defaults applied to zero Config fields (docs/operations.md, "Flags").
 const (
 	DefaultInterval         = time.Second
 	DefaultStallGrace       = 60 * time.Second
@@ -52,8 +52,8 @@ type Ledger interface {
 	BindShapes(ids []string, relID uint32, at ledger.LSN) error
 }
 
-// Challenger sends a challenge frame to a shape's consumer (SPEC §5.3
-// progress probe); *deliver.Hub implements it.
+// Challenger sends a challenge frame to a shape's consumer (the progress
+// probe: docs/api.md, "Challenges"); *deliver.Hub implements it.
 type Challenger interface {
 	Challenge(consumer, shape string)
 }

@@ -1,4 +1,4 @@
-// Package reconcile is ledgerd's liveness and progress policy (SPEC §5.3):
+// Package reconcile is ledgerd's liveness and progress policy (docs/operations.md, "Liveness"):
 // one loop that, every pass, looks at the whole current state of the ledger
 // and evicts what no live consumer holds any more, so that a dead consumer's
 // shapes stop pinning the slot within TTL + 2 x the reconcile interval (I3).

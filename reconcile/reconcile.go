@@ -14,7 +14,7 @@ import (
 	"github.com/ledgerd/ledgerd/ledger"
 )
 
-// Reconciler runs the liveness and progress probes of SPEC §5.3 over the
+// Reconciler runs the liveness and progress probes (docs/operations.md, "Liveness") over the
 // ledger and evicts what no live consumer holds. Create it with New; run
 // Run in a goroutine, or call Pass.
 type Reconciler struct {

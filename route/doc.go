@@ -1,4 +1,4 @@
-// Package route decides which shapes a decoded transaction reaches (SPEC §5.4).
+// Package route decides which shapes a decoded transaction reaches (docs/api.md, "Routing").
 //
 // A shape names one table ("schema.table") and an optional filter mapping
 // column names to allowed text values: every listed column must hold one of

@@ -212,7 +212,7 @@ func TestPutReplaceAndRemove(t *testing.T) {
 	}
 }
 
-// reference is the obvious, unindexed rule of SPEC §5.4.
+// reference is the obvious, unindexed rule of docs/api.md, "Routing".
 func reference(shapes []route.Shape, ch stream.Change) []string {
 	var out []string
 	for _, s := range shapes {

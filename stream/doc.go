@@ -7,7 +7,7 @@
 // (Txn) and hands them, in commit order, to a Handler.
 //
 // What it confirms to Postgres is only ever Handler.FlushLSN(): the position
-// the ledger has made safe, never a position merely received (SPEC I1, I6).
+// the ledger has made safe, never a position merely received (I1, I6: docs/api.md, "Guarantees").
 // Status updates go out at least every StatusInterval and whenever the server
 // asks for one. When nothing is open and everything received has been
 // handled, keepalives report the server's WAL end to Handler.Idle so an idle

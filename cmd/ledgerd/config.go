@@ -14,7 +14,7 @@ import (
 	"github.com/ledgerd/ledgerd/stream"
 )
 
-// config is the daemon's configuration (SPEC §8).
+// config is the daemon's configuration (docs/operations.md, "Flags").
 type config struct {
 	PGURL               string
 	Slot                string

@@ -1,7 +1,7 @@
 // Command ledgerd is the sidecar daemon: it owns a Postgres logical
 // replication slot, fans committed transactions out to leased consumers'
 // shapes over HTTP, and confirms to Postgres only what every live shape has
-// durably acked (SPEC §1-§8).
+// durably acked (README.md, docs/api.md, docs/operations.md).
 //
 // Every flag has an environment equivalent: -pg-url is LEDGERD_PG_URL (the
 // flag name upper-cased, '-' as '_'); a flag given on the command line wins.

@@ -9,7 +9,7 @@ import (
 	"github.com/ledgerd/ledgerd/ledger"
 )
 
-// Defaults of the daemon's reconcile flags (SPEC §8), used to predict what
+// Defaults of the daemon's reconcile flags (docs/operations.md, "Flags"), used to predict what
 // the reconciler will do; override them with inspect's flags of the same
 // name when the daemon runs with others.
 const (
@@ -99,7 +99,7 @@ func leaseState(src *Source, id string) LeaseState {
 	}
 }
 
-// nextAction predicts the reconciler (SPEC §5.3) for a pending shape: the
+// nextAction predicts the reconciler (docs/operations.md, "Liveness") for a pending shape: the
 // lease probe evicts TTL after the last heartbeat, at most one reconcile
 // pass late; the progress probe challenges a shape pending stall-grace
 // without ack progress and evicts it challenge-timeout later. A daemon that

@@ -8,7 +8,7 @@ import (
 	"github.com/ledgerd/ledgerd/ledger"
 )
 
-// TestNextAction checks the reconciler predictions against SPEC §5.3 with
+// TestNextAction checks the reconciler predictions against the reconciler's rules (docs/operations.md, "Liveness") with
 // the default policy (reconcile 1s, stall-grace 60s, challenge-timeout 10s).
 func TestNextAction(t *testing.T) {
 	p := Policy{ReconcileInterval: time.Second, StallGrace: 60 * time.Second, ChallengeTimeout: 10 * time.Second}

@@ -13,7 +13,7 @@ import (
 	"github.com/ledgerd/ledgerd/api/wire"
 )
 
-// daemonClient talks to a running ledgerd's API (SPEC §6).
+// daemonClient talks to a running ledgerd's API (docs/api.md).
 type daemonClient struct {
 	base  string // http://host:port, or http://unix for a unix socket
 	token string

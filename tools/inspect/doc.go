@@ -1,4 +1,4 @@
-// Command inspect is the operator's tool for a ledgerd ledger (SPEC §7): it
+// Command inspect is the operator's tool for a ledgerd ledger (docs/operations.md, "inspect"): it
 // answers "why is my WAL not being released?" from the ledger file alone,
 // from a running daemon, and with -pg from Postgres itself.
 //
@@ -23,7 +23,7 @@
 // that names the fix.
 //
 // Predictions. holders, why and shape say what the reconciler will do and
-// when (SPEC §5.3): a lease that runs out is evicted as lease_expired at the
+// when (docs/operations.md, "Liveness"): a lease that runs out is evicted as lease_expired at the
 // next pass after its expiry; a shape pending stall-grace without ack
 // progress is challenged and, without an ack or a defer, evicted as stalled
 // challenge-timeout later; with the ledger file alone (ledgerd down) the

@@ -21,7 +21,7 @@ func main() {
 	os.Exit(Main(ctx, os.Args[1:], Env{Stdout: os.Stdout, Stderr: os.Stderr, Now: time.Now, Getenv: os.Getenv}))
 }
 
-// Exit statuses (SPEC §7).
+// Exit statuses (docs/operations.md, "inspect").
 const (
 	exitOK      = 0
 	exitProblem = 1 // verify found a violation
