@@ -121,6 +121,10 @@ func (ct *checkingTransport) RoundTrip(req *http.Request) (*http.Response, error
 	if routeErr == nil {
 		vreq := req.Clone(req.Context())
 		vreq.Body = io.NopCloser(bytes.NewReader(reqBody))
+		if len(reqBody) > 0 && vreq.Header.Get("Content-Type") == "" {
+			// ledgerd reads every body as JSON, whatever its Content-Type.
+			vreq.Header.Set("Content-Type", "application/json")
+		}
 		input = &openapi3filter.RequestValidationInput{Request: vreq, PathParams: params, Route: route,
 			Options: &openapi3filter.Options{AuthenticationFunc: openapi3filter.NoopAuthenticationFunc, IncludeResponseStatus: true}}
 		reqErr = openapi3filter.ValidateRequest(req.Context(), input)
