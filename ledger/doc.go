@@ -5,7 +5,7 @@
 // The ledger knows consumers (leased client processes), shapes (subscriptions
 // owned by a consumer) and, for every shape, the commit LSNs of transactions
 // handed to it and not yet acknowledged. From these it derives the safe flush
-// LSN (docs/api.md, "Positions"): the smallest pending commit LSN over all shapes, or, with
+// LSN (docs/api.md, "Concepts"): the smallest pending commit LSN over all shapes, or, with
 // nothing pending, the end of the last processed transaction (or the idle
 // server WAL end).
 //

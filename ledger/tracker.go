@@ -237,7 +237,7 @@ func (t *tracker) ack(s *shapeState, lsn LSN) {
 	t.heapDown(int(s.heapIdx))
 }
 
-// safe is the safe flush LSN (docs/api.md, "Positions"): the smallest pending commit LSN, or
+// safe is the safe flush LSN (docs/api.md, "Concepts"): the smallest pending commit LSN, or
 // with nothing pending the end of the last processed transaction (or idle
 // WAL end).
 func (t *tracker) safe() LSN {

@@ -66,7 +66,7 @@ func (l *Ledger) Ack(shape string, lsn LSN) error {
 	return nil
 }
 
-// SafeLSN is the safe flush LSN (docs/api.md, "Positions") computed from memory: the smallest
+// SafeLSN is the safe flush LSN (docs/api.md, "Concepts") computed from memory: the smallest
 // pending commit LSN, or the last processed end LSN / idle WAL end when
 // nothing is pending. It may be ahead of what is committed; report FlushLSN.
 func (l *Ledger) SafeLSN() LSN {
