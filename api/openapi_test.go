@@ -7,9 +7,14 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"regexp"
 	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/getkin/kin-openapi/openapi3"
+
+	"github.com/ledgerd/ledgerd/api"
 )
 
 // The daemon serves the document it was built with, to the same callers as
@@ -77,6 +82,47 @@ func TestErrorCodesDocumented(t *testing.T) {
 			if !strings.Contains(string(b), c) {
 				t.Errorf("%s does not document error code %s", doc, c)
 			}
+		}
+	}
+}
+
+// TestOpenAPIHasEveryRoute checks that the document and the handlers name
+// the same calls: a route added to the server without its description, or
+// a described call the server lost, fails here even if no end-to-end test
+// makes the call.
+func TestOpenAPIHasEveryRoute(t *testing.T) {
+	doc, err := openapi3.NewLoader().LoadFromData(api.OpenAPI())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := doc.Validate(t.Context()); err != nil {
+		t.Fatalf("api/openapi.yaml: %v", err)
+	}
+	src, err := os.ReadFile("server.go")
+	if err != nil {
+		t.Fatal(err)
+	}
+	routes := map[string]bool{}
+	for _, m := range regexp.MustCompile(`m\.Handle(?:Func)?\("([A-Z]+) (/[^"]*)"`).FindAllStringSubmatch(string(src), -1) {
+		routes[m[1]+" "+m[2]] = true
+	}
+	if len(routes) < 15 {
+		t.Fatalf("found %d routes in server.go", len(routes))
+	}
+	documented := map[string]bool{}
+	for path, item := range doc.Paths.Map() {
+		for method := range item.Operations() {
+			documented[method+" "+path] = true
+		}
+	}
+	for r := range routes {
+		if !documented[r] {
+			t.Errorf("%s is served but not in api/openapi.yaml", r)
+		}
+	}
+	for r := range documented {
+		if !routes[r] {
+			t.Errorf("%s is in api/openapi.yaml but not served", r)
 		}
 	}
 }
