@@ -1,6 +1,7 @@
 package api_test
 
 import (
+	"encoding/json"
 	"go/ast"
 	"go/parser"
 	gotoken "go/token"
@@ -124,5 +125,63 @@ func TestOpenAPIHasEveryRoute(t *testing.T) {
 		if !routes[r] {
 			t.Errorf("%s is in api/openapi.yaml but not served", r)
 		}
+	}
+}
+
+// TestDocExamplesMatchTheDocument checks the JSON examples of docs/api.md
+// against api/openapi.yaml: frames against Frame, changes against Change,
+// error answers against Error, shape bodies against ShapeRequest. Each
+// ```json block is one JSON value, or one per line.
+func TestDocExamplesMatchTheDocument(t *testing.T) {
+	doc, err := openapi3.NewLoader().LoadFromData(api.OpenAPI())
+	if err != nil {
+		t.Fatal(err)
+	}
+	md, err := os.ReadFile("../docs/api.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	blocks := regexp.MustCompile("(?s)```json\n(.*?)```").FindAllStringSubmatch(string(md), -1)
+	if len(blocks) < 5 {
+		t.Fatalf("found %d json blocks in docs/api.md", len(blocks))
+	}
+	checked := 0
+	check := func(v map[string]any, text string) {
+		var schema string
+		switch {
+		case v["type"] != nil:
+			schema = "Frame"
+		case v["error"] != nil:
+			schema = "Error"
+		case v["op"] != nil:
+			schema = "Change"
+		case v["consumer"] != nil && v["table"] != nil:
+			schema = "ShapeRequest"
+		default:
+			return
+		}
+		checked++
+		if err := doc.Components.Schemas[schema].Value.VisitJSON(v, openapi3.EnableJSONSchema2020()); err != nil {
+			t.Errorf("docs/api.md example %s is not a %s: %v", text, schema, err)
+		}
+	}
+	for _, b := range blocks {
+		text := strings.TrimSpace(b[1])
+		var v map[string]any
+		if json.Unmarshal([]byte(text), &v) == nil {
+			check(v, text)
+			continue
+		}
+		for _, line := range strings.Split(text, "\n") {
+			var v map[string]any
+			if err := json.Unmarshal([]byte(line), &v); err != nil {
+				t.Errorf("docs/api.md example is neither one JSON value nor one a line: %v: %s", err, line)
+				continue
+			}
+			check(v, line)
+		}
+	}
+	if checked < 8 {
+		t.Errorf("checked %d examples", checked)
 	}
 }
