@@ -60,15 +60,22 @@ func loadOpenAPI() error {
 // reports it when the test ends. Calls may run on goroutines of their own
 // (streams), so findings are collected rather than reported as they come.
 type apiChecker struct {
-	t     testing.TB
-	mu    sync.Mutex
-	found []string
-	calls int
+	t       testing.TB
+	mu      sync.Mutex
+	found   []string
+	calls   int
+	streams []*frameChecker
 }
 
 func newAPIChecker(t testing.TB) *apiChecker {
 	c := &apiChecker{t: t}
 	t.Cleanup(func() {
+		c.mu.Lock()
+		streams := c.streams
+		c.mu.Unlock()
+		for _, f := range streams {
+			f.drain() // streams the test left open
+		}
 		c.mu.Lock()
 		defer c.mu.Unlock()
 		for _, f := range c.found {
@@ -156,7 +163,11 @@ func (ct *checkingTransport) RoundTrip(req *http.Request) (*http.Response, error
 		if err := openapi3filter.ValidateResponse(req.Context(), out); err != nil {
 			c.fail("%s: %v", call, err)
 		}
-		resp.Body = &frameChecker{c: c, call: call, rc: resp.Body}
+		fc := &frameChecker{c: c, call: call, rc: resp.Body}
+		c.mu.Lock()
+		c.streams = append(c.streams, fc)
+		c.mu.Unlock()
+		resp.Body = fc
 		return resp, nil
 	}
 	body, err := io.ReadAll(resp.Body)
@@ -192,30 +203,59 @@ func (ct *checkingTransport) checkErrorBody(call string, resp *http.Response) (*
 	return resp, nil
 }
 
-// frameChecker passes a change stream through, checking each complete line
-// against the Frame schema.
+// frameChecker passes a change stream through and checks each complete
+// line against the Frame schema. Lines are only copied as they are read and
+// checked when the stream is closed or the test ends (or once 32 MiB wait):
+// checking as they come would slow the reader, on two shared cores, enough
+// to change what tests that race a reader against the daemon see.
 type frameChecker struct {
 	c    *apiChecker
 	call string
 	rc   io.ReadCloser
 	line []byte
+
+	mu     sync.Mutex
+	queue  [][]byte
+	queued int
 }
+
+// maxQueued is how many bytes of frames may wait to be checked.
+const maxQueued = 32 << 20
 
 func (f *frameChecker) Read(p []byte) (int, error) {
 	n, err := f.rc.Read(p)
 	f.line = append(f.line, p[:n]...)
+	full := false
 	for {
 		i := bytes.IndexByte(f.line, '\n')
 		if i < 0 {
 			break
 		}
-		f.check(f.line[:i])
+		f.mu.Lock()
+		f.queue = append(f.queue, bytes.Clone(f.line[:i]))
+		f.queued += i
+		full = f.queued > maxQueued
+		f.mu.Unlock()
 		f.line = f.line[i+1:]
 	}
 	if len(f.line) == 0 {
 		f.line = nil // do not keep a large frame's buffer
 	}
+	if full {
+		f.drain()
+	}
 	return n, err
+}
+
+// drain checks the frames read so far.
+func (f *frameChecker) drain() {
+	f.mu.Lock()
+	q := f.queue
+	f.queue, f.queued = nil, 0
+	f.mu.Unlock()
+	for _, line := range q {
+		f.check(line)
+	}
 }
 
 func (f *frameChecker) check(line []byte) {
@@ -231,7 +271,12 @@ func (f *frameChecker) check(line []byte) {
 	}
 }
 
-func (f *frameChecker) Close() error { return f.rc.Close() }
+// Close closes the stream and checks every frame read.
+func (f *frameChecker) Close() error {
+	err := f.rc.Close()
+	f.drain()
+	return err
+}
 
 // toJSONValue turns json.Number into float64, as the schema validator
 // expects of decoded JSON.
