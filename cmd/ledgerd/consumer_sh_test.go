@@ -163,6 +163,29 @@ func TestShellConsumer(t *testing.T) {
 		t.Fatalf("consumer.sh received %s, want a1,a3,a4", g)
 	}
 
+	// A transaction larger than -fragment-bytes (4 MiB by default) comes in
+	// parts; the script applies it once, whole, after its last part.
+	sql(t, dsn, "INSERT INTO orders SELECT g, CASE WHEN g % 2 = 0 THEN 'a' ELSE 'b' END, repeat(md5(g::text), 80) FROM generate_series(10, 4009) g")
+	waitFor(t, "consumer.sh to print the large transaction", 60*time.Second, func() bool { return len(ids()) >= 3+2000 })
+	rows := ids()
+	seen := map[string]bool{}
+	for _, id := range rows[3:] {
+		if seen[id] || id[0] != 'a' {
+			t.Fatalf("consumer.sh printed %s twice, or a row of another tenant, in the large transaction", id)
+		}
+		seen[id] = true
+	}
+	mu.Lock()
+	bigLSN, err := ledger.ParseLSN(got[len(got)-1].LSN)
+	mu.Unlock()
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the shape's flushed position to reach the large transaction", 30*time.Second, func() bool {
+		f, _ := ledger.ParseLSN(shape().FlushedLSN)
+		return f >= bigLSN
+	})
+
 	// SIGTERM: the script releases its consumer and exits 0.
 	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
