@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/binary"
 	"fmt"
+	"slices"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -31,6 +32,8 @@ type batch struct {
 	consumers map[string]bool // consumers whose lease state changed
 	tick      time.Time       // reconcile tick to record, zero if none
 	events    []Event         // journal events recorded by other components
+	created   []*shapeState   // shapes created by PutShapes: live once this batch commits
+	summaries []Event         // their journal events; like them, dropped if the commit fails
 	wantFlush LSN             // a committed-backed flush position to record (FlushLSN idle path)
 	force     bool            // a Sync is waiting: commit even if empty
 	retry     bool            // carries a failed batch: commit even if empty
@@ -43,10 +46,10 @@ func newBatch(id uint64) *batch {
 }
 
 func (b *batch) empty() bool {
-	return len(b.shapes) == 0 && len(b.consumers) == 0 && len(b.events) == 0 && b.tick.IsZero() && b.wantFlush == 0 && !b.force && !b.retry
+	return len(b.shapes) == 0 && len(b.consumers) == 0 && len(b.events) == 0 && len(b.created) == 0 && b.tick.IsZero() && b.wantFlush == 0 && !b.force && !b.retry
 }
 
-func (b *batch) ops() int { return len(b.shapes) + len(b.consumers) + len(b.events) }
+func (b *batch) ops() int { return len(b.shapes) + len(b.consumers) + len(b.events) + len(b.created) }
 
 // queued signals the committer after an operation was added to the fill
 // batch. Caller holds mu.
@@ -209,15 +212,19 @@ func (l *Ledger) commitOnce() (bool, error) {
 	l.mu.Unlock()
 
 	began := time.Now()
-	err := l.writeBatch(writes, cons, events, m, prev, now, fault)
+	err := l.writeBatch(writes, cons, b.created, append(slices.Clip(events), b.summaries...), m, prev, now, fault)
 	took := time.Since(began)
 
 	l.mu.Lock()
 	l.inflight = nil
 	l.stats.Commits++
 	l.stats.LastCommitDuration = took
-	l.stats.LastBatchOps = len(writes) + len(cons) + len(events)
+	l.stats.LastBatchOps = len(writes) + len(cons) + len(events) + len(b.created)
 	if err == nil {
+		for _, s := range b.created {
+			l.t.add(s)
+			l.shapeChanged(s.id)
+		}
 		if f := l.failure; !f.since.IsZero() {
 			l.log.Info().Uint64("failed_commits", f.failures).Dur("failing_for", now.Sub(f.since)).
 				Msg("group commit recovered")
@@ -277,7 +284,7 @@ func (l *Ledger) commitFailed(err error, now time.Time, shapes int) {
 // record only the new processed position in the previous meta record, so a
 // crash between chunks never leaves a shape flushed beyond the processed
 // position the file records.
-func (l *Ledger) writeBatch(writes []shapeWrite, cons []Consumer, events []Event, m, prev Meta, now time.Time, fault func() error) error {
+func (l *Ledger) writeBatch(writes []shapeWrite, cons []Consumer, created []*shapeState, events []Event, m, prev Meta, now time.Time, fault func() error) error {
 	for first := true; first || len(writes) > 0 || len(cons) > 0; first = false {
 		n := min(len(writes), l.cfg.MaxBatch)
 		chunk := writes[:n]
@@ -301,6 +308,9 @@ func (l *Ledger) writeBatch(writes []shapeWrite, cons []Consumer, events []Event
 					return err
 				}
 				if last {
+					if err := writeCreated(tx, created); err != nil {
+						return err
+					}
 					for _, e := range events {
 						if err := j.add(e); err != nil {
 							return err

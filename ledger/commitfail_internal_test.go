@@ -52,6 +52,12 @@ func TestCommitFailureBacksOff(t *testing.T) {
 		}
 		var attempts atomic.Int64
 		var failing atomic.Bool
+		if _, err := l.Register(ConsumerSpec{ID: "c", TTL: time.Hour}); err != nil {
+			t.Fatal(err)
+		}
+		if _, _, err := l.PutShape(ShapeSpec{ID: "s", Consumer: "c", Table: "public.t"}); err != nil {
+			t.Fatal(err)
+		}
 		failing.Store(true)
 		l.mu.Lock()
 		l.fault = func() error {
@@ -72,12 +78,6 @@ func TestCommitFailureBacksOff(t *testing.T) {
 			_ = l.Close()
 		}()
 
-		if _, err := l.Register(ConsumerSpec{ID: "c", TTL: time.Hour}); err != nil {
-			t.Fatal(err)
-		}
-		if _, _, err := l.PutShape(ShapeSpec{ID: "s", Consumer: "c", Table: "public.t"}); err != nil {
-			t.Fatal(err)
-		}
 		l.Track(100, 110, []string{"s"})
 		before := l.FlushLSN()
 		if err := l.Ack("s", 100); err != nil {

@@ -154,7 +154,7 @@ func TestUnreadableJournalRecord(t *testing.T) {
 			if len(st.Problems) != 1 || st.Problems[0].Check != "journal" {
 				t.Errorf("load problems %v, want the journal record", st.Problems)
 			}
-			if !slices.Contains(kinds(st.Events), ledger.EventShapeCreated) {
+			if !slices.Contains(kinds(st.Events), ledger.EventAcked) {
 				t.Errorf("the readable events are gone: %v", kinds(st.Events))
 			}
 			probs, err := ledger.Verify(path)

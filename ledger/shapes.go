@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"slices"
 	"sort"
+	"strings"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -22,69 +23,158 @@ import (
 // shape's flushed LSN (inclusive, like an ack) must not cover a transaction
 // not yet processed (I1).
 func (l *Ledger) PutShape(spec ShapeSpec) (Shape, bool, error) {
-	if err := validID("shape", spec.ID); err != nil {
+	res, err := l.PutShapes([]ShapeSpec{spec})
+	if err != nil {
 		return Shape{}, false, err
 	}
-	if spec.Table == "" {
-		return Shape{}, false, fmt.Errorf("%w: shape %q has no table", ErrInvalid, spec.ID)
-	}
-	spec.Filter = normFilter(spec.Filter)
+	return res[0].Shape, res[0].Created, res[0].Err
+}
+
+// ShapeResult is PutShapes' answer for one ShapeSpec: the shape and whether
+// this call created it, or why it was refused.
+type ShapeResult struct {
+	Shape   Shape
+	Created bool
+	Err     error // ErrInvalid, ErrShapeConflict, ErrNotFound (consumer), *GoneError, or the commit's error
+}
+
+// PutShapes is PutShape for many shapes at once, answered one by one in the
+// order given: each spec is created, found with the same definition, or
+// refused on its own. The shapes it creates are written by the next group
+// commit (see commit.go), together with whatever acks and heartbeats it
+// carries, and only then become live: a creation answered is durable (I4:
+// its generation is one above every tombstone of its id). The same id twice
+// in specs is one shape; the second answer is not "created". A failed commit
+// creates none of them, and each is answered with its error.
+//
+// Creations are journaled in summary, one event per call that created more
+// than one shape: the shape's record keeps when it was created, and the
+// bounded journal is for evictions and the rarer events around them.
+func (l *Ledger) PutShapes(specs []ShapeSpec) ([]ShapeResult, error) {
+	res := make([]ShapeResult, len(specs))
 	l.writeMu.Lock()
 	defer l.writeMu.Unlock()
 
 	l.mu.Lock()
 	if l.closed {
 		l.mu.Unlock()
-		return Shape{}, false, ErrClosed
-	}
-	if s := l.t.shapes[spec.ID]; s != nil {
-		defer l.mu.Unlock()
-		if s.consumer == spec.Consumer && s.table == spec.Table && equalFilter(s.filter, spec.Filter) {
-			return l.shapeView(s), false, nil
-		}
-		return Shape{}, false, fmt.Errorf("%w: shape %q is owned by %q on table %s", ErrShapeConflict, spec.ID, s.consumer, s.table)
-	}
-	c := l.consumers[spec.Consumer]
-	switch {
-	case c == nil:
-		l.mu.Unlock()
-		return Shape{}, false, fmt.Errorf("%w: consumer %q: register it before creating shapes", ErrNotFound, spec.Consumer)
-	case c.Gone:
-		l.mu.Unlock()
-		return Shape{}, false, &GoneError{Consumer: c.ID, Reason: c.GoneReason, At: c.GoneAt}
+		return nil, ErrClosed
 	}
 	now := l.now()
-	s := &shapeState{
-		id: spec.ID, consumer: c.ID, shapeDef: l.t.defs.def(spec.Table, spec.RelID, spec.Filter),
-		start: max(l.t.position, l.startFloor), created: now.UnixNano(), heapIdx: -1, boundAt: spec.BoundAt,
+	start := max(l.t.position, l.startFloor)
+	if start > 0 {
+		start-- // the next commit may begin at the processed position itself
 	}
-	if s.start > 0 {
-		s.start-- // the next commit may begin at the processed position itself
+	var fresh []*shapeState
+	waiting := make(map[int]*shapeState) // answers that need the commit: index in specs -> new shape
+	inBatch := make(map[string]*shapeState)
+	for i, spec := range specs {
+		if err := validID("shape", spec.ID); err != nil {
+			res[i].Err = err
+			continue
+		}
+		if spec.Table == "" {
+			res[i].Err = fmt.Errorf("%w: shape %q has no table", ErrInvalid, spec.ID)
+			continue
+		}
+		filter := normFilter(spec.Filter)
+		same := func(s *shapeState) bool {
+			return s.consumer == spec.Consumer && s.table == spec.Table && equalFilter(s.filter, filter)
+		}
+		if s := l.t.shapes[spec.ID]; s != nil {
+			if same(s) {
+				res[i].Shape = l.shapeView(s)
+			} else {
+				res[i].Err = fmt.Errorf("%w: shape %q is owned by %q on table %s", ErrShapeConflict, spec.ID, s.consumer, s.table)
+			}
+			continue
+		}
+		if s := inBatch[spec.ID]; s != nil {
+			if same(s) {
+				waiting[i] = s
+			} else {
+				res[i].Err = fmt.Errorf("%w: shape %q is owned by %q on table %s", ErrShapeConflict, spec.ID, s.consumer, s.table)
+			}
+			continue
+		}
+		c := l.consumers[spec.Consumer]
+		switch {
+		case c == nil:
+			res[i].Err = fmt.Errorf("%w: consumer %q: register it before creating shapes", ErrNotFound, spec.Consumer)
+			continue
+		case c.Gone:
+			res[i].Err = &GoneError{Consumer: c.ID, Reason: c.GoneReason, At: c.GoneAt}
+			continue
+		}
+		s := &shapeState{
+			id: spec.ID, consumer: c.ID, shapeDef: l.t.defs.def(spec.Table, spec.RelID, filter),
+			start: start, flushed: start, created: now.UnixNano(), heapIdx: -1, boundAt: spec.BoundAt,
+		}
+		fresh = append(fresh, s)
+		inBatch[s.id] = s
+		waiting[i] = s
+		res[i].Created = true
 	}
-	s.flushed = s.start
+	if len(fresh) == 0 {
+		l.mu.Unlock()
+		return res, nil
+	}
+	b := l.fill
+	b.created = append(b.created, fresh...)
+	if len(fresh) > 1 {
+		b.summaries = append(b.summaries, createdSummary(fresh, now))
+	}
+	b.force = true
+	l.queued()
 	l.mu.Unlock()
 
-	err := guard(func() error {
-		return l.db.Update(func(tx *bolt.Tx) error {
-			var err error
-			if s.gen, err = nextGeneration(tx, s.id); err != nil {
-				return err
-			}
-			if err := put(tx.Bucket(bucketShapes), []byte(s.id), encodeShape(s)); err != nil {
-				return err
-			}
-			return newJournal(tx, now).add(Event{Kind: EventShapeCreated, Consumer: s.consumer, Shape: s.id, LSN: s.start,
-				Detail: fmt.Sprintf("generation %d, table %s", s.gen, s.table)})
-		})
-	})
-	if err != nil {
-		return Shape{}, false, fmt.Errorf("creating shape %q: %w", spec.ID, err)
-	}
+	<-b.done
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	l.t.add(s)
-	l.shapeChanged(s.id)
-	return l.shapeView(s), true, nil
+	for i, s := range waiting {
+		if b.err != nil {
+			res[i] = ShapeResult{Err: fmt.Errorf("creating shape %q: %w", s.id, b.err)}
+			continue
+		}
+		res[i].Shape = l.shapeView(s)
+	}
+	return res, nil
+}
+
+// createdSummary is the one journal event for shapes created together.
+func createdSummary(fresh []*shapeState, now time.Time) Event {
+	var tables []string
+	consumer := fresh[0].consumer
+	for _, s := range fresh {
+		if !slices.Contains(tables, s.table) {
+			tables = append(tables, s.table)
+		}
+		if s.consumer != consumer {
+			consumer = ""
+		}
+	}
+	slices.Sort(tables)
+	if len(tables) > 5 {
+		tables = append(tables[:5], fmt.Sprintf("and %d more", len(tables)-5))
+	}
+	return Event{Time: now, Kind: EventShapesCreated, Consumer: consumer, LSN: fresh[0].start,
+		Detail: fmt.Sprintf("%d shapes on %s, %s to %s", len(fresh), strings.Join(tables, ", "), fresh[0].id, fresh[len(fresh)-1].id)}
+}
+
+// writeCreated writes the records of shapes created by PutShapes, each at
+// the next generation of its id (I4).
+func writeCreated(tx *bolt.Tx, created []*shapeState) error {
+	bk := tx.Bucket(bucketShapes)
+	for _, s := range created {
+		var err error
+		if s.gen, err = nextGeneration(tx, s.id); err != nil {
+			return err
+		}
+		if err := put(bk, []byte(s.id), encodeShape(s)); err != nil {
+			return fmt.Errorf("creating shape %q: %w", s.id, err)
+		}
+	}
+	return nil
 }
 
 // nextGeneration is one above every generation the id had: its tombstones

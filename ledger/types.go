@@ -121,9 +121,12 @@ type Event struct {
 
 // Event kinds.
 const (
-	EventRegistered    = "registered"
-	EventReleased      = "released"
-	EventShapeCreated  = "shape_created"
+	EventRegistered   = "registered"
+	EventReleased     = "released"
+	EventShapeCreated = "shape_created"
+	// EventShapesCreated sums up the shapes one call created; single
+	// creations are not journaled (the shape's record says when).
+	EventShapesCreated = "shapes_created"
 	EventAcked         = "acked"
 	EventLeaseExpired  = "lease_expired"
 	EventChallenged    = "challenged"
