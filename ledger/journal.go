@@ -40,34 +40,55 @@ func (j *journal) add(e Event) error {
 	return put(j.bk, u64(seq), v)
 }
 
+// trimBatch is the most journal keys trimJournal collects before deleting
+// them: deletes are not made under a live cursor (bbolt's cursor may skip
+// the key after one it deleted), and the batch bounds the keys held.
+const trimBatch = 4096
+
 // trimJournal deletes the oldest events beyond maxEvents or older than
 // maxAge. Sequence numbers are contiguous (only the front is ever deleted), so
-// the count is last-first+1.
+// the count is last-first+1. It is one pass over the front of the journal:
+// runs of up to trimBatch keys are read with the cursor, then deleted, and
+// the cursor seeks once past them; events beyond the count bound are
+// deleted without being decoded.
 func trimJournal(tx *bolt.Tx, now time.Time, maxEvents int, maxAge time.Duration) (int, error) {
 	bk := tx.Bucket(bucketJournal)
 	c := bk.Cursor()
 	lk, _ := c.Last()
-	if lk == nil {
+	if lk == nil || len(lk) != 8 {
 		return 0, nil
 	}
 	last := binary.BigEndian.Uint64(lk)
 	cutoff := now.Add(-maxAge).UnixNano()
 	n := 0
-	for k, v := c.First(); k != nil; k, v = c.First() {
-		seq := binary.BigEndian.Uint64(k)
-		over := last-seq+1 > uint64(maxEvents)
-		if !over {
-			// An event that cannot be read has no age; it goes with the
-			// events around it, judged by the next one.
-			var r eventRec
-			if rec, err := unseal(k, v, true); err == nil && json.Unmarshal(rec, &r) == nil && r.Time >= cutoff {
-				break
+	var keys [][]byte
+	k, v := c.First()
+	for k != nil {
+		keys = keys[:0]
+		young := false
+		for ; k != nil && len(keys) < trimBatch; k, v = c.Next() {
+			over := len(k) == 8 && last-binary.BigEndian.Uint64(k)+1 > uint64(maxEvents)
+			if !over {
+				// An event that cannot be read has no age; it goes with the
+				// events around it, judged by the next one.
+				var r eventRec
+				if rec, err := unseal(k, v, true); err == nil && json.Unmarshal(rec, &r) == nil && r.Time >= cutoff {
+					young = true
+					break
+				}
 			}
+			keys = append(keys, append([]byte(nil), k...))
 		}
-		if err := c.Delete(); err != nil {
-			return n, err
+		for _, key := range keys {
+			if err := bk.Delete(key); err != nil {
+				return n, err
+			}
+			n++
 		}
-		n++
+		if young || len(keys) == 0 {
+			break
+		}
+		k, v = c.Seek(keys[len(keys)-1])
 	}
 	return n, nil
 }
