@@ -39,17 +39,46 @@ func (p *PG) SetReplicaIdentityFull(ctx context.Context, table string) error {
 // logs why and falls back to the warning. It returns the warnings for the
 // PUT answer; it never fails the call, since over-delivery loses nothing.
 func (s *Server) checkIdentity(ctx context.Context, table string, filter map[string][]string) []string {
+	return s.identityChecker(ctx).check(table, filter)
+}
+
+// identityChecker is checkIdentity for the shapes of one call: each table's
+// replica identity is read, and set, at most once.
+type identityChecker struct {
+	s      *Server
+	ctx    context.Context
+	ids    map[string]replident.Identity
+	errs   map[string]error
+	failed map[string]string // tables whose identity could not be set FULL: why
+}
+
+func (s *Server) identityChecker(ctx context.Context) *identityChecker {
+	return &identityChecker{s: s, ctx: ctx, ids: map[string]replident.Identity{}, errs: map[string]error{}, failed: map[string]string{}}
+}
+
+func (c *identityChecker) check(table string, filter map[string][]string) []string {
+	s := c.s
 	if s.cfg.Identity == nil || len(filter) == 0 {
 		return nil
 	}
-	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	ids, err := s.cfg.Identity.ReplicaIdentity(ctx, []string{table})
+	id, ok := c.ids[table]
+	err, read := c.errs[table]
+	if !ok && !read {
+		ctx, cancel := context.WithTimeout(c.ctx, 10*time.Second)
+		var ids map[string]replident.Identity
+		ids, err = s.cfg.Identity.ReplicaIdentity(ctx, []string{table})
+		cancel()
+		c.errs[table] = err
+		if id, ok = ids[table]; ok {
+			c.ids[table] = id
+		}
+	}
 	if err != nil {
-		s.log.Warn().Err(err).Str("table", table).Msg("reading the replica identity of a filtered table")
+		if !read {
+			s.log.Warn().Err(err).Str("table", table).Msg("reading the replica identity of a filtered table")
+		}
 		return []string{fmt.Sprintf("could not read the replica identity of %s (%v): unless it is FULL, its deletes reach this shape unfiltered", table, err)}
 	}
-	id, ok := ids[table]
 	if !ok {
 		return nil
 	}
@@ -57,17 +86,21 @@ func (s *Server) checkIdentity(ctx context.Context, table string, filter map[str
 	if len(missing) == 0 {
 		return nil
 	}
-	failed := ""
-	if s.cfg.SetIdentityFull {
+	failed, tried := c.failed[table]
+	if s.cfg.SetIdentityFull && !tried {
+		ctx, cancel := context.WithTimeout(c.ctx, 10*time.Second)
 		err := s.cfg.Identity.SetReplicaIdentityFull(ctx, table)
+		cancel()
 		if err == nil {
 			s.log.Info().Str("table", table).Str("was", id.Mode).Strs("filter_columns", missing).
 				Msg("set replica identity full: deletes now carry the columns shapes filter on")
+			c.ids[table] = replident.Identity{Mode: replident.ModeFull}
 			return nil
 		}
 		s.log.Warn().Err(err).Str("table", table).Strs("filter_columns", missing).
 			Msg("could not set replica identity full; deletes of the table reach its filtered shapes unfiltered")
 		failed = fmt.Sprintf(" (-replica-identity full could not set it: %v)", err)
+		c.failed[table] = failed
 	}
 	key := "no column"
 	if len(id.Key) > 0 {

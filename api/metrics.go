@@ -24,6 +24,7 @@ type collector struct {
 	overdelivered                               *prometheus.Desc
 	commitFailures, commitsFailing              *prometheus.Desc
 	evictions                                   *prometheus.Desc
+	commits                                     *prometheus.Desc
 }
 
 func newCollector(s *Server) *collector {
@@ -55,6 +56,7 @@ func newCollector(s *Server) *collector {
 		overdelivered: d("overdelivered_changes_total", "Changes routed to a filtered shape only because a filter column was absent from them "+
 			"(a delete's key-only old row under replica identity DEFAULT or USING INDEX, no old row, an unchanged TOAST value): possible over-deliveries."),
 		commitFailures: d("commit_failures_total", "Group commits of the ledger file that failed (and were retried)."),
+		commits:        d("commits_total", "Group commits of the ledger file: each is one bbolt transaction and one fsync."),
 		commitsFailing: d("commits_failing", "1 while group commits of the ledger file are failing: acks are not durable and the flush does not advance."),
 		evictions: d("evictions_total", "Shapes evicted since the start, by reason, whoever evicted them "+
 			"(ledgerd_reconcile_evictions_total counts the reconciler's alone).", "reason"),
@@ -119,7 +121,9 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		rc = s.cfg.Reconnects()
 	}
 	ctr(c.reconnects, rc)
-	ctr(c.commitFailures, s.l.Stats().CommitErrors)
+	ls := s.l.Stats()
+	ctr(c.commitFailures, ls.CommitErrors)
+	ctr(c.commits, ls.Commits)
 	failing := 0.0
 	if s.l.CommitHealth().Failing {
 		failing = 1

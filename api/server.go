@@ -152,6 +152,7 @@ func (s *Server) routes() {
 	m.HandleFunc("GET /v1/consumers/{id}/stream", s.stream)
 	m.HandleFunc("POST /v1/consumers/{id}/ack", s.ack)
 	m.HandleFunc("PUT /v1/shapes/{id}", s.putShape)
+	m.HandleFunc("PUT /v1/consumers/{id}/shapes", s.putConsumerShapes)
 	m.HandleFunc("DELETE /v1/shapes/{id}", s.deleteShape)
 	m.HandleFunc("GET /v1/shapes", s.listShapes)
 	m.HandleFunc("GET /v1/shapes/{id}", s.getShape)
@@ -161,6 +162,7 @@ func (s *Server) routes() {
 	m.HandleFunc("GET /v1/events", s.events)
 	m.HandleFunc("GET /v1/debug/snapshot", s.adminOnly(s.snapshot))
 	m.HandleFunc("GET /v1/openapi.yaml", s.openAPI)
+	m.HandleFunc("POST /v1/debug/gc", s.adminOnly(s.gc))
 	m.Handle("GET /metrics", promhttp.HandlerFor(s.reg, promhttp.HandlerOpts{ErrorLog: nil}))
 	m.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})

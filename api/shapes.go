@@ -6,6 +6,7 @@ import (
 	"maps"
 	"net/http"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/ledgerd/ledgerd/api/wire"
@@ -23,69 +24,220 @@ func (s *Server) putShape(w http.ResponseWriter, r *http.Request) {
 		writeError(w, e)
 		return
 	}
-	if req.Consumer == "" || req.Table == "" {
+	p := &shapePut{id: id, consumer: req.Consumer, table: req.Table, filter: req.Filter}
+	if p.consumer == "" || p.table == "" {
 		writeError(w, errorf(http.StatusBadRequest, wire.CodeInvalid, `a shape needs "consumer" and "table" ("schema.table")`))
 		return
 	}
-	if e := s.limits.checkFilter(req.Filter); e != nil {
-		writeError(w, e)
+	if s.checkShapePut(p); p.err != nil {
+		writeError(w, p.err)
 		return
 	}
 	if e := s.checkLease(r, req.Consumer); e != nil {
 		writeError(w, e)
 		return
 	}
-	table := normalizeTable(req.Table)
-	var relID uint32
-	var boundAt ledger.LSN
-	if s.cfg.Tables != nil {
-		ctx, cancel := context.WithTimeout(r.Context(), 10*time.Second)
-		var err error
-		if res, ok := s.cfg.Tables.(TableResolver); ok {
-			relID, boundAt, err = res.ResolveTable(ctx, table, slices.Sorted(maps.Keys(req.Filter)))
-		} else {
-			err = s.cfg.Tables.CheckTable(ctx, table)
-		}
-		cancel()
-		if errors.Is(err, ErrUnknownTable) {
-			writeError(w, errorf(http.StatusUnprocessableEntity, wire.CodeUnknownTable, "%v", err))
-			return
-		}
-		if errors.Is(err, ErrUnknownColumn) {
-			writeError(w, errorf(http.StatusUnprocessableEntity, wire.CodeUnknownColumn, "%v", err))
-			return
-		}
-		if err != nil {
-			writeError(w, errorf(http.StatusServiceUnavailable, wire.CodeUnavailable, "checking table %s in Postgres: %v; retry", table, err))
-			return
-		}
-	}
-	filter := req.Filter
-	for col, vals := range filter {
-		vals = slices.Clone(vals)
-		slices.Sort(vals)
-		filter[col] = slices.Compact(vals)
-	}
-	release, e := s.admitShape(id, req.Consumer)
-	if e != nil {
-		writeError(w, e)
-		return
-	}
-	defer release()
-	warnings := s.checkIdentity(r.Context(), table, filter)
-	sh, created, err := s.hub.CreateShape(ledger.ShapeSpec{ID: id, Consumer: req.Consumer, Table: table, Filter: filter,
-		RelID: relID, BoundAt: boundAt})
-	if err != nil {
-		writeError(w, fromLedger(err, "shape "+id))
+	s.putShapes(r.Context(), []*shapePut{p})
+	if p.err != nil {
+		writeError(w, p.err)
 		return
 	}
 	status := http.StatusOK
-	if created {
+	if p.created {
 		status = http.StatusCreated
-		s.log.Info().Str("shape", id).Str("consumer", sh.Consumer).Str("table", table).Uint64("generation", sh.Generation).
-			Stringer("start_lsn", sh.StartLSN).Msg("shape created")
+		s.log.Info().Str("shape", id).Str("consumer", p.shape.Consumer).Str("table", p.table).Uint64("generation", p.shape.Generation).
+			Stringer("start_lsn", p.shape.StartLSN).Msg("shape created")
 	}
-	writeJSON(w, status, wire.ShapeResponse{ID: sh.ID, Generation: sh.Generation, StartLSN: sh.StartLSN.String(), Warnings: warnings})
+	writeJSON(w, status, wire.ShapeResponse{ID: p.shape.ID, Generation: p.shape.Generation, StartLSN: p.shape.StartLSN.String(), Warnings: p.warnings})
+}
+
+// putConsumerShapes is PUT /v1/consumers/{id}/shapes: many shapes of one
+// consumer in one call, each checked and answered as PUT /v1/shapes/{id}
+// would answer it, created together in one durable commit.
+func (s *Server) putConsumerShapes(w http.ResponseWriter, r *http.Request) {
+	consumer := r.PathValue("id")
+	var req wire.ShapesRequest
+	if e := decode(w, r, &req, false); e != nil {
+		writeError(w, e)
+		return
+	}
+	if len(req.Shapes) == 0 {
+		writeError(w, errorf(http.StatusBadRequest, wire.CodeInvalid, `the body lists no shapes; send {"shapes":[{"id":...,"table":...}]}`))
+		return
+	}
+	if len(req.Shapes) > s.limits.MaxShapesPerConsumer {
+		writeError(w, errorf(http.StatusBadRequest, wire.CodeInvalid,
+			"the body lists %d shapes; a consumer owns at most %d (-max-shapes-per-consumer): send fewer per call",
+			len(req.Shapes), s.limits.MaxShapesPerConsumer))
+		return
+	}
+	if e := s.checkLease(r, consumer); e != nil {
+		writeError(w, e)
+		return
+	}
+	ps := make([]*shapePut, len(req.Shapes))
+	todo := make([]*shapePut, 0, len(ps))
+	for i, it := range req.Shapes {
+		p := &shapePut{id: it.ID, consumer: consumer, table: it.Table, filter: it.Filter}
+		ps[i] = p
+		switch {
+		case validID("shape", p.id) != nil && !s.knownShape(p.id):
+			p.err = validID("shape", p.id)
+		case p.table == "":
+			p.err = errorf(http.StatusBadRequest, wire.CodeInvalid, `shape %s needs "table" ("schema.table")`, clip(p.id))
+		default:
+			s.checkShapePut(p)
+		}
+		if p.err == nil {
+			todo = append(todo, p)
+		}
+	}
+	s.putShapes(r.Context(), todo)
+	res := wire.ShapesResponse{Shapes: make([]wire.ShapeResult, len(ps))}
+	created := 0
+	for i, p := range ps {
+		out := wire.ShapeResult{ID: p.id, Warnings: p.warnings}
+		switch {
+		case p.err != nil:
+			out.Status = p.err.status
+			out.Error = &wire.Error{Code: p.err.code, Message: p.err.message, Reason: p.err.reason}
+			out.Warnings = nil
+		case p.created:
+			out.Status = http.StatusCreated
+			created++
+		default:
+			out.Status = http.StatusOK
+		}
+		if p.err == nil {
+			out.Generation, out.StartLSN = p.shape.Generation, p.shape.StartLSN.String()
+		}
+		res.Shapes[i] = out
+	}
+	if created > 0 {
+		s.log.Info().Str("consumer", consumer).Int("shapes", len(ps)).Int("created", created).Msg("shapes created")
+	}
+	writeJSON(w, http.StatusOK, res)
+}
+
+// shapePut is one shape of a PUT, alone or in a batch, as it goes through
+// the checks both share; err is its answer when it is refused.
+type shapePut struct {
+	id, consumer, table string
+	filter              map[string][]string
+	relID               uint32
+	boundAt             ledger.LSN
+
+	shape    ledger.Shape
+	created  bool
+	warnings []string
+	err      *apiError
+}
+
+// checkShapePut applies the filter limits, normalises the table name and
+// sorts the filter's values.
+func (s *Server) checkShapePut(p *shapePut) {
+	if p.err = s.limits.checkFilter(p.filter); p.err != nil {
+		return
+	}
+	p.table = normalizeTable(p.table)
+	for col, vals := range p.filter {
+		vals = slices.Clone(vals)
+		slices.Sort(vals)
+		p.filter[col] = slices.Compact(vals)
+	}
+}
+
+// putShapes binds each shape to its table's relation (one lookup per
+// table and filter columns), admits the new ones under the per-consumer
+// limit, reads the replica identity of their tables (once per table), and
+// creates them all in one ledger call, which is one group commit. Each
+// shape's outcome is left in it. The caller checked the consumers' leases.
+func (s *Server) putShapes(ctx context.Context, ps []*shapePut) {
+	s.bindShapes(ctx, ps)
+	idc := s.identityChecker(ctx)
+	var specs []ledger.ShapeSpec
+	var live []*shapePut
+	for _, p := range ps {
+		if p.err != nil {
+			continue
+		}
+		release, e := s.admitShape(p.id, p.consumer)
+		if e != nil {
+			p.err = e
+			continue
+		}
+		defer release()
+		p.warnings = idc.check(p.table, p.filter)
+		specs = append(specs, ledger.ShapeSpec{ID: p.id, Consumer: p.consumer, Table: p.table, Filter: p.filter,
+			RelID: p.relID, BoundAt: p.boundAt})
+		live = append(live, p)
+	}
+	if len(specs) == 0 {
+		return
+	}
+	res, err := s.hub.CreateShapes(specs)
+	for i, p := range live {
+		e := err
+		if e == nil {
+			e = res[i].Err
+		}
+		if e != nil {
+			p.err, p.warnings = fromLedger(e, "shape "+p.id), nil
+			continue
+		}
+		p.shape, p.created = res[i].Shape, res[i].Created
+	}
+}
+
+// bindShapes resolves the relation of each shape's table, once per table
+// and set of filter columns.
+func (s *Server) bindShapes(ctx context.Context, ps []*shapePut) {
+	if s.cfg.Tables == nil {
+		return
+	}
+	type bound struct {
+		relID   uint32
+		boundAt ledger.LSN
+		err     *apiError
+	}
+	seen := make(map[string]bound)
+	for _, p := range ps {
+		if p.err != nil {
+			continue
+		}
+		cols := slices.Sorted(maps.Keys(p.filter))
+		key := p.table + "\x00" + strings.Join(cols, "\x00")
+		b, ok := seen[key]
+		if !ok {
+			b.relID, b.boundAt, b.err = s.resolveTable(ctx, p.table, cols)
+			seen[key] = b
+		}
+		p.relID, p.boundAt, p.err = b.relID, b.boundAt, b.err
+	}
+}
+
+// resolveTable checks that table exists with the filter's columns and
+// returns its relation OID and the position the answer holds from.
+func (s *Server) resolveTable(ctx context.Context, table string, cols []string) (uint32, ledger.LSN, *apiError) {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	var relID uint32
+	var boundAt ledger.LSN
+	var err error
+	if res, ok := s.cfg.Tables.(TableResolver); ok {
+		relID, boundAt, err = res.ResolveTable(ctx, table, cols)
+	} else {
+		err = s.cfg.Tables.CheckTable(ctx, table)
+	}
+	switch {
+	case errors.Is(err, ErrUnknownTable):
+		return 0, 0, errorf(http.StatusUnprocessableEntity, wire.CodeUnknownTable, "%v", err)
+	case errors.Is(err, ErrUnknownColumn):
+		return 0, 0, errorf(http.StatusUnprocessableEntity, wire.CodeUnknownColumn, "%v", err)
+	case err != nil:
+		return 0, 0, errorf(http.StatusServiceUnavailable, wire.CodeUnavailable, "checking table %s in Postgres: %v; retry", table, err)
+	}
+	return relID, boundAt, nil
 }
 
 // testHookDeleteShape, when set by a test, runs after DELETE checked the

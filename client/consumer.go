@@ -78,6 +78,17 @@ func (k *Consumer) PutShape(ctx context.Context, id, table string, filter map[st
 	return res, err
 }
 
+// PutShapes creates (or confirms) many shapes of this consumer in one call
+// and one durable commit. The error is about the call (a wrong lease, a
+// body too large); each shape's own answer is in the result, in the order
+// given: Status 201 created, 200 already there with the same definition, or
+// an error status with Error, exactly as PutShape would have been answered.
+func (k *Consumer) PutShapes(ctx context.Context, shapes []wire.ShapeItem) (wire.ShapesResponse, error) {
+	var res wire.ShapesResponse
+	_, err := k.c.Do(ctx, http.MethodPut, k.path("/shapes"), k.lease, wire.ShapesRequest{Shapes: shapes}, &res)
+	return res, err
+}
+
 // DeleteShape deletes one of the consumer's shapes.
 func (k *Consumer) DeleteShape(ctx context.Context, id string) error {
 	_, err := k.c.Do(ctx, http.MethodDelete, "/v1/shapes/"+url.PathEscape(id), k.lease, nil, nil)

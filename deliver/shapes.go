@@ -20,6 +20,23 @@ func (h *Hub) CreateShape(spec ledger.ShapeSpec) (ledger.Shape, bool, error) {
 	return sh, created, nil
 }
 
+// CreateShapes is CreateShape for many shapes, created by one ledger call
+// (one group commit); each has its own answer (ledger.PutShapes).
+func (h *Hub) CreateShapes(specs []ledger.ShapeSpec) ([]ledger.ShapeResult, error) {
+	h.routeMu.Lock()
+	defer h.routeMu.Unlock()
+	res, err := h.l.PutShapes(specs)
+	if err != nil {
+		return nil, err
+	}
+	for _, r := range res {
+		if r.Err == nil {
+			h.PutShape(r.Shape)
+		}
+	}
+	return res, nil
+}
+
 // PutShape starts routing to a shape the ledger created (or redefined).
 // Shapes created while the stream runs should go through CreateShape.
 func (h *Hub) PutShape(sh ledger.Shape) {

@@ -125,6 +125,39 @@ type ShapeResponse struct {
 	Warnings []string `json:"warnings,omitempty"`
 }
 
+// ShapesRequest is the body of PUT /v1/consumers/{id}/shapes: shapes of
+// that consumer, created together in one durable commit.
+type ShapesRequest struct {
+	Shapes []ShapeItem `json:"shapes"`
+}
+
+// ShapeItem is one shape of a ShapesRequest; its consumer is the one the
+// path names.
+type ShapeItem struct {
+	ID     string              `json:"id"`
+	Table  string              `json:"table"`
+	Filter map[string][]string `json:"filter,omitempty"`
+}
+
+// ShapesResponse is the 200 answer of PUT /v1/consumers/{id}/shapes: one
+// result per shape, in the order of the request.
+type ShapesResponse struct {
+	Shapes []ShapeResult `json:"shapes"`
+}
+
+// ShapeResult is one shape's answer in a ShapesResponse. Status is what
+// PUT /v1/shapes/{id} would have answered for it: 201 created, 200 the same
+// definition was there, or an error status with Error (409 another
+// definition, 422 an invalid id or filter, 429 over the consumer's limit).
+type ShapeResult struct {
+	ID         string   `json:"id"`
+	Status     int      `json:"status"`
+	Generation uint64   `json:"generation,omitempty"`
+	StartLSN   string   `json:"start_lsn,omitempty"`
+	Error      *Error   `json:"error,omitempty"`
+	Warnings   []string `json:"warnings,omitempty"`
+}
+
 // AckRequest is the body of POST /v1/consumers/{id}/ack: exactly one of
 // Acks (per shape), LSN (every shape of the consumer) or Defer (answer a
 // challenge: still working, not stalled).
@@ -324,3 +357,14 @@ type KeyOnlyTable struct {
 // not opened its ledger file yet, so only /healthz, /readyz and /metrics
 // answer. Message says what it waits for; retry later.
 const CodeNotReady = "not_ready"
+
+// GCResponse is the answer of POST /v1/debug/gc: the Go heap right after a
+// forced garbage collection, so the live memory per shape can be measured
+// from outside the process.
+type GCResponse struct {
+	HeapInuseBytes uint64 `json:"heap_inuse_bytes"` // spans in use after the collection
+	HeapAllocBytes uint64 `json:"heap_alloc_bytes"` // live objects after the collection
+	HeapObjects    uint64 `json:"heap_objects"`
+	SysBytes       uint64 `json:"sys_bytes"` // memory obtained from the OS by the Go runtime
+	Shapes         int    `json:"shapes"`    // live shapes when measured
+}
