@@ -23,7 +23,7 @@ func TestPutShapesOneCommit(t *testing.T) {
 	events := len(l.Events(0, 0))
 
 	specs := []ledger.ShapeSpec{
-		{ID: "old", Consumer: "c", Table: "public.t"},    // the same definition
+		{ID: "old", Consumer: "c", Table: "public.t"},     // the same definition
 		{ID: "old", Consumer: "c", Table: "public.other"}, // another definition
 		{ID: "", Consumer: "c", Table: "public.t"},
 		{ID: "nobody", Consumer: "ghost", Table: "public.t"},
