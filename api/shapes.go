@@ -51,6 +51,10 @@ func (s *Server) putShape(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, status, wire.ShapeResponse{ID: p.shape.ID, Generation: p.shape.Generation, StartLSN: p.shape.StartLSN.String(), Warnings: p.warnings})
 }
 
+// maxShapesPerCall bounds one PUT /v1/consumers/{id}/shapes, as the body
+// limit does: the ledger creates them in one bbolt transaction.
+const maxShapesPerCall = 10000
+
 // putConsumerShapes is PUT /v1/consumers/{id}/shapes: many shapes of one
 // consumer in one call, each checked and answered as PUT /v1/shapes/{id}
 // would answer it, created together in one durable commit.
@@ -65,10 +69,9 @@ func (s *Server) putConsumerShapes(w http.ResponseWriter, r *http.Request) {
 		writeError(w, errorf(http.StatusBadRequest, wire.CodeInvalid, `the body lists no shapes; send {"shapes":[{"id":...,"table":...}]}`))
 		return
 	}
-	if len(req.Shapes) > s.limits.MaxShapesPerConsumer {
+	if len(req.Shapes) > maxShapesPerCall {
 		writeError(w, errorf(http.StatusBadRequest, wire.CodeInvalid,
-			"the body lists %d shapes; a consumer owns at most %d (-max-shapes-per-consumer): send fewer per call",
-			len(req.Shapes), s.limits.MaxShapesPerConsumer))
+			"the body lists %d shapes; one call takes at most %d: send fewer per call", len(req.Shapes), maxShapesPerCall))
 		return
 	}
 	if e := s.checkLease(r, consumer); e != nil {
