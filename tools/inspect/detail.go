@@ -57,10 +57,18 @@ func (c *shapeCommand) Run(ctx context.Context, args []string) error {
 			rep.Tombstones = append(rep.Tombstones, wire.TombstoneOf(t))
 		}
 	}
+	journaled := false
 	for _, e := range src.State.Events {
 		if e.Shape == id {
 			rep.History = append(rep.History, wire.EventOf(e))
+			journaled = journaled || e.Kind == ledger.EventShapeCreated
 		}
+	}
+	if sh, ok := src.shape(id); ok && !journaled {
+		// Creations are not journaled one by one; the record says when.
+		created := wire.Event{Time: sh.CreatedAt.UTC(), Kind: ledger.EventShapeCreated, Consumer: sh.Consumer, Shape: id,
+			LSN: sh.StartLSN.String(), Detail: fmt.Sprintf("generation %d, table %s (from the shape's record)", sh.Generation, sh.Table)}
+		rep.History = append([]wire.Event{created}, rep.History...)
 	}
 	if rep.Shape == nil && len(rep.Tombstones) == 0 && len(rep.History) == 0 {
 		return fmt.Errorf("shape %q is not in the ledger (neither live, evicted nor in the journal): check the id with inspect export", id)
@@ -236,7 +244,11 @@ func writeEvents(w io.Writer, evs []wire.Event) error {
 	}
 	t := newTable(w)
 	for _, e := range evs {
-		t.row(fmt.Sprintf("  #%d", e.Seq), ts(e.Time), e.Kind, subject(e.Consumer, e.Shape), orDash(e.LSN), orDash(e.Reason), e.Detail)
+		seq := "  -" // not a journal event: derived from a record
+		if e.Seq != 0 {
+			seq = fmt.Sprintf("  #%d", e.Seq)
+		}
+		t.row(seq, ts(e.Time), e.Kind, subject(e.Consumer, e.Shape), orDash(e.LSN), orDash(e.Reason), e.Detail)
 	}
 	return t.flush()
 }
