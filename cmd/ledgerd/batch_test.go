@@ -3,6 +3,7 @@ package main_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"strings"
 	"testing"
@@ -133,4 +134,44 @@ func TestPutShapesBatch(t *testing.T) {
 	waitRows(t, rec, map[string][]string{
 		"a": {"insert old=-"}, "b": {"insert old=-"}, "all": {"insert old=-", "insert old=-"}, "c": {"insert old=-"}, "g": {"insert old=-"},
 	})
+}
+
+// TestLeaseExpiresAmongManyShapes: a consumer whose lease expires among
+// 20,000 shapes of other consumers has its shape evicted within its TTL plus
+// one reconcile interval (I3), as it would alone. BenchmarkScale checks the
+// same at a million shapes.
+func TestLeaseExpiresAmongManyShapes(t *testing.T) {
+	dsn := pgtest.NewDB(t, cluster)
+	slot := slotName(t)
+	sql(t, dsn, "CREATE TABLE bench0 (id int PRIMARY KEY, tenant text)")
+	d := startDaemon(t, dsn, slot, "", "-reconcile-interval", "1s", "-log-level", "info")
+	ctx := context.Background()
+	for c := range 20 {
+		k, err := d.c.Register(ctx, client.ConsumerConfig{ID: fmt.Sprintf("c%d", c), TTL: time.Hour})
+		if err != nil {
+			t.Fatal(err)
+		}
+		items := make([]wire.ShapeItem, 1000)
+		for i := range items {
+			items[i] = wire.ShapeItem{ID: fmt.Sprintf("s%d-%d", c, i), Table: "bench0",
+				Filter: map[string][]string{"tenant": {fmt.Sprint(c*1000 + i)}}}
+		}
+		res, err := k.PutShapes(ctx, items)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, r := range res.Shapes {
+			if r.Status != http.StatusCreated {
+				t.Fatalf("shape %s: %d %+v", r.ID, r.Status, r.Error)
+			}
+		}
+	}
+	ttl, interval := 2*time.Second, time.Second
+	took := leaseExpiry(t, d, ttl, interval)
+	// The poll and the calls around it add a little to what is measured.
+	if limit := ttl + interval + 500*time.Millisecond; took > limit {
+		t.Errorf("the shape of a consumer whose %v lease expired was evicted after %v among 20,000 shapes, want within %v (TTL + reconcile interval)",
+			ttl, took, ttl+interval)
+	}
+	t.Logf("evicted %v after the registration", took)
 }

@@ -3,8 +3,10 @@ package main_test
 import (
 	"context"
 	"fmt"
+	"net/http"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -14,6 +16,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/ledgerd/ledgerd/api/wire"
 	"github.com/ledgerd/ledgerd/client"
 	"github.com/ledgerd/ledgerd/internal/pgtest"
 	"github.com/ledgerd/ledgerd/ledger"
@@ -40,92 +43,194 @@ func BenchmarkEndToEnd(b *testing.B) {
 }
 
 func benchEndToEnd(b *testing.B, consumers, shapes, tables int) {
-	ctx := context.Background()
-	dsn := pgtest.NewDB(b, cluster)
-	slot := strings.TrimPrefix(pgtest.DBName(b.Name()), "t_")
-	conn, err := pgx.Connect(ctx, dsn)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer conn.Close(ctx)
-	exec1 := func(q string) {
-		b.Helper()
-		if _, err := conn.Exec(ctx, q); err != nil {
-			b.Fatalf("%s: %v", q, err)
-		}
-	}
-	var names []string
-	for i := range tables {
-		exec1(fmt.Sprintf("CREATE TABLE bench%d (id int PRIMARY KEY, tenant text, v text)", i))
-		names = append(names, fmt.Sprintf("public.bench%d", i))
-	}
-	exec1(fmt.Sprintf("CREATE PUBLICATION %s FOR TABLE %s", slot, strings.Join(names, ", ")))
+	r := newE2EBench(b, tables)
 
 	// Phase 1: consumers and shapes on the empty slot. Shape k follows table
 	// k%tables and, with more than one shape, tenant k/tables: every row
 	// reaches exactly one shape.
-	dbPath := filepath.Join(b.TempDir(), "ledgerd.db")
-	addr := freeAddr(b)
-	flags := []string{"-status-interval", "200ms", "-log-level", "warn"}
-	d := startDaemonOn(b, addr, dsn, slot, dbPath, flags...)
-	ks := make([]*client.Consumer, consumers)
-	for i := range ks {
-		if ks[i], err = d.c.Register(ctx, client.ConsumerConfig{ID: fmt.Sprintf("c%d", i), TTL: 5 * time.Minute}); err != nil {
-			b.Fatal(err)
-		}
-	}
+	d := r.start()
+	ks := r.register(d, consumers, 5*time.Minute)
+	items := make([][]wire.ShapeItem, consumers)
 	for k := range shapes {
 		var filter map[string][]string
 		if shapes > 1 {
 			filter = map[string][]string{"tenant": {fmt.Sprint(k / tables)}}
 		}
-		if _, err := ks[k%consumers].PutShape(ctx, fmt.Sprintf("s%04d", k), names[k%tables], filter); err != nil {
-			b.Fatal(err)
-		}
+		items[k%consumers] = append(items[k%consumers], wire.ShapeItem{ID: fmt.Sprintf("s%04d", k), Table: r.names[k%tables], Filter: filter})
 	}
+	r.putShapes(ks, items, 1)
 	d.stop()
 
-	// The transactions: one row each, committed without waiting for each
-	// WAL flush (the benchmark is about reading them).
-	exec1("SET synchronous_commit = off")
 	tenants := max(shapes/tables, 1)
+	r.commitTxns(fmt.Sprintf("i %% %d", tables), fmt.Sprintf("((i / %d) %% %d)::text", tables, tenants))
+	rate, _ := r.stream(ks)
+	r.report(rate)
+}
+
+// e2eBench is a database, its tables and publication, and the ledger file
+// of one end-to-end benchmark case.
+type e2eBench struct {
+	b      *testing.B
+	ctx    context.Context
+	dsn    string
+	slot   string
+	conn   *pgx.Conn
+	names  []string
+	dbPath string
+	addr   string
+	flags  []string
+	end    string // WAL position after the transactions
+	recvs  []float64
+}
+
+// newE2EBench creates tables bench0..bench<tables-1> (id, tenant, v) and a
+// publication of them.
+func newE2EBench(b *testing.B, tables int) *e2eBench {
+	ctx := context.Background()
+	dsn := pgtest.NewDB(b, cluster)
+	conn, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { conn.Close(ctx) })
+	r := &e2eBench{b: b, ctx: ctx, dsn: dsn, slot: strings.TrimPrefix(pgtest.DBName(b.Name()), "t_"), conn: conn,
+		dbPath: filepath.Join(b.TempDir(), "ledgerd.db"), addr: freeAddr(b),
+		flags: []string{"-status-interval", "200ms", "-log-level", "warn"}}
+	for i := range tables {
+		r.exec(fmt.Sprintf("CREATE TABLE bench%d (id int PRIMARY KEY, tenant text, v text)", i))
+		r.names = append(r.names, fmt.Sprintf("public.bench%d", i))
+	}
+	r.exec(fmt.Sprintf("CREATE PUBLICATION %s FOR TABLE %s", r.slot, strings.Join(r.names, ", ")))
+	return r
+}
+
+func (r *e2eBench) exec(q string) {
+	r.b.Helper()
+	if _, err := r.conn.Exec(r.ctx, q); err != nil {
+		r.b.Fatalf("%s: %v", q, err)
+	}
+}
+
+// start runs ledgerd on the case's slot and file and waits until it is ready.
+func (r *e2eBench) start(extra ...string) *daemon {
+	return startDaemonOn(r.b, r.addr, r.dsn, r.slot, r.dbPath, append(slices.Clone(r.flags), extra...)...)
+}
+
+// register registers consumers c0..c<n-1>, workers at a time.
+func (r *e2eBench) register(d *daemon, n int, ttl time.Duration) []*client.Consumer {
+	ks := make([]*client.Consumer, n)
+	r.parallel(n, 8, func(i int) error {
+		var err error
+		ks[i], err = d.c.Register(r.ctx, client.ConsumerConfig{ID: fmt.Sprintf("c%d", i), TTL: ttl})
+		return err
+	})
+	return ks
+}
+
+// putShapes creates items[i] for consumer ks[i] with the batch call, in
+// calls of at most 1000 shapes, workers calls at a time, and checks that
+// each shape was created.
+func (r *e2eBench) putShapes(ks []*client.Consumer, items [][]wire.ShapeItem, workers int) {
+	type call struct {
+		k     *client.Consumer
+		items []wire.ShapeItem
+	}
+	var calls []call
+	for i, its := range items {
+		for len(its) > 0 {
+			n := min(len(its), 1000)
+			calls = append(calls, call{ks[i], its[:n]})
+			its = its[n:]
+		}
+	}
+	r.parallel(len(calls), workers, func(i int) error {
+		res, err := calls[i].k.PutShapes(r.ctx, calls[i].items)
+		if err != nil {
+			return err
+		}
+		for _, s := range res.Shapes {
+			if s.Status != http.StatusCreated {
+				return fmt.Errorf("shape %s: %d %+v", s.ID, s.Status, s.Error)
+			}
+		}
+		return nil
+	})
+}
+
+// parallel runs f(0..n-1), workers at a time, and fails on the first error.
+func (r *e2eBench) parallel(n, workers int, f func(i int) error) {
+	r.b.Helper()
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	errs := make(chan error, workers)
+	for range workers {
+		wg.Go(func() {
+			for i := int(next.Add(1)) - 1; i < n; i = int(next.Add(1)) - 1 {
+				if err := f(i); err != nil {
+					errs <- err
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	if err := <-errs; err != nil {
+		r.b.Fatal(err)
+	}
+}
+
+// commitTxns commits benchTxns single-row transactions with ledgerd
+// stopped, row i into the table numbered table and with the tenant tenant
+// (SQL expressions of i), without waiting for each WAL flush (the benchmark
+// is about reading them); then copies the slot twice for pg_recvlogical and
+// runs it once on the first copy.
+func (r *e2eBench) commitTxns(table, tenant string) {
 	var body strings.Builder
 	body.WriteString("DO $$ BEGIN FOR i IN 0..")
 	fmt.Fprintf(&body, "%d LOOP\n", benchTxns-1)
-	body.WriteString("CASE i % " + fmt.Sprint(tables) + "\n")
-	for t := range tables {
-		fmt.Fprintf(&body, "WHEN %d THEN INSERT INTO bench%d VALUES (i, ((i / %d) %% %d)::text, 'value ' || i);\n", t, t, tables, tenants)
+	body.WriteString("CASE " + table + "\n")
+	for t := range r.names {
+		fmt.Fprintf(&body, "WHEN %d THEN INSERT INTO bench%d VALUES (i, %s, 'value ' || i);\n", t, t, tenant)
 	}
 	body.WriteString("END CASE; COMMIT; END LOOP; END $$")
-	exec1(body.String())
-	var endText string
-	if err := conn.QueryRow(ctx, "SELECT pg_current_wal_lsn()::text").Scan(&endText); err != nil {
-		b.Fatal(err)
+	r.exec("SET synchronous_commit = off")
+	r.exec(body.String())
+	if err := r.conn.QueryRow(r.ctx, "SELECT pg_current_wal_lsn()::text").Scan(&r.end); err != nil {
+		r.b.Fatal(err)
 	}
 	for i := range 2 {
-		exec1(fmt.Sprintf("SELECT pg_copy_logical_replication_slot('%s', '%s_recv%d')", slot, slot, i))
+		r.exec(fmt.Sprintf("SELECT pg_copy_logical_replication_slot('%s', '%s_recv%d')", r.slot, r.slot, i))
 	}
-	exec1("CHECKPOINT")
+	r.exec("CHECKPOINT")
+	r.recvs = append(r.recvs, r.recv(0))
+}
 
-	// pg_recvlogical on a copy, before and after ledgerd.
-	recv := func(i int) float64 {
-		start := time.Now()
-		cmd := exec.Command(filepath.Join(cluster.BinDir(), "pg_recvlogical"), "-d", dsn, "--slot", fmt.Sprintf("%s_recv%d", slot, i),
-			"--start", "--endpos", endText, "--no-loop", "-o", "proto_version=1", "-o", "publication_names="+slot, "-f", "/dev/null")
-		if out, err := cmd.CombinedOutput(); err != nil {
-			b.Fatalf("pg_recvlogical: %v\n%s", err, out)
-		}
-		return benchTxns / time.Since(start).Seconds()
+// recv runs pg_recvlogical on copy i of the slot to the end of the
+// transactions and returns its rate.
+func (r *e2eBench) recv(i int) float64 {
+	start := time.Now()
+	cmd := exec.Command(filepath.Join(cluster.BinDir(), "pg_recvlogical"), "-d", r.dsn, "--slot", fmt.Sprintf("%s_recv%d", r.slot, i),
+		"--start", "--endpos", r.end, "--no-loop", "-o", "proto_version=1", "-o", "publication_names="+r.slot, "-f", "/dev/null")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		r.b.Fatalf("pg_recvlogical: %v\n%s", err, out)
 	}
-	recvRates := []float64{recv(0)}
+	return benchTxns / time.Since(start).Seconds()
+}
 
-	// Phase 2: ledgerd streams the slot to the consumers, which ack.
+// stream starts ledgerd on the slot and runs the consumers ks until they
+// received every transaction and the slot's confirmed_flush_lsn reached the
+// last one; it returns the rate from process start and the time from
+// process start to /readyz. Then ledgerd is stopped and pg_recvlogical runs
+// on the second copy.
+func (r *e2eBench) stream(ks []*client.Consumer, extra ...string) (rate float64, ready time.Duration) {
+	b := r.b
 	var received atomic.Int64
 	var lastEnd atomic.Uint64
-	runCtx, cancel := context.WithCancel(ctx)
+	runCtx, cancel := context.WithCancel(r.ctx)
 	var wg sync.WaitGroup
 	start := time.Now()
-	d = startDaemonOn(b, addr, dsn, slot, dbPath, flags...)
+	d := r.start(extra...)
 	for _, k := range ks {
 		wg.Go(func() {
 			err := k.Run(runCtx, func(_ context.Context, txn *client.Txn) error {
@@ -143,10 +248,10 @@ func benchEndToEnd(b *testing.B, consumers, shapes, tables int) {
 			}
 		})
 	}
-	ready := time.Since(start)
+	ready = time.Since(start)
 	var allReceived time.Duration
 	deadline := time.Now().Add(10 * time.Minute)
-	for received.Load() < benchTxns || confirmedFlushB(b, conn, slot) < ledger.LSN(lastEnd.Load()) {
+	for received.Load() < benchTxns || confirmedFlushB(b, r.conn, r.slot) < ledger.LSN(lastEnd.Load()) {
 		if allReceived == 0 && received.Load() >= benchTxns {
 			allReceived = time.Since(start)
 		}
@@ -163,15 +268,18 @@ func benchEndToEnd(b *testing.B, consumers, shapes, tables int) {
 	if got := received.Load(); got != benchTxns {
 		b.Errorf("consumers got %d transactions, want %d", got, benchTxns)
 	}
-	recvRates = append(recvRates, recv(1))
+	r.recvs = append(r.recvs, r.recv(1))
+	return benchTxns / secs, ready
+}
 
-	rate := benchTxns / secs
-	recvRate := (recvRates[0] + recvRates[1]) / 2
-	sort.Float64s(recvRates)
-	b.Logf("ledgerd end to end %.0f txn/s; pg_recvlogical %.0f txn/s", rate, recvRates)
-	b.ReportMetric(rate, "ledgerd_txn/s")
-	b.ReportMetric(recvRate, "recvlogical_txn/s")
-	b.ReportMetric(rate/recvRate, "ratio")
+// report reports ledgerd's rate, pg_recvlogical's and their ratio.
+func (r *e2eBench) report(rate float64) {
+	recvRate := (r.recvs[0] + r.recvs[1]) / 2
+	sort.Float64s(r.recvs)
+	r.b.Logf("ledgerd end to end %.0f txn/s; pg_recvlogical %.0f txn/s", rate, r.recvs)
+	r.b.ReportMetric(rate, "ledgerd_txn/s")
+	r.b.ReportMetric(recvRate, "recvlogical_txn/s")
+	r.b.ReportMetric(rate/recvRate, "ratio")
 }
 
 func confirmedFlushB(b *testing.B, conn *pgx.Conn, slot string) ledger.LSN {
