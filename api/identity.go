@@ -56,6 +56,26 @@ func (s *Server) identityChecker(ctx context.Context) *identityChecker {
 	return &identityChecker{s: s, ctx: ctx, ids: map[string]replident.Identity{}, errs: map[string]error{}, failed: map[string]string{}}
 }
 
+// prefetch reads the replica identity of tables in one query, for the
+// shapes of a call that filter them.
+func (c *identityChecker) prefetch(tables []string) {
+	if c.s.cfg.Identity == nil || len(tables) == 0 {
+		return
+	}
+	ctx, cancel := context.WithTimeout(c.ctx, 10*time.Second)
+	ids, err := c.s.cfg.Identity.ReplicaIdentity(ctx, tables)
+	cancel()
+	if err != nil {
+		return // check reads them one by one and reports why
+	}
+	for _, t := range tables {
+		c.errs[t] = nil
+		if id, ok := ids[t]; ok {
+			c.ids[t] = id
+		}
+	}
+}
+
 func (c *identityChecker) check(table string, filter map[string][]string) []string {
 	s := c.s
 	if s.cfg.Identity == nil || len(filter) == 0 {

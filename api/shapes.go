@@ -158,6 +158,15 @@ func (s *Server) checkShapePut(p *shapePut) {
 func (s *Server) putShapes(ctx context.Context, ps []*shapePut) {
 	s.bindShapes(ctx, ps)
 	idc := s.identityChecker(ctx)
+	var filtered []string
+	for _, p := range ps {
+		if p.err == nil && len(p.filter) > 0 && !slices.Contains(filtered, p.table) {
+			filtered = append(filtered, p.table)
+		}
+	}
+	if len(filtered) > 1 {
+		idc.prefetch(filtered)
+	}
 	var specs []ledger.ShapeSpec
 	var live []*shapePut
 	for _, p := range ps {

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -81,6 +82,9 @@ type e2eBench struct {
 	flags  []string
 	end    string // WAL position after the transactions
 	recvs  []float64
+	// stopped is how long ledgerd took to exit on SIGTERM after the
+	// consumers of stream stopped.
+	stopped time.Duration
 }
 
 // newE2EBench creates tables bench0..bench<tables-1> (id, tenant, v) and a
@@ -264,7 +268,7 @@ func (r *e2eBench) stream(ks []*client.Consumer, extra ...string) (rate float64,
 	b.Logf("ready after %v, all received after %v, confirmed after %.2fs", ready, allReceived, secs)
 	cancel()
 	wg.Wait()
-	d.stop()
+	r.stopped = d.stopWithin(5 * time.Minute)
 	if got := received.Load(); got != benchTxns {
 		b.Errorf("consumers got %d transactions, want %d", got, benchTxns)
 	}
@@ -280,6 +284,26 @@ func (r *e2eBench) report(rate float64) {
 	r.b.ReportMetric(rate, "ledgerd_txn/s")
 	r.b.ReportMetric(recvRate, "recvlogical_txn/s")
 	r.b.ReportMetric(rate/recvRate, "ratio")
+}
+
+// stopWithin sends SIGTERM and returns how long the process took to exit,
+// waiting up to limit: a benchmark reports a slow exit rather than failing
+// on it.
+func (d *daemon) stopWithin(limit time.Duration) time.Duration {
+	d.t.Helper()
+	start := time.Now()
+	if err := d.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		d.t.Fatal(err)
+	}
+	select {
+	case err := <-d.done:
+		if err != nil {
+			d.t.Errorf("ledgerd exited with %v after SIGTERM", err)
+		}
+	case <-time.After(limit):
+		d.t.Fatalf("ledgerd did not exit within %v of SIGTERM", limit)
+	}
+	return time.Since(start)
 }
 
 func confirmedFlushB(b *testing.B, conn *pgx.Conn, slot string) ledger.LSN {

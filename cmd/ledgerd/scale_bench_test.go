@@ -37,7 +37,8 @@ const (
 //   - lease_evict_s: from the registration of a consumer with a 2 s lease
 //     that never heartbeats to its shape answering 410, among the N shapes
 //     (at most the TTL plus one reconcile interval, 1 s);
-//   - sigterm_exit_s: SIGTERM to process exit with N shapes;
+//   - sigterm_exit_s: SIGTERM to process exit with N shapes, idle;
+//     sigterm_exit_after_stream_s: the same once the delivery phase is over;
 //   - start_ready_s: process start to /readyz 200 on a restart with N shapes
 //     and benchTxns transactions waiting in the slot;
 //   - ratio: the end-to-end delivery rate of those transactions to the
@@ -91,7 +92,7 @@ func benchScale(b *testing.B, n int) {
 	}
 	rss := rssBytes(b, pid)
 	evict := leaseExpiry(b, d, 2*time.Second, time.Second)
-	stop := d.stop()
+	stop := d.stopWithin(5 * time.Minute)
 
 	// Rows for the streaming consumers' shapes only: row i reaches shape
 	// (i%8) + 1000*((i/8) % (n/1000)), owned by consumer i%8, on table i%8.
@@ -106,6 +107,7 @@ func benchScale(b *testing.B, n int) {
 	b.ReportMetric(float64(rss)/(1<<20), "rss_MB")
 	b.ReportMetric(evict.Seconds(), "lease_evict_s")
 	b.ReportMetric(stop.Seconds(), "sigterm_exit_s")
+	b.ReportMetric(r.stopped.Seconds(), "sigterm_exit_after_stream_s")
 	b.ReportMetric(ready.Seconds(), "start_ready_s")
 	r.report(rate)
 	if limit := 3 * time.Second; evict > limit+250*time.Millisecond {
