@@ -66,31 +66,45 @@ SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace 
 	return nil
 }
 
-// ResolveTable implements TableResolver: CheckTable, then the table's
-// relation OID, its columns, and the position the answer holds from (the
-// WAL insert position, read after the catalog: every catalog change the
-// answer reflects committed before it).
+// ResolveTable implements TableResolver: what CheckTable checks, then the
+// table's relation OID, its columns, and the position the answer holds from
+// (the WAL insert position, read in the same statement as the catalog:
+// every catalog change the answer reflects committed before it). It is one
+// query, since a batch of shapes resolves each of its tables.
 func (p *PG) ResolveTable(ctx context.Context, table string, columns []string) (uint32, ledger.LSN, error) {
-	if err := p.CheckTable(ctx, table); err != nil {
-		return 0, 0, err
+	schema, name, ok := strings.Cut(table, ".")
+	if !ok || schema == "" || name == "" {
+		return 0, 0, fmt.Errorf("%w: %q is not of the form schema.table", ErrUnknownTable, table)
 	}
-	schema, name, _ := strings.Cut(table, ".")
 	var (
-		relID uint32
-		at    string
-		have  []string
+		relID                uint32
+		at                   string
+		have                 []string
+		pubExists, published bool
+		pubColumns           []string
 	)
+	// A publication with a column list (Postgres 15+) sends only those
+	// columns: a filter column left out would look dropped in the stream.
+	// to_jsonb reads attnames where it exists and gives null before 15.
 	err := p.pool.QueryRow(ctx, `
 SELECT c.oid,
        (CASE WHEN pg_catalog.pg_is_in_recovery() THEN pg_catalog.pg_last_wal_replay_lsn() ELSE pg_catalog.pg_current_wal_lsn() END)::text,
-       ARRAY(SELECT a.attname::text FROM pg_catalog.pg_attribute a WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped)
+       ARRAY(SELECT a.attname::text FROM pg_catalog.pg_attribute a WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped),
+       EXISTS (SELECT 1 FROM pg_catalog.pg_publication WHERE pubname = $3),
+       pt.pubname IS NOT NULL,
+       to_jsonb(pt) -> 'attnames'
 FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
-WHERE n.nspname = $1 AND c.relname = $2 AND c.relkind IN ('r', 'p')`, schema, name).Scan(&relID, &at, &have)
+LEFT JOIN pg_catalog.pg_publication_tables pt ON pt.pubname = $3 AND pt.schemaname = n.nspname AND pt.tablename = c.relname
+WHERE n.nspname = $1 AND c.relname = $2 AND c.relkind IN ('r', 'p')`, schema, name, p.publication).
+		Scan(&relID, &at, &have, &pubExists, &published, &pubColumns)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return 0, 0, fmt.Errorf("%w: table %s does not exist in the database; create it first or fix the name (schema.table, case-sensitive)", ErrUnknownTable, table)
 	}
 	if err != nil {
 		return 0, 0, fmt.Errorf("resolving table %s: %w", table, err)
+	}
+	if pubExists && !published {
+		return 0, 0, fmt.Errorf("%w: table %s is not in publication %s; ALTER PUBLICATION %s ADD TABLE %s", ErrUnknownTable, table, p.publication, p.publication, table)
 	}
 	var missing []string
 	for _, col := range columns {
@@ -102,25 +116,15 @@ WHERE n.nspname = $1 AND c.relname = $2 AND c.relkind IN ('r', 'p')`, schema, na
 		return 0, 0, fmt.Errorf("%w: table %s has no column %s; filter on its columns (%s), case-sensitive, or add the column first",
 			ErrUnknownColumn, table, strings.Join(missing, ", "), strings.Join(have, ", "))
 	}
-	// A publication with a column list (Postgres 15+) sends only those
-	// columns: a filter column left out would look dropped in the stream.
-	// to_jsonb reads attnames where it exists and gives null before 15.
-	var published []string
-	err = p.pool.QueryRow(ctx, `
-SELECT to_jsonb(pt) -> 'attnames' FROM pg_catalog.pg_publication_tables pt
-WHERE pt.pubname = $1 AND pt.schemaname = $2 AND pt.tablename = $3`, p.publication, schema, name).Scan(&published)
-	if err != nil && !errors.Is(err, pgx.ErrNoRows) {
-		return 0, 0, fmt.Errorf("reading the published columns of %s: %w", table, err)
-	}
-	if published != nil {
+	if pubColumns != nil {
 		for _, col := range columns {
-			if !slices.Contains(published, col) {
+			if !slices.Contains(pubColumns, col) {
 				missing = append(missing, col)
 			}
 		}
 		if len(missing) > 0 {
 			return 0, 0, fmt.Errorf("%w: column %s of table %s is not in the column list of publication %s (%s); filter on a published column or add it to the publication",
-				ErrUnknownColumn, strings.Join(missing, ", "), table, p.publication, strings.Join(published, ", "))
+				ErrUnknownColumn, strings.Join(missing, ", "), table, p.publication, strings.Join(pubColumns, ", "))
 		}
 	}
 	lsn, err := ledger.ParseLSN(at)
