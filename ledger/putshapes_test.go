@@ -75,3 +75,36 @@ func TestPutShapesOneCommit(t *testing.T) {
 		t.Fatalf("s0006 after a restart: %+v", sh)
 	}
 }
+
+// BenchmarkPutShapes measures the ledger's part of shape registration: a
+// million shapes over 1000 consumers created in calls of 1000 (one group
+// commit each), as the batch call of the API makes them.
+func BenchmarkPutShapes(b *testing.B) {
+	const consumers, per = 1000, 1000
+	for b.Loop() {
+		b.StopTimer()
+		clk := newClock()
+		l := openAt(b, testConfig(filepath.Join(b.TempDir(), "ledger.db"), clk))
+		for c := range consumers {
+			mustRegister(b, l, fmt.Sprintf("c%d", c), time.Hour)
+		}
+		calls := make([][]ledger.ShapeSpec, consumers)
+		for k := range consumers * per {
+			c := k % consumers
+			calls[c] = append(calls[c], ledger.ShapeSpec{ID: fmt.Sprintf("s%07d", k), Consumer: fmt.Sprintf("c%d", c),
+				Table: fmt.Sprintf("public.t%d", k%10), Filter: map[string][]string{"tenant": {fmt.Sprint(k / 10)}}})
+		}
+		b.StartTimer()
+		began := time.Now()
+		for _, specs := range calls {
+			if _, err := l.PutShapes(specs); err != nil {
+				b.Fatal(err)
+			}
+		}
+		b.ReportMetric(float64(consumers*per)/time.Since(began).Seconds(), "shapes/s")
+		b.StopTimer()
+		if err := l.Close(); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

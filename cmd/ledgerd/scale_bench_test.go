@@ -101,6 +101,10 @@ func benchScale(b *testing.B, n int) {
 		fmt.Sprintf("(((i %% %d) + %d * ((i / %d) %% %d)) / %d)::text", scaleStreaming, scaleConsumers, scaleStreaming, per, scaleTables))
 	rate, ready := r.stream(ks[:scaleStreaming])
 
+	b.Logf("%d shapes: register %.0f shapes/s, idle %.4f cores, heap %.0f B/shape, rss %.0f MB, lease evicted after %.2fs, "+
+		"SIGTERM->exit %.2fs idle and %.2fs after streaming, start->ready %.2fs, delivery %.0f txn/s",
+		n, reg, cpu, float64(gc.HeapInuseBytes)/float64(n), float64(rss)/(1<<20), evict.Seconds(), stop.Seconds(),
+		r.stopped.Seconds(), ready.Seconds(), rate)
 	b.ReportMetric(reg, "register_shapes/s")
 	b.ReportMetric(cpu, "idle_cores")
 	b.ReportMetric(float64(gc.HeapInuseBytes)/float64(n), "heap_B/shape")
