@@ -78,33 +78,43 @@ func TestPutShapesOneCommit(t *testing.T) {
 
 // BenchmarkPutShapes measures the ledger's part of shape registration: a
 // million shapes over 1000 consumers created in calls of 1000 (one group
-// commit each), as the batch call of the API makes them.
+// commit each), as the batch call of the API makes them. With ids=consumer
+// a shape's id starts with its consumer's ("c0042:s0001234"), so one call's
+// shapes are neighbours in the file; with ids=spread they are spread over
+// the whole key space and each call rewrites about one page per shape.
 func BenchmarkPutShapes(b *testing.B) {
 	const consumers, per = 1000, 1000
-	for b.Loop() {
-		b.StopTimer()
-		clk := newClock()
-		l := openAt(b, testConfig(filepath.Join(b.TempDir(), "ledger.db"), clk))
-		for c := range consumers {
-			mustRegister(b, l, fmt.Sprintf("c%d", c), time.Hour)
-		}
-		calls := make([][]ledger.ShapeSpec, consumers)
-		for k := range consumers * per {
-			c := k % consumers
-			calls[c] = append(calls[c], ledger.ShapeSpec{ID: fmt.Sprintf("s%07d", k), Consumer: fmt.Sprintf("c%d", c),
-				Table: fmt.Sprintf("public.t%d", k%10), Filter: map[string][]string{"tenant": {fmt.Sprint(k / 10)}}})
-		}
-		b.StartTimer()
-		began := time.Now()
-		for _, specs := range calls {
-			if _, err := l.PutShapes(specs); err != nil {
-				b.Fatal(err)
+	for _, layout := range []string{"consumer", "spread"} {
+		b.Run("ids="+layout, func(b *testing.B) {
+			for range b.N {
+				b.StopTimer()
+				clk := newClock()
+				l := openAt(b, testConfig(filepath.Join(b.TempDir(), "ledger.db"), clk))
+				for c := range consumers {
+					mustRegister(b, l, fmt.Sprintf("c%04d", c), time.Hour)
+				}
+				calls := make([][]ledger.ShapeSpec, consumers)
+				for k := range consumers * per {
+					c := k % consumers
+					id := fmt.Sprintf("s%07d", k)
+					if layout == "consumer" {
+						id = fmt.Sprintf("c%04d:s%07d", c, k)
+					}
+					calls[c] = append(calls[c], ledger.ShapeSpec{ID: id, Consumer: fmt.Sprintf("c%04d", c),
+						Table: fmt.Sprintf("public.t%d", k%10), Filter: map[string][]string{"tenant": {fmt.Sprint(k / 10)}}})
+				}
+				b.StartTimer()
+				began := time.Now()
+				for _, specs := range calls {
+					if _, err := l.PutShapes(specs); err != nil {
+						b.Fatal(err)
+					}
+				}
+				b.ReportMetric(float64(consumers*per)/time.Since(began).Seconds(), "shapes/s")
+				if err := l.Close(); err != nil {
+					b.Fatal(err)
+				}
 			}
-		}
-		b.ReportMetric(float64(consumers*per)/time.Since(began).Seconds(), "shapes/s")
-		b.StopTimer()
-		if err := l.Close(); err != nil {
-			b.Fatal(err)
-		}
+		})
 	}
 }

@@ -16,8 +16,11 @@ import (
 )
 
 // Scale: shapes spread over scaleConsumers consumers and scaleTables tables,
-// shape k owned by consumer k%1000, on table k%10 with the filter
-// tenant = k/10 (every shape its own table and tenant).
+// shape k owned by consumer c = k%1000, on table k%10 with the filter
+// tenant = k/10 (every shape its own table and tenant), with id
+// "c<c>:s<k>": a consumer's shapes are neighbours in the ledger file, as
+// ids a consumer names after itself are (BenchmarkPutShapes, ledger, shows
+// what ids spread over the key space cost).
 const (
 	scaleConsumers = 1000
 	scaleTables    = 10
@@ -71,7 +74,7 @@ func benchScale(b *testing.B, n int) {
 	items := make([][]wire.ShapeItem, scaleConsumers)
 	for k := range n {
 		c := k % scaleConsumers
-		items[c] = append(items[c], wire.ShapeItem{ID: fmt.Sprintf("s%07d", k), Table: r.names[k%scaleTables],
+		items[c] = append(items[c], wire.ShapeItem{ID: fmt.Sprintf("c%d:s%07d", c, k), Table: r.names[k%scaleTables],
 			Filter: map[string][]string{"tenant": {strconv.Itoa(k / scaleTables)}}})
 	}
 	began := time.Now()
