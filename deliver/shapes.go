@@ -29,11 +29,13 @@ func (h *Hub) CreateShapes(specs []ledger.ShapeSpec) ([]ledger.ShapeResult, erro
 	if err != nil {
 		return nil, err
 	}
-	for _, r := range res {
-		if r.Err == nil {
-			h.PutShape(r.Shape)
+	h.router.PutAll(len(res), func(yield func(route.Shape) bool) {
+		for _, r := range res {
+			if r.Err == nil && !yield(route.Shape(r.Shape.ShapeSpec)) {
+				return
+			}
 		}
-	}
+	})
 	return res, nil
 }
 
