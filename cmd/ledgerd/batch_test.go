@@ -120,7 +120,7 @@ func TestPutShapesBatch(t *testing.T) {
 		t.Fatal(err)
 	}
 	req.Header.Set(wire.HeaderLease, other.Lease())
-	if status, we := doError(t, req); status != http.StatusForbidden || we.Code != wire.CodeWrongLease {
+	if status, we := d.doError(t, req); status != http.StatusForbidden || we.Code != wire.CodeWrongLease {
 		t.Errorf("another consumer's lease: %d %q, want 403 %s", status, we.Code, wire.CodeWrongLease)
 	}
 	var ae *client.Error
