@@ -22,7 +22,9 @@ type owned struct {
 // under one table name: the catalog check judges a table once, not each of
 // its shapes, and a definition's shapes are counted by its refs.
 type relUse struct {
-	defs map[*shapeDef]struct{}
+	defs   map[*shapeDef]struct{}
+	cols   map[string]int // filter column -> definitions naming it
+	shapes int
 }
 
 type relKey struct {
@@ -64,30 +66,48 @@ func (t *tracker) unindex(s *shapeState) {
 	t.unindexRel(s)
 }
 
+// indexRel counts the shape on its relation, and its definition's filter
+// columns with the first shape of that definition, so that Relations costs
+// one look at each relation's columns whatever the number of shapes or
+// distinct filters.
 func (t *tracker) indexRel(s *shapeState) {
-	if s.refs++; s.refs > 1 {
-		return
-	}
 	k := relKey{s.relID, s.table}
 	u := t.rels[k]
 	if u == nil {
-		u = &relUse{defs: map[*shapeDef]struct{}{}}
+		u = &relUse{defs: map[*shapeDef]struct{}{}, cols: map[string]int{}}
 		t.rels[k] = u
 	}
+	u.shapes++
+	if s.refs++; s.refs > 1 {
+		return
+	}
 	u.defs[s.shapeDef] = struct{}{}
+	for c := range s.filter {
+		u.cols[c]++
+	}
 }
 
 func (t *tracker) unindexRel(s *shapeState) {
+	k := relKey{s.relID, s.table}
+	u := t.rels[k]
+	if u != nil {
+		u.shapes--
+	}
 	if s.refs--; s.refs > 0 {
 		return
 	}
 	t.defs.release(s.shapeDef)
-	k := relKey{s.relID, s.table}
-	if u := t.rels[k]; u != nil {
-		delete(u.defs, s.shapeDef)
-		if len(u.defs) == 0 {
-			delete(t.rels, k)
+	if u == nil {
+		return
+	}
+	delete(u.defs, s.shapeDef)
+	for c := range s.filter {
+		if u.cols[c]--; u.cols[c] <= 0 {
+			delete(u.cols, c)
 		}
+	}
+	if len(u.defs) == 0 {
+		delete(t.rels, k)
 	}
 }
 
@@ -143,22 +163,19 @@ type RelationUse struct {
 }
 
 // Relations returns the relations live shapes are on, ordered by relation
-// and table. It costs one look at each distinct definition, whatever the
-// number of shapes.
+// and table. It costs one look at each relation's filter columns, whatever
+// the number of shapes or of distinct filters: the reconciler's catalog
+// check calls it every pass.
 func (l *Ledger) Relations() []RelationUse {
 	l.mu.Lock()
 	out := make([]RelationUse, 0, len(l.t.rels))
 	for k, u := range l.t.rels {
-		var cols []string
-		n := 0
-		for d := range u.defs {
-			n += d.refs
-			for c := range d.filter {
-				cols = append(cols, c)
-			}
+		cols := make([]string, 0, len(u.cols))
+		for c := range u.cols {
+			cols = append(cols, c)
 		}
 		slices.Sort(cols)
-		out = append(out, RelationUse{RelID: k.id, Table: k.table, Columns: slices.Compact(cols), Shapes: n})
+		out = append(out, RelationUse{RelID: k.id, Table: k.table, Columns: cols, Shapes: u.shapes})
 	}
 	l.mu.Unlock()
 	slices.SortFunc(out, func(a, b RelationUse) int {
