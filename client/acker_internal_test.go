@@ -66,7 +66,7 @@ func TestAckerAcksTheRestOfARefusedBatch(t *testing.T) {
 // first ack may be refused by a daemon that restarted meanwhile.
 func TestResentAfterHandlingIsAckedNotHandled(t *testing.T) {
 	a := &acker{wake: make(chan struct{}, 1), pending: map[string]ledger.LSN{}, handled: map[string]ledger.LSN{}}
-	w := &work{wake: make(chan struct{}, 1)}
+	w := &work{wake: make(chan struct{}, 1), room: make(chan struct{}, 1), max: DefaultMaxQueueBytes}
 	txn := func(lsn ledger.LSN) *Txn {
 		return &Txn{LSN: lsn, Changes: []wire.Change{{Shapes: []string{"s"}, Op: "insert", Table: "public.t"}}}
 	}
@@ -82,11 +82,11 @@ func TestResentAfterHandlingIsAckedNotHandled(t *testing.T) {
 			return nil
 		}, a)
 	}()
-	w.push(txn(0x100))
-	w.push(txn(0x200))
-	w.push(txn(0x100)) // the new stream resends what the old one sent
-	w.push(txn(0x200))
-	w.push(txn(0x300))
+	w.push(ctx, txn(0x100))
+	w.push(ctx, txn(0x200))
+	w.push(ctx, txn(0x100)) // the new stream resends what the old one sent
+	w.push(ctx, txn(0x200))
+	w.push(ctx, txn(0x300))
 	if err := <-done; err != nil {
 		t.Fatal(err)
 	}

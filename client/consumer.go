@@ -134,13 +134,21 @@ func (k *Consumer) Release(ctx context.Context) error {
 	return err
 }
 
-// Txn is a transaction frame of the change stream.
+// Txn is a transaction frame of the change stream: a whole transaction, or
+// one part of a transaction sent in several frames.
 type Txn struct {
-	LSN        ledger.LSN // commit LSN: ack this
-	EndLSN     ledger.LSN
+	LSN        ledger.LSN // commit LSN: ack this (after the last part)
+	EndLSN     ledger.LSN // zero on every part but the last
 	Xid        uint32
 	CommitTime time.Time
 	Changes    []wire.Change
+	// Part numbers the parts of the transaction from 1 on this stream; a
+	// transaction sent whole is part 1 and Last.
+	Part int
+	// Last is set on the transaction's last (or only) part.
+	Last bool
+
+	size int64 // bytes of its frame
 }
 
 // Shapes returns the shapes the transaction reaches, each once.
@@ -158,10 +166,14 @@ func (t *Txn) Shapes() []string {
 	return out
 }
 
-// Stream is one open change stream.
+// Stream is one open change stream. Frames are decoded from the body as
+// they come, never buffered whole as a line first: a frame holds at most
+// one part of a transaction (about -fragment-bytes), so memory stays
+// bounded whatever the transaction's size.
 type Stream struct {
 	body io.ReadCloser
-	r    *bufio.Reader
+	dec  *json.Decoder
+	off  int64
 }
 
 // OpenStream opens the consumer's change stream. While it is open the lease
@@ -175,35 +187,43 @@ func (k *Consumer) OpenStream(ctx context.Context) (*Stream, error) {
 		defer resp.Body.Close()
 		return nil, decodeError(resp)
 	}
-	return &Stream{body: resp.Body, r: bufio.NewReaderSize(resp.Body, 256<<10)}, nil
+	return &Stream{body: resp.Body, dec: json.NewDecoder(bufio.NewReaderSize(resp.Body, 256<<10))}, nil
 }
 
 // Next returns the next frame. A txn frame is also returned decoded as Txn.
 // Keepalives are returned like any frame. io.EOF means the daemon ended the
 // stream.
 func (s *Stream) Next() (wire.Frame, *Txn, error) {
-	line, err := s.r.ReadBytes('\n')
-	if err != nil {
-		if errors.Is(err, io.EOF) && len(line) == 0 {
+	var f wire.Frame
+	if err := s.dec.Decode(&f); err != nil {
+		if errors.Is(err, io.EOF) {
 			return wire.Frame{}, nil, io.EOF
 		}
-		if len(line) == 0 || errors.Is(err, io.EOF) {
-			return wire.Frame{}, nil, fmt.Errorf("client: reading the change stream: %w", err)
+		var se *json.SyntaxError
+		var te *json.UnmarshalTypeError
+		if errors.As(err, &se) || errors.As(err, &te) {
+			return f, nil, fmt.Errorf("client: decoding a frame: %w", err)
 		}
+		return wire.Frame{}, nil, fmt.Errorf("client: reading the change stream: %w", err)
 	}
-	var f wire.Frame
-	if err := json.Unmarshal(line, &f); err != nil {
-		return f, nil, fmt.Errorf("client: decoding a frame: %w", err)
-	}
+	off := s.dec.InputOffset()
+	size := off - s.off
+	s.off = off
 	if f.Type != wire.FrameTxn {
 		return f, nil, nil
 	}
-	t := &Txn{Xid: f.Xid, Changes: f.Changes}
+	t := &Txn{Xid: f.Xid, Changes: f.Changes, Part: f.Part, Last: f.Last, size: size}
+	if t.Part == 0 {
+		t.Part, t.Last = 1, true // a transaction sent whole
+	}
+	var err error
 	if t.LSN, err = ledger.ParseLSN(f.LSN); err != nil {
 		return f, nil, fmt.Errorf("client: txn frame: %w", err)
 	}
-	if t.EndLSN, err = ledger.ParseLSN(f.EndLSN); err != nil {
-		return f, nil, fmt.Errorf("client: txn frame: %w", err)
+	if f.EndLSN != "" {
+		if t.EndLSN, err = ledger.ParseLSN(f.EndLSN); err != nil {
+			return f, nil, fmt.Errorf("client: txn frame: %w", err)
+		}
 	}
 	if f.CommitTime != nil {
 		t.CommitTime = *f.CommitTime

@@ -14,10 +14,12 @@ import (
 	"github.com/ledgerd/ledgerd/ledger"
 )
 
-// Handler processes one transaction. Returning nil marks it done: its
-// shapes are acked. An error stops Run (the transaction is not acked and
-// will be delivered again). A handler may take as long as it needs: Run
-// keeps reading the stream meanwhile and answers the daemon's challenges.
+// Handler processes one transaction (Run) or one part of a transaction
+// (RunParts). Returning nil marks it done: once a transaction's last part
+// is done, its shapes are acked. An error stops Run (the transaction is not
+// acked and will be delivered again). A handler may take as long as it
+// needs: Run keeps reading the stream meanwhile and answers the daemon's
+// challenges.
 type Handler func(ctx context.Context, txn *Txn) error
 
 // RunOptions tune Run. Zero values mean the documented default.
@@ -48,11 +50,22 @@ type RunOptions struct {
 	// meanwhile go in one request, so the daemon commits (and syncs) its
 	// ledger once for them. Default 10ms; negative means no wait.
 	AckInterval time.Duration
+	// MaxQueueBytes bounds the frames read ahead of the handler, in bytes
+	// of the stream: past it, reading waits for the handler. Default 16 MiB.
+	MaxQueueBytes int64
 }
+
+// DefaultMaxQueueBytes is the default of RunOptions.MaxQueueBytes.
+const DefaultMaxQueueBytes = 16 << 20
 
 // Run streams the consumer's changes to h until ctx ends (then it returns
 // nil after a last ack), the handler fails (its error), or the lease is gone
 // (an *Error with status 410).
+//
+// h gets whole transactions: the parts of a transaction the daemon sends in
+// several frames (over its -fragment-bytes) are put together first, so a
+// transaction is held whole in memory. RunParts hands the parts over as
+// they come, in bounded memory.
 //
 // The stream is read on its own goroutine and the handler called on
 // another, in commit order, so that a challenge is answered while a
@@ -69,6 +82,23 @@ type RunOptions struct {
 // carries everything handled meanwhile, coalesced to the highest LSN per
 // shape.
 func (k *Consumer) Run(ctx context.Context, h Handler, opt RunOptions) error {
+	return k.run(ctx, h, false, opt)
+}
+
+// RunParts is Run with h called for each part of a transaction as it is
+// read (Txn.Part from 1, Txn.Last on the last part; a transaction sent in
+// one frame is part 1 and last), so that a consumer stays within bounded
+// memory however large a transaction is. The transaction is acked once,
+// after h accepted its last part. When the stream breaks inside a
+// transaction, the daemon sends it again from part 1: h then gets part 1 of
+// a transaction whose earlier parts it was given, and must start that
+// transaction over. A transaction sent again after it was handled whole is
+// not handled again, only acked.
+func (k *Consumer) RunParts(ctx context.Context, h Handler, opt RunOptions) error {
+	return k.run(ctx, h, true, opt)
+}
+
+func (k *Consumer) run(ctx context.Context, h Handler, parts bool, opt RunOptions) error {
 	if opt.HeartbeatInterval <= 0 {
 		opt.HeartbeatInterval = max(k.ttl/3, 100*time.Millisecond)
 		if k.ttl <= 0 {
@@ -87,6 +117,9 @@ func (k *Consumer) Run(ctx context.Context, h Handler, opt RunOptions) error {
 	if opt.ReconnectMax <= 0 {
 		opt.ReconnectMax = 5 * time.Second
 	}
+	if opt.MaxQueueBytes <= 0 {
+		opt.MaxQueueBytes = DefaultMaxQueueBytes
+	}
 	report := func(err error) {
 		if opt.OnError != nil && err != nil {
 			opt.OnError(err)
@@ -99,7 +132,7 @@ func (k *Consumer) Run(ctx context.Context, h Handler, opt RunOptions) error {
 	ack := &acker{k: k, wake: make(chan struct{}, 1), pending: map[string]ledger.LSN{}, handled: map[string]ledger.LSN{},
 		onAck: opt.OnAck, report: report, every: opt.AckInterval,
 		fatal: func(err error) { cancel(err) }}
-	w := &work{wake: make(chan struct{}, 1)}
+	w := &work{wake: make(chan struct{}, 1), room: make(chan struct{}, 1), max: opt.MaxQueueBytes, parts: parts}
 	var wg sync.WaitGroup
 	wg.Go(func() { ack.loop(ctx) })
 	wg.Go(func() { k.heartbeats(ctx, opt, report, func(err error) { cancel(err) }) })
@@ -186,7 +219,9 @@ func (k *Consumer) readStream(ctx context.Context, s *Stream, w *work, opt RunOp
 		idle.Reset(opt.IdleTimeout)
 		switch f.Type {
 		case wire.FrameTxn:
-			w.push(txn)
+			if !w.push(ctx, txn) {
+				return ctx.Err()
+			}
 		case wire.FrameChallenge:
 			// Alive and working: a shape with a transaction queued or
 			// being handled says so with a defer; what is handled is
@@ -210,24 +245,63 @@ func (k *Consumer) readStream(ctx context.Context, s *Stream, w *work, opt RunOp
 	}
 }
 
-// work holds the transactions read from the change stream and not yet
-// handled, and the one being handled, between the goroutine reading the
-// stream and the one calling the handler.
+// work holds the transaction frames read from the change stream and not
+// yet handled, and the transaction being handled, between the goroutine
+// reading the stream and the one calling the handler.
 type work struct {
 	mu      sync.Mutex
 	queue   []*Txn
-	current *Txn
+	bytes   int64    // frame bytes in queue
+	current *Txn     // the part being handled
+	inTxn   []string // shapes of the transaction being handled, parts so far
 	wake    chan struct{}
+	room    chan struct{}
+	max     int64
+	parts   bool // RunParts: the handler gets each part
 }
 
-func (w *work) push(t *Txn) {
-	w.mu.Lock()
-	w.queue = append(w.queue, t)
-	w.mu.Unlock()
+// push queues t, waiting while the queue holds MaxQueueBytes. It reports
+// false when ctx ended.
+func (w *work) push(ctx context.Context, t *Txn) bool {
+	for {
+		w.mu.Lock()
+		if len(w.queue) == 0 || w.bytes+t.size <= w.max {
+			w.queue = append(w.queue, t)
+			w.bytes += t.size
+			w.mu.Unlock()
+			break
+		}
+		w.mu.Unlock()
+		select {
+		case <-ctx.Done():
+			return false
+		case <-w.room:
+		}
+	}
 	select {
 	case w.wake <- struct{}{}:
 	default:
 	}
+	return true
+}
+
+// pop takes the next frame off the queue, or nil.
+func (w *work) pop() *Txn {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if len(w.queue) == 0 {
+		return nil
+	}
+	t := w.queue[0]
+	w.queue[0] = nil
+	w.queue = w.queue[1:]
+	w.bytes -= t.size
+	w.current = t
+	select {
+	case w.room <- struct{}{}:
+	default:
+	}
+	return t
 }
 
 // reset drops what was read and not handled: the stream ended, and the
@@ -236,6 +310,7 @@ func (w *work) reset() {
 	w.mu.Lock()
 	clear(w.queue)
 	w.queue = w.queue[:0]
+	w.bytes = 0
 	w.mu.Unlock()
 }
 
@@ -244,7 +319,7 @@ func (w *work) reset() {
 func (w *work) busy(shape string) bool {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	if w.current != nil && reaches(w.current, shape) {
+	if w.current != nil && reaches(w.current, shape) || slices.Contains(w.inTxn, shape) {
 		return true
 	}
 	for _, t := range w.queue {
@@ -264,20 +339,17 @@ func reaches(t *Txn, shape string) bool {
 	return false
 }
 
-// handle calls h on each transaction in turn until ctx ends (nil) or h
-// fails (its error). A transaction whose every shape was handled at or past
-// it (it came again on a new stream) is not handled again, only acked again.
+// handle calls h on each transaction (or, with parts, each part) in turn
+// until ctx ends (nil) or h fails (its error). A transaction whose every
+// shape was handled at or past it (it came again on a new stream) is not
+// handled again, only acked again. A part 1 starts a transaction over: the
+// stream broke inside it and it is sent again whole; a part without the
+// parts before it (its stream broke) is dropped.
 func (w *work) handle(ctx context.Context, h Handler, ack *acker) error {
+	var cur *Txn // the transaction being put together (Run) or handled (RunParts)
+	handled := false
 	for {
-		w.mu.Lock()
-		var t *Txn
-		if len(w.queue) > 0 {
-			t = w.queue[0]
-			w.queue[0] = nil
-			w.queue = w.queue[1:]
-			w.current = t
-		}
-		w.mu.Unlock()
+		t := w.pop()
 		if t == nil {
 			select {
 			case <-ctx.Done():
@@ -286,21 +358,69 @@ func (w *work) handle(ctx context.Context, h Handler, ack *acker) error {
 			}
 			continue
 		}
-		var err error
-		if !ack.covers(t) {
-			err = h(ctx, t)
+		if t.Part == 0 {
+			t.Part, t.Last = 1, true
 		}
-		w.mu.Lock()
-		w.current = nil
-		w.mu.Unlock()
+		switch {
+		case t.Part == 1:
+			cur = &Txn{LSN: t.LSN, Xid: t.Xid, CommitTime: t.CommitTime}
+			handled = false
+			w.setInTxn(nil)
+		case cur == nil || cur.LSN != t.LSN || t.Part != cur.Part+1:
+			w.done()
+			continue
+		}
+		cur.Part = t.Part
+		var err error
+		if w.parts {
+			// Each part to the handler; cur keeps only the shapes, as one
+			// change per shape, for the ack.
+			if len(t.Changes) > 0 && !ack.covers(t) || t.Last && handled {
+				err = h(ctx, t)
+				handled = true
+			}
+			for _, s := range t.Shapes() {
+				if !reaches(cur, s) {
+					cur.Changes = append(cur.Changes, wire.Change{Shapes: []string{s}})
+				}
+			}
+		} else {
+			cur.Changes = append(cur.Changes, t.Changes...)
+			if t.Last {
+				cur.EndLSN, cur.Last = t.EndLSN, true
+				if !ack.covers(cur) {
+					whole := *cur
+					whole.Part = 1
+					err = h(ctx, &whole)
+				}
+			}
+		}
+		w.setInTxn(cur.Shapes())
+		w.done()
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil
 			}
 			return err
 		}
-		ack.add(t)
+		if t.Last {
+			ack.add(cur)
+			cur = nil
+			w.setInTxn(nil)
+		}
 	}
+}
+
+func (w *work) done() {
+	w.mu.Lock()
+	w.current = nil
+	w.mu.Unlock()
+}
+
+func (w *work) setInTxn(shapes []string) {
+	w.mu.Lock()
+	w.inTxn = shapes
+	w.mu.Unlock()
 }
 
 func (k *Consumer) heartbeats(ctx context.Context, opt RunOptions, report, fatal func(error)) {

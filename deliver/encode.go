@@ -17,18 +17,33 @@ var (
 )
 
 // appendTxnFrame appends the txn frame of e, restricted to the shapes still
-// pending in e, and a newline.
-func appendTxnFrame(b []byte, e *entry) []byte {
+// pending in e, and a newline. part is e's part number on the stream: a
+// transaction written as one part (part 1 and last) is the plain frame,
+// without part and last; otherwise every part carries "part", the last one
+// also "last": true and only the last one "end_lsn". Part and last come
+// before the changes so that a reader knows what it reads first.
+func appendTxnFrame(b []byte, e *entry, part int) []byte {
 	t := e.txn
+	whole := part == 1 && e.last
 	b = append(b, `{"type":"txn","lsn":"`...)
 	b = append(b, e.commit.String()...)
-	b = append(b, `","end_lsn":"`...)
-	b = append(b, e.end.String()...)
+	if e.last {
+		b = append(b, `","end_lsn":"`...)
+		b = append(b, e.end.String()...)
+	}
 	b = append(b, `","xid":`...)
 	b = strconv.AppendUint(b, uint64(t.Xid), 10)
 	b = append(b, `,"commit_time":"`...)
 	b = t.CommitTime.UTC().AppendFormat(b, time.RFC3339Nano)
-	b = append(b, `","changes":[`...)
+	b = append(b, '"')
+	if !whole {
+		b = append(b, `,"part":`...)
+		b = strconv.AppendInt(b, int64(part), 10)
+		if e.last {
+			b = append(b, `,"last":true`...)
+		}
+	}
+	b = append(b, `,"changes":[`...)
 	first := true
 	for i := range t.Changes {
 		ch := &t.Changes[i]

@@ -15,6 +15,11 @@ var (
 	// ack for longer than the slow-consumer timeout while its outbox was full;
 	// reconnect and ack faster, or raise -outbox-bytes.
 	ErrSlowConsumer = errors.New("deliver: stream closed: outbox full for longer than the slow-consumer timeout; ack faster or raise -outbox-bytes")
+	// ErrRestarted is returned by Serve when a transaction some parts of
+	// which were written to the stream must be sent again from its first
+	// part (the replication stream was cut mid-transaction): the consumer
+	// drops the parts it has and reconnects.
+	ErrRestarted = errors.New("deliver: stream closed: a transaction is sent again from its first part; reconnect")
 	// ErrConsumerGone is returned by Serve when the consumer lost its lease or
 	// was released while streaming.
 	ErrConsumerGone = errors.New("deliver: consumer is gone; register again")

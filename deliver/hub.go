@@ -2,6 +2,7 @@ package deliver
 
 import (
 	"context"
+	"fmt"
 	"slices"
 	"sort"
 	"sync"
@@ -20,6 +21,7 @@ const (
 	DefaultOutboxBytes         = 64 << 20
 	DefaultSlowConsumerTimeout = 30 * time.Second
 	DefaultKeepaliveInterval   = 5 * time.Second
+	DefaultFragmentBytes       = 4 << 20
 	// maxControl bounds the challenge/evicted frames queued for a consumer
 	// whose stream is not open; the oldest are dropped first (the state they
 	// announce stays readable through the API).
@@ -47,6 +49,11 @@ type Config struct {
 	// KeepaliveInterval is the longest a change stream stays silent; a
 	// keepalive frame is written when nothing else was. Default 5s.
 	KeepaliveInterval time.Duration
+	// FragmentBytes is about the largest txn frame: the changes of a
+	// transaction that reach a consumer are cut into parts of about this
+	// size (a single change larger than it is a part of its own). Default
+	// 4 MiB.
+	FragmentBytes int64
 	// Logger receives log lines; a "component" field is added.
 	Logger zerolog.Logger
 }
@@ -75,6 +82,7 @@ type Hub struct {
 	restarted  atomic.Bool // the Runner started a new stream: its first transaction begins a pass
 	replaying  bool        // stream goroutine only: the stream is re-sending what it sent before
 	replay     chan struct{}
+	open       *openTxn // stream goroutine only: the transaction being routed in pieces
 
 	deliveries  atomic.Uint64
 	sentBytes   atomic.Uint64
@@ -102,6 +110,9 @@ func New(cfg Config) *Hub {
 	if cfg.KeepaliveInterval <= 0 {
 		cfg.KeepaliveInterval = DefaultKeepaliveInterval
 	}
+	if cfg.FragmentBytes <= 0 {
+		cfg.FragmentBytes = DefaultFragmentBytes
+	}
 	return &Hub{
 		cfg:       cfg,
 		l:         cfg.Ledger,
@@ -124,8 +135,9 @@ type outbox struct {
 	entries     []*entry // commit order
 	bytes       int64
 	seq         uint64     // seq of the next entry
-	high        ledger.LSN // commit LSN of the last transaction enqueued
-	delivered   ledger.LSN // commit LSN of the last transaction written to a stream
+	high        ledger.LSN // commit LSN of the last transaction enqueued whole (its last part)
+	delivered   ledger.LSN // commit LSN of the last transaction written whole (its last part) to a stream
+	spilled     ledger.LSN // a transaction whose first parts were written and dropped from memory (spill)
 	overflowed  bool       // transactions after dropFrom were dropped; waiting for a replay
 	dropFrom    ledger.LSN
 	replayAsked bool
@@ -148,14 +160,20 @@ type sending struct {
 	done   chan struct{} // closed once written, or the write failed
 }
 
-// entry is one transaction in an outbox.
+// entry is one transaction in an outbox, or one part of it: the parts of a
+// transaction are consecutive entries, the last one marked last.
 type entry struct {
 	seq         uint64
-	commit, end ledger.LSN
+	commit, end ledger.LSN // end is zero on every part but the last
+	last        bool       // the transaction's last (or only) part
 	txn         *stream.Txn // a copy holding only the changes that reach this consumer
 	shapes      [][]string  // for each of its changes, the consumer's shapes reached (sorted)
-	pending     []string    // the consumer's shapes that have not acked it (sorted)
-	size        int64       // memory held, as counted against Config.OutboxBytes
+	// pending are the consumer's shapes that have not acked the
+	// transaction (sorted). The last part holds every shape of the
+	// transaction, an earlier part those reached up to it, so the last
+	// part is always the last to leave the outbox.
+	pending []string
+	size    int64 // memory held, as counted against Config.OutboxBytes
 }
 
 func (e *entry) pendingHas(id string) bool {
@@ -169,6 +187,10 @@ type session struct {
 	done   chan struct{}
 	err    error
 	cursor uint64 // seq of the next entry to write
+	// Parts are numbered per stream: the first part of a transaction a
+	// stream writes is part 1, whatever parts were acked or written before.
+	partOf ledger.LSN
+	part   int
 }
 
 func (s *session) end(err error) {
@@ -201,7 +223,78 @@ func (h *Hub) outbox(id string, create bool) *outbox {
 // HandleTxn routes txn, tracks it in the ledger and appends it to the
 // outbox of every consumer owning a shape that must receive it. It blocks
 // while such an outbox is full, up to Config.SlowConsumerTimeout.
+//
+// A transaction handed over in pieces (stream.Txn.More) is routed piece by
+// piece: changes that reach no shape are dropped at once, and the changes
+// of each consumer are cut into parts of about Config.FragmentBytes, each
+// appended to its outbox as soon as it is full. A shape is pending on the
+// transaction from its first routed piece (ledger.TrackOpen, I1).
 func (h *Hub) HandleTxn(ctx context.Context, txn *stream.Txn) error {
+	if txn.First() {
+		if h.open != nil {
+			// The stream was cut before the last piece of the open
+			// transaction and hands it (or an earlier one) again from its
+			// first piece.
+			h.abandon()
+		}
+		h.beginTxn(txn)
+	} else if h.open == nil || h.open.commit != txn.CommitLSN {
+		return fmt.Errorf("piece %d of transaction %s without its first piece", txn.Part, txn.CommitLSN)
+	}
+	if len(txn.Relations) > 0 {
+		if err := h.evictChangedRelations(txn); err != nil {
+			return err
+		}
+	}
+	h.routeMu.Lock()
+	res := h.router.Route(txn)
+	var targets []string
+	if txn.More {
+		targets = h.l.TrackOpen(txn.CommitLSN, res.Shapes)
+	} else {
+		targets = h.l.Track(txn.CommitLSN, txn.EndLSN, res.Shapes)
+	}
+	h.routeMu.Unlock()
+	open := h.open
+	if len(targets) > 0 {
+		if res.Absent != nil {
+			h.countAbsent(&res, targets)
+		}
+		byConsumer := map[string][]string{}
+		for _, id := range targets {
+			if c := h.router.Consumer(id); c != "" {
+				byConsumer[c] = append(byConsumer[c], id)
+			}
+		}
+		for cid, shapes := range byConsumer {
+			sort.Strings(shapes)
+			f := open.frags[cid]
+			if f == nil {
+				f = &fragment{}
+				open.frags[cid] = f
+				open.order = append(open.order, cid)
+			}
+			if err := h.addChanges(ctx, cid, f, txn, &res, shapes); err != nil {
+				return err
+			}
+		}
+	}
+	if txn.More {
+		return nil
+	}
+	h.open = nil
+	open.end = txn.EndLSN
+	sort.Strings(open.order)
+	for _, cid := range open.order {
+		if err := h.seal(ctx, open, cid, open.frags[cid], true); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// beginTxn starts routing a transaction at its first piece.
+func (h *Hub) beginTxn(txn *stream.Txn) {
 	restarted := h.restarted.Swap(false) && h.prevCommit != 0
 	if restarted || h.prevCommit != 0 && txn.CommitLSN <= h.prevCommit {
 		// Commit LSNs rise within one pass over the slot: a step back (or
@@ -219,40 +312,7 @@ func (h *Hub) HandleTxn(ctx context.Context, txn *stream.Txn) error {
 		h.lastCommit = txn.CommitLSN
 		h.replaying = false
 	}
-	if len(txn.Relations) > 0 {
-		if err := h.evictChangedRelations(txn); err != nil {
-			return err
-		}
-	}
-	h.routeMu.Lock()
-	res := h.router.Route(txn)
-	targets := h.l.Track(txn.CommitLSN, txn.EndLSN, res.Shapes)
-	h.routeMu.Unlock()
-	if len(targets) == 0 {
-		return nil
-	}
-	if res.Absent != nil {
-		h.countAbsent(&res, targets)
-	}
-	byConsumer := map[string][]string{}
-	for _, id := range targets {
-		if c := h.router.Consumer(id); c != "" {
-			byConsumer[c] = append(byConsumer[c], id)
-		}
-	}
-	ids := make([]string, 0, len(byConsumer))
-	for id := range byConsumer {
-		ids = append(ids, id)
-	}
-	sort.Strings(ids)
-	for _, cid := range ids {
-		shapes := byConsumer[cid]
-		sort.Strings(shapes)
-		if err := h.enqueue(ctx, cid, txn, &res, shapes); err != nil {
-			return err
-		}
-	}
-	return nil
+	h.open = &openTxn{commit: txn.CommitLSN, xid: txn.Xid, commitTime: txn.CommitTime, frags: map[string]*fragment{}}
 }
 
 // countAbsent counts the changes routed to a target shape only through an
@@ -296,35 +356,13 @@ func (h *Hub) onReplay(from ledger.LSN, fromSlot bool) {
 	}
 }
 
-func (h *Hub) enqueue(ctx context.Context, cid string, txn *stream.Txn, res *route.Result, shapes []string) error {
+// enqueue appends e to the consumer's outbox, waiting for room up to
+// Config.SlowConsumerTimeout.
+func (h *Hub) enqueue(ctx context.Context, cid string, e *entry) error {
 	o := h.outbox(cid, true)
 	if o == nil {
 		return ErrClosed
 	}
-	// The entry keeps only the changes this consumer gets, so that a large
-	// transaction mostly for others is not held in memory on its behalf, and
-	// its size (what the outbox bound counts) is what it really holds.
-	e := &entry{commit: txn.CommitLSN, end: txn.EndLSN, pending: shapes, size: entryOverhead}
-	own := &stream.Txn{Xid: txn.Xid, CommitLSN: txn.CommitLSN, EndLSN: txn.EndLSN, CommitTime: txn.CommitTime}
-	for i, ids := range res.Changes {
-		var sel []string
-		for _, id := range ids {
-			if _, ok := slices.BinarySearch(shapes, id); ok {
-				sel = append(sel, id)
-			}
-		}
-		if len(sel) > 0 {
-			ch := txn.Changes[i]
-			own.Changes = append(own.Changes, ch)
-			e.shapes = append(e.shapes, sel)
-			e.size += changeOverhead + int64(len(ch.Table)) + rowSize(ch.New) + rowSize(ch.Old)
-			for _, id := range sel {
-				e.size += int64(len(id)) + 16
-			}
-		}
-	}
-	e.txn = own
-
 	var timer *time.Timer
 	defer func() {
 		if timer != nil {
@@ -347,6 +385,9 @@ func (h *Hub) enqueue(ctx context.Context, cid string, txn *stream.Txn, res *rou
 		if o.bytes == 0 || o.bytes+e.size <= h.cfg.OutboxBytes {
 			break
 		}
+		if h.spillLocked(o) {
+			continue
+		}
 		if timer == nil {
 			timer = time.NewTimer(h.cfg.SlowConsumerTimeout)
 		}
@@ -362,7 +403,7 @@ func (h *Hub) enqueue(ctx context.Context, cid string, txn *stream.Txn, res *rou
 			return ctx.Err()
 		}
 		o.mu.Lock()
-		if timedOut && !o.removed && o.bytes > 0 && o.bytes+e.size > h.cfg.OutboxBytes {
+		if timedOut && !o.removed && o.bytes > 0 && o.bytes+e.size > h.cfg.OutboxBytes && !h.spillLocked(o) {
 			h.overflowLocked(o, e.commit)
 			h.dropped.Add(1)
 			return nil
@@ -373,7 +414,9 @@ func (h *Hub) enqueue(ctx context.Context, cid string, txn *stream.Txn, res *rou
 	o.entries = append(o.entries, e)
 	o.bytes += e.size
 	h.outboxBytes.Add(e.size)
-	o.high = e.commit
+	if e.last {
+		o.high = e.commit
+	}
 	if o.session != nil {
 		o.session.poke()
 	}
@@ -382,7 +425,17 @@ func (h *Hub) enqueue(ctx context.Context, cid string, txn *stream.Txn, res *rou
 
 // overflowLocked gives up on keeping o complete: its stream is closed and
 // transactions from commit on are dropped until a replay from the slot.
+//
+// The parts of commit (and of any transaction after it) already in the
+// outbox leave it too, and so does a transaction whose first parts were
+// spilled: the replay brings each of them again whole, from its first part,
+// so no consumer is ever resent a transaction in part.
 func (h *Hub) overflowLocked(o *outbox, commit ledger.LSN) {
+	if o.spilled != 0 && o.spilled < commit {
+		commit = o.spilled
+	}
+	o.spilled = 0
+	h.dropFromLocked(o, commit)
 	o.overflowed = true
 	o.dropFrom = commit
 	o.replayAsked = false
@@ -432,6 +485,9 @@ func (h *Hub) pruneLocked(o *outbox, upTo ledger.LSN, all bool, shape string) {
 		}
 		if len(e.pending) == 0 {
 			freed += e.size
+			if e.last && e.commit == o.spilled {
+				o.spilled = 0 // acked whole: nothing of it is needed again
+			}
 			continue
 		}
 		kept = append(kept, e)
@@ -445,14 +501,20 @@ func (h *Hub) pruneLocked(o *outbox, upTo ledger.LSN, all bool, shape string) {
 		case o.space <- struct{}{}:
 		default:
 		}
-		if o.overflowed && !o.replayAsked && o.bytes <= h.cfg.OutboxBytes/2 {
-			o.replayAsked = true
-			select {
-			case h.replay <- struct{}{}:
-			default:
-			}
-			h.log.Info().Str("consumer", o.id).Msg("overflowed consumer caught up: asking for a replay from the slot")
+		h.askReplayLocked(o)
+	}
+}
+
+// askReplayLocked asks for a replay from the slot once an overflowed
+// outbox is half empty. Called with o.mu held.
+func (h *Hub) askReplayLocked(o *outbox) {
+	if o.overflowed && !o.replayAsked && o.bytes <= h.cfg.OutboxBytes/2 {
+		o.replayAsked = true
+		select {
+		case h.replay <- struct{}{}:
+		default:
 		}
+		h.log.Info().Str("consumer", o.id).Msg("overflowed consumer caught up: asking for a replay from the slot")
 	}
 }
 

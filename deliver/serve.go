@@ -59,13 +59,18 @@ func (h *Hub) Serve(ctx context.Context, consumer string, w Flusher) error {
 	}
 	if o.session != nil {
 		o.session.end(ErrReplaced)
+		h.cutSpilledLocked(o)
 	}
 	o.session = s
+	// An outbox that overflowed while the consumer was away asks for its
+	// replay now that someone reads it.
+	h.askReplayLocked(o)
 	o.mu.Unlock()
 	defer func() {
 		o.mu.Lock()
 		if o.session == s {
 			o.session = nil
+			h.cutSpilledLocked(o)
 		}
 		o.mu.Unlock()
 	}()
@@ -111,15 +116,19 @@ func (h *Hub) Serve(ctx context.Context, consumer string, w Flusher) error {
 				}
 				wr = &sending{commit: e.commit, done: make(chan struct{})}
 				o.writing = append(o.writing, wr)
-				buf = appendTxnFrame(buf, e)
+				buf = appendTxnFrame(buf, e, s.nextPart(e))
 				n++
 				s.cursor = e.seq + 1
 				break
 			}
-			buf = appendTxnFrame(buf, e)
+			buf = appendTxnFrame(buf, e, s.nextPart(e))
 			n++
 			s.cursor = e.seq + 1
-			o.delivered = e.commit
+			if e.last {
+				// Acks of the transaction are valid only once its last
+				// part is written.
+				o.delivered = e.commit
+			}
 		}
 		o.mu.Unlock()
 		if len(buf) > 0 {
@@ -134,6 +143,11 @@ func (h *Hub) Serve(ctx context.Context, consumer string, w Flusher) error {
 			}
 			if err != nil {
 				return err
+			}
+			// A HandleTxn waiting for room may spill the parts just written.
+			select {
+			case o.space <- struct{}{}:
+			default:
 			}
 			wrote = true
 			if cap(buf) > 4*maxWriteBatch {
@@ -159,6 +173,16 @@ func (h *Hub) Serve(ctx context.Context, consumer string, w Flusher) error {
 			wrote = false
 		}
 	}
+}
+
+// nextPart returns the part number e is written as on this stream: parts
+// are numbered from 1 per stream, whatever was written or acked before.
+func (s *session) nextPart(e *entry) int {
+	if s.partOf != e.commit {
+		s.partOf, s.part = e.commit, 0
+	}
+	s.part++
+	return s.part
 }
 
 // written ends the write of a resent transaction: acks waiting for it may

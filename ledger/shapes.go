@@ -62,7 +62,12 @@ func (l *Ledger) PutShapes(specs []ShapeSpec) ([]ShapeResult, error) {
 	}
 	now := l.now()
 	start := max(l.t.position, l.startFloor)
-	if start > 0 {
+	switch {
+	case l.t.open != 0 && l.t.open >= start:
+		// A transaction is being routed in pieces: the shape starts at its
+		// commit and gets none of it (TrackOpen).
+		start = l.t.open
+	case start > 0:
 		start-- // the next commit may begin at the processed position itself
 	}
 	var fresh []*shapeState

@@ -134,6 +134,7 @@ type tracker struct {
 	rels     map[relKey]*relUse // shapes by relation (index.go)
 	heap     []*shapeState
 	position LSN // end LSN of the last processed transaction, or idle WAL end
+	open     LSN // commit LSN of a transaction tracked in pieces whose last piece is not in yet (TrackOpen)
 }
 
 func newTracker() *tracker {

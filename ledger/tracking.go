@@ -16,7 +16,27 @@ func (l *Ledger) Track(commit, end LSN, shapes []string) []string {
 	if l.closed {
 		return shapes // over-deliver rather than let a closed ledger read as "acked at once" (I1)
 	}
+	l.t.open = 0
 	return l.t.track(commit, end, shapes, now)
+}
+
+// TrackOpen is Track for a piece of a transaction still being decoded
+// (its commit record not read yet): the shapes it returns are pending on
+// commit from now on, so the safe flush LSN stays at or below commit until
+// they ack it (I1). The end LSN is not known yet; Track with the last piece
+// gives it. Until then, a shape created meanwhile starts at commit itself
+// rather than just below it: it missed the transaction's earlier pieces,
+// so it gets none of the transaction (a consumer never sees a transaction
+// in part) and its flushed position already covers it (I2).
+func (l *Ledger) TrackOpen(commit LSN, shapes []string) []string {
+	now := l.now().UnixNano()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.closed {
+		return shapes
+	}
+	l.t.open = commit
+	return l.t.track(commit, 0, shapes, now)
 }
 
 // Idle tells the ledger the server WAL end while nothing is in flight: with

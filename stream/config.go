@@ -16,6 +16,7 @@ const (
 	DefaultHeartbeatInterval = 10 * time.Second
 	DefaultReconnectMin      = 250 * time.Millisecond
 	DefaultReconnectMax      = 30 * time.Second
+	DefaultChunkBytes        = 256 << 10
 )
 
 // HeartbeatPrefix is the prefix of the logical messages the heartbeat emits.
@@ -28,11 +29,16 @@ const HeartbeatPrefix = "ledgerd"
 // FlushLSN is also called from a timer goroutine while HandleTxn blocks, so
 // it must be safe for concurrent use.
 type Handler interface {
-	// HandleTxn gets each committed transaction in commit order. It may
-	// block (backpressure); the stream keeps the connection alive meanwhile.
-	// When it returns nil the transaction is accounted for: it will not be
-	// handed again by this Stream (see Run). An error ends the session, which
-	// is retried from the slot's confirmed position.
+	// HandleTxn gets each committed transaction in commit order, a large
+	// one in pieces as it is decoded (Txn.Part, Txn.More; see
+	// Config.ChunkBytes). It may block (backpressure); the stream keeps the
+	// connection alive meanwhile. When it returns nil for the last piece the
+	// transaction is accounted for: it will not be handed again by this
+	// Stream (see Run). A session that ends after some pieces of a
+	// transaction hands it again from its first piece; the next piece the
+	// handler gets is then a first one (Txn.First), of that transaction or
+	// of an earlier one. An error ends the session, which is retried from
+	// the slot's confirmed position.
 	HandleTxn(ctx context.Context, txn *Txn) error
 	// Idle reports the server's WAL end when every transaction received so
 	// far has been handled and none is open: with nothing pending, the
@@ -74,6 +80,11 @@ type Config struct {
 	ReconnectMin, ReconnectMax time.Duration
 	// Logger receives the stream's logs; a "component" field is added.
 	Logger zerolog.Logger
+	// ChunkBytes is the size at which an open transaction is handed to the
+	// Handler in pieces (Decoder.ChunkBytes): changes are routed as they
+	// are decoded rather than after the commit. Zero means
+	// DefaultChunkBytes (256 KiB); negative hands transactions over whole.
+	ChunkBytes int
 	// OnStreaming, when set, is called from the stream's goroutine each time
 	// a session starts streaming (the daemon's start is complete once the
 	// first one does). It must return quickly.
@@ -100,6 +111,9 @@ func (c *Config) validate() error {
 	}
 	if c.HeartbeatInterval == 0 {
 		c.HeartbeatInterval = DefaultHeartbeatInterval
+	}
+	if c.ChunkBytes == 0 {
+		c.ChunkBytes = DefaultChunkBytes
 	}
 	if c.ReconnectMin <= 0 {
 		c.ReconnectMin = DefaultReconnectMin

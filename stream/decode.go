@@ -24,6 +24,14 @@ type Decoder struct {
 	// SkipThrough drops transactions whose commit LSN is at or below it
 	// (already handed over before a reconnect). Zero skips nothing.
 	SkipThrough ledger.LSN
+	// ChunkBytes, when positive, hands an open transaction over in pieces
+	// (Txn.Part, Txn.More) once the changes decoded since the last piece
+	// hold about this many bytes, so that memory stays bounded whatever
+	// the transaction's size. Zero hands every transaction over whole.
+	ChunkBytes int
+
+	size int // bytes of the changes in txn, as counted against ChunkBytes
+	part int // pieces of the open transaction handed over so far
 }
 
 type relation struct {
@@ -56,6 +64,7 @@ func (d *Decoder) Decode(msg []byte) (*Txn, error) {
 		}
 		d.txn = &Txn{Xid: m.Xid, CommitLSN: ledger.LSN(m.FinalLSN), CommitTime: m.CommitTime}
 		d.skip = d.SkipThrough != 0 && d.txn.CommitLSN <= d.SkipThrough
+		d.size, d.part = 0, 0
 		return nil, nil
 	case *pglogrepl.CommitMessage:
 		txn := d.txn
@@ -72,6 +81,7 @@ func (d *Decoder) Decode(msg []byte) (*Txn, error) {
 		}
 		txn.EndLSN = ledger.LSN(m.TransactionEndLSN)
 		txn.CommitTime = m.CommitTime
+		txn.Part = d.part + 1
 		return txn, nil
 	case *pglogrepl.RelationMessage:
 		rel := &relation{name: m.Namespace + "." + m.RelationName, columns: make([]string, len(m.Columns)),
@@ -86,11 +96,11 @@ func (d *Decoder) Decode(msg []byte) (*Txn, error) {
 		}
 		return nil, nil
 	case *pglogrepl.InsertMessage:
-		return nil, d.change(msg, OpInsert, m.RelationID, m.Tuple, nil, 0)
+		return d.piece(d.change(msg, OpInsert, m.RelationID, m.Tuple, nil, 0))
 	case *pglogrepl.UpdateMessage:
-		return nil, d.change(msg, OpUpdate, m.RelationID, m.NewTuple, m.OldTuple, m.OldTupleType)
+		return d.piece(d.change(msg, OpUpdate, m.RelationID, m.NewTuple, m.OldTuple, m.OldTupleType))
 	case *pglogrepl.DeleteMessage:
-		return nil, d.change(msg, OpDelete, m.RelationID, nil, m.OldTuple, m.OldTupleType)
+		return d.piece(d.change(msg, OpDelete, m.RelationID, nil, m.OldTuple, m.OldTupleType))
 	case *pglogrepl.TruncateMessage:
 		if err := d.inTxn(msg); err != nil {
 			return nil, err
@@ -102,9 +112,10 @@ func (d *Decoder) Decode(msg []byte) (*Txn, error) {
 			}
 			if !d.skip {
 				d.txn.Changes = append(d.txn.Changes, Change{Op: OpTruncate, Table: rel.name, RelID: id})
+				d.size += changeBytes + len(rel.name)
 			}
 		}
-		return nil, nil
+		return d.piece(nil)
 	case *pglogrepl.LogicalDecodingMessage:
 		if !m.Transactional {
 			return nil, nil
@@ -125,6 +136,24 @@ func (d *Decoder) Decode(msg []byte) (*Txn, error) {
 	default:
 		return nil, decodeErr(msg, "unexpected message %T", m)
 	}
+}
+
+// changeBytes is what a decoded change holds beside its names and values,
+// as counted against ChunkBytes.
+const changeBytes = 96
+
+// piece hands the open transaction's changes over as a piece (Txn.More)
+// once they reach ChunkBytes, and starts the next piece.
+func (d *Decoder) piece(err error) (*Txn, error) {
+	if err != nil || d.ChunkBytes <= 0 || d.size < d.ChunkBytes || d.skip {
+		return nil, err
+	}
+	t := d.txn
+	d.part++
+	t.Part, t.More = d.part, true
+	d.txn = &Txn{Xid: t.Xid, CommitLSN: t.CommitLSN, CommitTime: t.CommitTime}
+	d.size = 0
+	return t, nil
 }
 
 func (d *Decoder) inTxn(msg []byte) error {
@@ -164,7 +193,16 @@ func (d *Decoder) change(msg []byte, op Op, relID uint32, newTup, oldTup *pglogr
 		c.OldKind = TupleFull
 	}
 	d.txn.Changes = append(d.txn.Changes, c)
+	d.size += changeBytes + len(c.Table) + rowBytes(c.New) + rowBytes(c.Old)
 	return nil
+}
+
+func rowBytes(cols []Column) int {
+	n := 0
+	for _, c := range cols {
+		n += 40 + len(c.Name) + len(c.Value)
+	}
+	return n
 }
 
 // row decodes a tuple in the relation's column order. In a key-only tuple

@@ -173,6 +173,7 @@ func (s *Stream) session(ctx context.Context) (streamed bool, err error) {
 
 	dec := NewDecoder()
 	dec.SkipThrough = s.lastHanded
+	dec.ChunkBytes = s.cfg.ChunkBytes
 	lend := s.startLender(conn)
 	defer lend.stop()
 
@@ -260,6 +261,12 @@ func (s *Stream) receive(ctx context.Context, conn *pgconn.PgConn, dec *Decoder,
 		}
 		if err := lend.handle(ctx, txn); err != nil {
 			return false, fmt.Errorf("handling transaction %s: %w", txn.CommitLSN, err)
+		}
+		if txn.More {
+			// A piece: the transaction counts as handed over only with its
+			// last one. A session cut before it hands it again from its
+			// first piece.
+			return false, nil
 		}
 		s.lastHanded = txn.CommitLSN
 		s.stats.lastCommit.Store(uint64(txn.CommitLSN))

@@ -101,11 +101,20 @@ type Message struct {
 	Content []byte
 }
 
-// Txn is one committed transaction as decoded from pgoutput.
+// Txn is one committed transaction as decoded from pgoutput, or one piece
+// of it.
 //
 // CommitLSN identifies the transaction (pgoutput Begin.FinalLSN, equal to
 // Commit.CommitLSN); EndLSN is the position just past its commit record, the
 // position that may be confirmed once the transaction is no longer needed.
+//
+// A transaction larger than the Decoder's ChunkBytes is handed over in
+// pieces as it is decoded, so that no transaction is held whole in memory:
+// every piece carries the transaction's Xid, CommitLSN and CommitTime, the
+// changes, messages and relation messages decoded since the previous piece,
+// Part (1 for the first) and More (set on every piece but the last). Only
+// the last piece carries EndLSN. The zero Part and More describe a whole
+// transaction in one piece.
 type Txn struct {
 	Xid        uint32
 	CommitLSN  ledger.LSN
@@ -117,4 +126,14 @@ type Txn struct {
 	// order; every one precedes the first change of its relation in the
 	// transaction.
 	Relations []Relation
+	// Part numbers the pieces of one transaction from 1; 0 is the same as
+	// 1 (a whole transaction built by hand).
+	Part int
+	// More is set when further pieces of the transaction follow: it was
+	// not committed yet as far as this piece goes, and EndLSN is zero.
+	More bool
 }
+
+// First reports whether txn is the first (or only) piece of its
+// transaction.
+func (t *Txn) First() bool { return t.Part <= 1 }

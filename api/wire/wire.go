@@ -207,8 +207,19 @@ type Frame struct {
 	Xid        uint32     `json:"xid,omitempty"`
 	CommitTime *time.Time `json:"commit_time,omitempty"`
 	Changes    []Change   `json:"changes,omitempty"`
-	Shape      string     `json:"shape,omitempty"`
-	Reason     string     `json:"reason,omitempty"`
+	// Part and Last are set on a transaction sent in several txn frames
+	// (its changes for this consumer over -fragment-bytes): every frame of
+	// it has the same LSN, Part counts them from 1 on each stream, and the
+	// final one has Last (and, alone, EndLSN). A transaction sent in one
+	// frame has neither. Its parts come one after the other, in order, with
+	// at most challenge, evicted and keepalive frames between them. Ack the
+	// transaction once, by its LSN, after its last part. A stream that ends
+	// before the last part is sent the transaction again from part 1 on the
+	// next stream: drop the parts you have.
+	Part   int    `json:"part,omitempty"`
+	Last   bool   `json:"last,omitempty"`
+	Shape  string `json:"shape,omitempty"`
+	Reason string `json:"reason,omitempty"`
 }
 
 // Change is one row change inside a txn frame: the consumer's shapes it

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/ledgerd/ledgerd/api"
+	"github.com/ledgerd/ledgerd/deliver"
 	"github.com/ledgerd/ledgerd/ledger"
 	"github.com/ledgerd/ledgerd/stream"
 )
@@ -51,6 +52,8 @@ type config struct {
 	ReplicaIdentity string
 	// Version prints the build and exits (-version).
 	Version bool
+	// FragmentBytes is about the largest txn frame; larger transactions are sent in parts.
+	FragmentBytes byteSize
 }
 
 // envPrefix is the prefix of every flag's environment variable.
@@ -97,6 +100,8 @@ func newFlagSet(cfg *config, out io.Writer) *flag.FlagSet {
 	fs.IntVar(&cfg.MaxConnections, "max-connections", DefaultMaxConnections, "most API connections open at once; more wait in the listen backlog")
 	fs.StringVar(&cfg.ReplicaIdentity, "replica-identity", "", `"full": set REPLICA IDENTITY FULL on a table the first time a shape filters it on a column outside its key, so its deletes can be filtered ("" leaves tables alone and warns)`)
 	fs.BoolVar(&cfg.Version, "version", false, "print the build's version and exit")
+	cfg.FragmentBytes = deliver.DefaultFragmentBytes
+	fs.Var(&cfg.FragmentBytes, "fragment-bytes", "largest txn frame, e.g. 4MiB; bigger transactions are sent in parts")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "usage: ledgerd -pg-url URL [flags]\n\nEvery flag can be set in the environment as %s<FLAG> (e.g. LEDGERD_PG_URL); the command line wins.\n\n", envPrefix)
 		fs.PrintDefaults()
@@ -168,6 +173,9 @@ func (c config) validate() error {
 	}
 	if c.OutboxBytes < 4096 {
 		bad("-outbox-bytes must be at least 4KiB, got %d", c.OutboxBytes)
+	}
+	if c.FragmentBytes < 1024 {
+		bad("-fragment-bytes must be at least 1KiB, got %d", c.FragmentBytes)
 	}
 	for name, n := range map[string]int64{"max-filter-columns": int64(c.MaxFilterColumns), "max-filter-values": int64(c.MaxFilterValues),
 		"max-value-bytes": int64(c.MaxValueBytes), "max-shapes-per-consumer": int64(c.MaxShapesPerConsumer), "max-consumers": int64(c.MaxConsumers)} {

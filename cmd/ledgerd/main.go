@@ -216,6 +216,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		setup.Done()
 		readyOnce.Do(func() { notifyOrWarn(notify, "READY=1\nSTATUS=streaming", log) })
 	}
+	// Pieces of a large transaction are routed as decoded; a piece no larger
+	// than a part keeps the parts' sizes close to -fragment-bytes.
+	scfg.ChunkBytes = int(min(int64(cfg.FragmentBytes), stream.DefaultChunkBytes))
 	scfg.CreateSlot = false // created below, once the ledger file is open and locked
 	sys := setup.System
 	notReady("opening the ledger file " + cfg.DB)
@@ -247,7 +250,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		setup.Done() // nothing to drop: free the walsender before the stream needs one
 	}
 	hub := deliver.New(deliver.Config{Ledger: led, OutboxBytes: int64(cfg.OutboxBytes),
-		SlowConsumerTimeout: cfg.SlowConsumerTimeout, Logger: log})
+		SlowConsumerTimeout: cfg.SlowConsumerTimeout, Logger: log, FragmentBytes: int64(cfg.FragmentBytes)})
 	hub.Sync()
 
 	pg, err := api.NewPG(ctx, cfg.PGURL, cfg.Slot, cfg.Publication)
