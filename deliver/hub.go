@@ -164,8 +164,8 @@ type sending struct {
 // transaction are consecutive entries, the last one marked last.
 type entry struct {
 	seq         uint64
-	commit, end ledger.LSN // end is zero on every part but the last
-	last        bool       // the transaction's last (or only) part
+	commit, end ledger.LSN  // end is zero on every part but the last
+	last        bool        // the transaction's last (or only) part
 	txn         *stream.Txn // a copy holding only the changes that reach this consumer
 	shapes      [][]string  // for each of its changes, the consumer's shapes reached (sorted)
 	// pending are the consumer's shapes that have not acked the
