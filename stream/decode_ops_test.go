@@ -195,9 +195,11 @@ func TestDecodeReplicaIdentity(t *testing.T) {
 	}
 }
 
-// TestLargeTransaction streams one transaction of 100k rows.
+// TestLargeTransaction streams one transaction of 100k rows, handed over
+// whole (ChunkBytes negative).
 func TestLargeTransaction(t *testing.T) {
 	e := newEnv(t)
+	e.cfg.ChunkBytes = -1
 	e.exec(`CREATE TABLE big (id int PRIMARY KEY, v text)`)
 	h := newRecorder(true)
 	e.start(h)

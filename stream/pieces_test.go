@@ -78,11 +78,11 @@ func assemble(t *testing.T, txns []*stream.Txn) (ids map[ledger.LSN][]int, start
 // until its last piece was handled.
 func TestLargeTransactionInPieces(t *testing.T) {
 	e := newEnv(t)
-	e.cfg.ChunkBytes = 4096
+	e.cfg.ChunkBytes = 64 << 10
 	e.exec("CREATE TABLE t (id int PRIMARY KEY, v text)")
-	h := &pieceRecorder{recorder: newRecorder(true), block: 5, blocked: make(chan struct{}), release: make(chan struct{})}
+	h := &pieceRecorder{recorder: newRecorder(true), block: 3, blocked: make(chan struct{}), release: make(chan struct{})}
 	e.start(h)
-	const n = 2000
+	const n = 200_000 // more than the socket buffers hold: the cut comes inside it
 	e.exec("INSERT INTO t VALUES (0, 'small')")
 	e.exec(fmt.Sprintf("INSERT INTO t SELECT g, repeat('x', 30) FROM generate_series(1, %d) g", n))
 
@@ -118,7 +118,7 @@ func TestLargeTransactionInPieces(t *testing.T) {
 		t.Errorf("the large transaction started %d times, want 2 (once more after the cut)", starts[big])
 	}
 	if pieces[big] < 10 {
-		t.Errorf("the large transaction came in %d pieces, want many with ChunkBytes 4096", pieces[big])
+		t.Errorf("the large transaction came in %d pieces, want many with ChunkBytes 64 KiB", pieces[big])
 	}
 	if len(ids) != 2 {
 		t.Errorf("transactions handed over: %d, want the small one and the large one", len(ids))

@@ -33,7 +33,8 @@ import (
 // of faults: SIGKILL of ledgerd (restarted on the same ledger file and
 // slot), a Postgres crash (immediate stop, then crash recovery), a consumer
 // whose connections are cut, and a consumer process that dies without its
-// last ack. Throughout, the slot's confirmed_flush_lsn never goes backwards
+// last ack. One writer transaction in about 15 is large (hundreds of rows,
+// many -fragment-bytes parts). Throughout, the slot's confirmed_flush_lsn never goes backwards
 // except across a Postgres crash, and never passes a transaction a shape
 // received and has not acked (I1, I6). At the end every committed change is
 // delivered to every shape it matches (I1), nothing a shape had durably
@@ -80,8 +81,10 @@ func TestChaos(t *testing.T) {
 
 	// Small outboxes and a short slow-consumer timeout: a consumer that
 	// falls behind overflows, and the dropped transactions come back by a
-	// replay from the slot, in the middle of the crashes.
-	flags := []string{"-outbox-bytes", "8KiB", "-slow-consumer-timeout", "300ms"}
+	// replay from the slot, in the middle of the crashes. Small fragments:
+	// the writer's large transactions come in many parts, more than an
+	// outbox holds.
+	flags := []string{"-outbox-bytes", "8KiB", "-slow-consumer-timeout", "300ms", "-fragment-bytes", "1KiB"}
 	d := startDaemon(t, dsn, slot, "", flags...)
 	addr, dbPath := d.addr, d.dbPath
 	daemons := []*daemon{d}
@@ -286,13 +289,14 @@ func TestChaos(t *testing.T) {
 	for sh := range durable {
 		t.Errorf("shape %s is no longer in the ledger (evicted: %v)", sh, st.Tombstones)
 	}
-	overflows, replays := 0, 0
+	overflows, replays, cuts := 0, 0, 0
 	for _, d := range daemons {
 		overflows += strings.Count(d.logText(), "outbox full past the slow-consumer timeout")
 		replays += strings.Count(d.logText(), "restarting the stream to replay from the slot")
+		cuts += strings.Count(d.logText(), "change stream ended inside a transaction too large to keep")
 	}
-	t.Logf("%d rounds %v, %d writer transactions (%d with a lost outcome), %d flush samples, %d outbox overflows, %d replays from the slot, took %v",
-		rounds, counts, w.committed, w.ambiguous, poller.samples.Load(), overflows, replays, time.Since(began).Round(time.Millisecond))
+	t.Logf("%d rounds %v, %d writer transactions (%d with a lost outcome), %d flush samples, %d outbox overflows, %d replays from the slot, %d streams cut inside a large transaction, took %v",
+		rounds, counts, w.committed, w.ambiguous, poller.samples.Load(), overflows, replays, cuts, time.Since(began).Round(time.Millisecond))
 }
 
 func firstFew(s []string) []string { return s[:min(len(s), 20)] }
@@ -470,6 +474,22 @@ func (w *chaosWriter) plan(k int64) []writeOp {
 	itemIDs := sortedIDs(w.items)
 	var ops []writeOp
 	next := w.nextID
+	if w.rng.IntN(15) == 0 {
+		// A large transaction: many parts of -fragment-bytes, more than
+		// an outbox holds.
+		for range 100 + w.rng.IntN(150) {
+			next++
+			if w.rng.IntN(2) == 0 {
+				tn := tenants[w.rng.IntN(3)]
+				ops = append(ops, writeOp{fmt.Sprintf("INSERT INTO orders VALUES (%d, '%s', %d)", next, tn, k),
+					fmt.Sprintf("public.orders insert %d", next), tn, ""})
+			} else {
+				ops = append(ops, writeOp{fmt.Sprintf("INSERT INTO items VALUES (%d, %d)", next, k),
+					fmt.Sprintf("public.items insert %d", next), "", ""})
+			}
+		}
+		return ops
+	}
 	for range 1 + w.rng.IntN(3) {
 		table := "orders"
 		if w.rng.IntN(3) == 0 {
