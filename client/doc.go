@@ -14,6 +14,14 @@
 // daemon sends again every transaction not yet acked, so a handler sees each
 // transaction at least once and, once its ack was answered, never again.
 //
+// A transaction larger than the daemon's -fragment-bytes comes as several
+// txn frames of the same LSN (Txn.Part from 1, Txn.Last on the final one).
+// Run puts them together and calls the handler once per transaction;
+// RunParts calls it for each part, so that the consumer's memory stays
+// bounded whatever a transaction's size, and acks after the last part. A
+// stream that breaks inside a transaction is followed by the whole
+// transaction again from part 1.
+//
 // Lower-level calls (OpenStream, Ack, Heartbeat) are there for consumers
 // that manage acks themselves.
 package client

@@ -14,6 +14,12 @@
 // order: the shape got every transaction before the change and gets none
 // after it.
 //
+// A large transaction arrives from the stream in pieces and is routed piece
+// by piece; a consumer's changes of it are sent as several txn frames
+// (parts) of about Config.FragmentBytes, and it is tracked as pending from
+// the first routed piece (I1). See fragment.go for how parts are counted
+// against the outbox, spilled once written, and resent whole.
+//
 // An outbox holds the transactions delivered to a consumer and not yet acked
 // by all its shapes, bounded in bytes. Its NDJSON stream (Serve) writes them
 // in commit order; a reconnecting consumer is sent the whole outbox again, so

@@ -4,7 +4,9 @@
 // logical messages), checked before use: wal_level, privileges, publication
 // and slot, each failure a *CheckError naming the fix. It starts at the
 // slot's confirmed_flush_lsn, decodes pgoutput into committed transactions
-// (Txn) and hands them, in commit order, to a Handler.
+// (Txn) and hands them, in commit order, to a Handler; a large transaction
+// in pieces as it is decoded (Config.ChunkBytes), so that none is held
+// whole in memory.
 //
 // What it confirms to Postgres is only ever Handler.FlushLSN(): the position
 // the ledger has made safe, never a position merely received (I1, I6: docs/api.md, "Guarantees").
