@@ -3,6 +3,7 @@ package deliver
 import (
 	"context"
 	"slices"
+	"sort"
 	"time"
 
 	"github.com/ledgerd/ledgerd/ledger"
@@ -163,27 +164,35 @@ func (h *Hub) abandon() {
 }
 
 // spillLocked drops from the outbox the parts the open stream has written
-// of a transaction whose last part it has not written yet, to make room for
-// the next parts: without it a transaction larger than the outbox could
-// never be sent. The transaction is marked spilled: should the stream end
-// before it is acked, it comes again from the slot (cutSpilledLocked).
+// of the transaction it is in the middle of (its last part not written
+// yet), to make room for the next parts: without it a transaction larger
+// than the outbox could never be sent. Parts of transactions written whole
+// stay, for a resend. The transaction is marked spilled: should the stream
+// end before it is acked, it comes again from the slot (cutSpilledLocked).
 // Called with o.mu held; reports whether it freed anything.
 func (h *Hub) spillLocked(o *outbox) bool {
 	if o.session == nil {
 		return false
 	}
+	// Entries are written in order: the one just before the cursor tells
+	// whether the stream is inside a transaction.
+	i := sort.Search(len(o.entries), func(i int) bool { return o.entries[i].seq >= o.session.cursor })
+	if i == 0 || o.entries[i-1].last {
+		return false
+	}
+	inside := o.entries[i-1].commit
 	var freed int64
 	kept := o.entries[:0]
-	for _, e := range o.entries {
-		if e.seq < o.session.cursor && !e.last && e.commit > o.delivered {
+	for j, e := range o.entries {
+		if j < i && e.commit == inside {
 			freed += e.size
-			o.spilled = e.commit
 			continue
 		}
 		kept = append(kept, e)
 	}
 	clear(o.entries[len(kept):])
 	o.entries = kept
+	o.spilled = inside
 	h.freeLocked(o, freed)
 	return freed > 0
 }

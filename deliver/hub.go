@@ -431,6 +431,7 @@ func (h *Hub) enqueue(ctx context.Context, cid string, e *entry) error {
 // spilled: the replay brings each of them again whole, from its first part,
 // so no consumer is ever resent a transaction in part.
 func (h *Hub) overflowLocked(o *outbox, commit ledger.LSN) {
+	full := o.bytes
 	if o.spilled != 0 && o.spilled < commit {
 		commit = o.spilled
 	}
@@ -445,7 +446,7 @@ func (h *Hub) overflowLocked(o *outbox, commit ledger.LSN) {
 		o.session = nil
 		h.slowCloses.Add(1)
 	}
-	h.log.Warn().Str("consumer", o.id).Int64("outbox_bytes", o.bytes).Stringer("drop_from_lsn", commit).
+	h.log.Warn().Str("consumer", o.id).Int64("outbox_bytes", full).Stringer("drop_from_lsn", commit).
 		Dur("slow_consumer_timeout", h.cfg.SlowConsumerTimeout).
 		Msg("outbox full past the slow-consumer timeout: stream closed, later transactions will be replayed from the slot")
 }

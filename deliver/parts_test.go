@@ -189,3 +189,32 @@ func TestShapeCreatedInsideTransactionGetsNoneOfIt(t *testing.T) {
 		t.Errorf("new shape got %s first, want 0/300 (none of 0/200)", f.LSN)
 	}
 }
+
+// TestLargeTransactionReplayedToReader: a transaction larger than the
+// outbox is read whole, not acked, and the stream is cut: the next stream
+// gets it again from the slot (a replay) while reading it. Its parts are
+// spilled as they are written although the transaction was delivered
+// before, so the replay never waits on the outbox for an ack that cannot
+// come before the last part.
+func TestLargeTransactionReplayedToReader(t *testing.T) {
+	e := newEnv(t, deliver.Config{FragmentBytes: 1024, OutboxBytes: 4096})
+	e.consumer("c1")
+	e.shape("all", "c1", "public.t", nil)
+	ps := pieces(0x200, 1, 400, 50)
+	for pass := range 2 {
+		s, stop := e.serve("c1")
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			e.handle(ps...)
+		}()
+		ids, _ := readTxn(t, s, "0/200", 1)
+		if got := strings.Join(ids, ","); got != idRange(1, 400, 1) {
+			t.Fatalf("pass %d: got %s, want 1..400 in order", pass, got)
+		}
+		<-done
+		if err := stop(); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
