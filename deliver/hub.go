@@ -382,6 +382,12 @@ func (h *Hub) enqueue(ctx context.Context, cid string, e *entry) error {
 			h.dropped.Add(1)
 			return nil
 		}
+		if o.bytes+e.size > h.cfg.OutboxBytes/2 {
+			// Past half the outbox, the parts written of a transaction
+			// the stream is inside give way first: a large transaction
+			// then holds about half the outbox, not all of it.
+			h.spillLocked(o)
+		}
 		if o.bytes == 0 || o.bytes+e.size <= h.cfg.OutboxBytes {
 			break
 		}

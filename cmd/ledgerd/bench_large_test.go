@@ -206,9 +206,10 @@ func benchLargeTxn(b *testing.B, tracked bool) {
 	secs := time.Since(start).Seconds()
 	ledgerdPeak := peakRSS(b, d.cmd.Process.Pid)
 	consumerPeak := peakRSS(b, consumer.Process.Pid)
+	ledgerdCPU, consumerCPU := cpuSecs(b, d.cmd.Process.Pid), cpuSecs(b, consumer.Process.Pid)
 	d.stop()
-	b.Logf("tracked %d rows: ledgerd %.1fs, peak RSS %.1f MiB; consumer peak RSS %.1f MiB; pg_recvlogical %.1fs; ratio %.2f",
-		rows, secs, mib(ledgerdPeak), mib(consumerPeak), recvSecs, recvSecs/secs)
+	b.Logf("tracked %d rows: ledgerd %.1fs (%.1fs CPU), peak RSS %.1f MiB; consumer peak RSS %.1f MiB (%.1fs CPU); pg_recvlogical %.1fs; ratio %.2f",
+		rows, secs, ledgerdCPU, mib(ledgerdPeak), mib(consumerPeak), consumerCPU, recvSecs, recvSecs/secs)
 	b.ReportMetric(mib(ledgerdPeak), "ledgerd_peak_rss_MiB")
 	b.ReportMetric(mib(consumerPeak), "consumer_peak_rss_MiB")
 	b.ReportMetric(recvSecs/secs, "ratio")
@@ -216,6 +217,21 @@ func benchLargeTxn(b *testing.B, tracked bool) {
 }
 
 func mib(n int64) float64 { return float64(n) / (1 << 20) }
+
+// cpuSecs is the CPU time a process used so far (user and system, from
+// /proc/PID/stat), assuming the usual 100 clock ticks a second.
+func cpuSecs(tb testing.TB, pid int) float64 {
+	tb.Helper()
+	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	// Fields after the command name (which may hold spaces) in parentheses.
+	f := strings.Fields(string(raw[strings.LastIndexByte(string(raw), ')')+2:]))
+	utime, _ := strconv.ParseFloat(f[11], 64)
+	stime, _ := strconv.ParseFloat(f[12], 64)
+	return (utime + stime) / 100
+}
 
 func walLSN(b *testing.B, conn *pgx.Conn) ledger.LSN {
 	b.Helper()
