@@ -33,7 +33,7 @@ type daemon struct {
 	answered chan string // shapes whose challenge was answered with a defer
 }
 
-func newDaemon(t *testing.T) *daemon {
+func newDaemon(t *testing.T, opts ...func(*deliver.Config)) *daemon {
 	t.Helper()
 	d := &daemon{t: t, clk: clocktest.New(time.Date(2026, 11, 29, 6, 0, 0, 0, time.UTC)), answered: make(chan string, 64)}
 	l, err := ledger.Open(ledger.Config{Path: t.TempDir() + "/ledger.db",
@@ -42,7 +42,11 @@ func newDaemon(t *testing.T) *daemon {
 		t.Fatal(err)
 	}
 	d.l = l
-	d.hub = deliver.New(deliver.Config{Ledger: l, KeepaliveInterval: time.Hour})
+	hcfg := deliver.Config{Ledger: l, KeepaliveInterval: time.Hour}
+	for _, o := range opts {
+		o(&hcfg)
+	}
+	d.hub = deliver.New(hcfg)
 	d.rec, err = reconcile.New(reconcile.Config{Ledger: l, Challenger: d.hub, Syncer: d.hub, Clock: d.clk,
 		StallGrace: stallGrace, ChallengeTimeout: challengeTimeout})
 	if err != nil {
