@@ -128,6 +128,15 @@ func (h *Hub) apply(ctx context.Context, o *outbox, consumer string, ids []strin
 		return res, fmt.Errorf("waiting for the ack to be durable: %w", err)
 	}
 	res.FlushLSN = h.l.FlushLSN()
+	if len(ids) > 0 {
+		// Confirm it to Postgres soon, not at the next status interval:
+		// on an idle database nothing else would move the slot (I3).
+		if cur := h.nudge.Load(); cur != nil {
+			if st := cur.Load(); st != nil {
+				st.Nudge()
+			}
+		}
+	}
 	return res, nil
 }
 

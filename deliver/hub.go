@@ -83,6 +83,7 @@ type Hub struct {
 	replaying  bool        // stream goroutine only: the stream is re-sending what it sent before
 	replay     chan struct{}
 	open       *openTxn // stream goroutine only: the transaction being routed in pieces
+	nudge      atomic.Pointer[atomic.Pointer[stream.Stream]] // the Runner's current stream, told when an ack moved the flush
 
 	deliveries  atomic.Uint64
 	sentBytes   atomic.Uint64

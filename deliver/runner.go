@@ -20,7 +20,9 @@ type Runner struct {
 
 // NewRunner returns a Runner for the stream configuration cfg.
 func (h *Hub) NewRunner(cfg stream.Config) *Runner {
-	return &Runner{hub: h, cfg: cfg}
+	r := &Runner{hub: h, cfg: cfg}
+	h.nudge.Store(&r.cur)
+	return r
 }
 
 // Streaming reports whether the stream is streaming now (readiness).

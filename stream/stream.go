@@ -31,6 +31,12 @@ type Stream struct {
 	sent       ledger.LSN // highest position confirmed to Postgres
 	started    bool       // a session passed its preflight: never create the slot again
 
+	// Nudge: an ack moved the handler's flush position; the session sends a
+	// status update soon instead of at the next interval.
+	nudged   atomic.Bool
+	nudgeC   chan struct{}                // wakes the lender while the handler blocks
+	readConn atomic.Pointer[readDeadliner] // the session's connection, to cut a blocked read short
+
 	stats struct { // read by Stats from any goroutine
 		streaming  atomic.Bool
 		confirmed  atomic.Uint64
@@ -69,7 +75,30 @@ func New(cfg Config, h Handler) (*Stream, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
-	return &Stream{cfg: cfg, h: h, log: cfg.Logger.With().Str("component", "stream").Str("slot", cfg.Slot).Logger()}, nil
+	return &Stream{cfg: cfg, h: h, log: cfg.Logger.With().Str("component", "stream").Str("slot", cfg.Slot).Logger(),
+		nudgeC: make(chan struct{}, 1)}, nil
+}
+
+// MinStatusGap is the least time between two status updates sent because of
+// a Nudge: a burst of acks costs Postgres one update per gap.
+const MinStatusGap = 10 * time.Millisecond
+
+type readDeadliner interface{ SetReadDeadline(time.Time) error }
+
+// Nudge asks for a status update soon (within MinStatusGap of the previous
+// one), rather than at the next StatusInterval: the Handler's FlushLSN
+// moved, typically after an ack, and an idle database would otherwise wait
+// the whole interval (or a server keepalive) to see the slot advance. It is
+// safe for concurrent use and never blocks.
+func (s *Stream) Nudge() {
+	s.nudged.Store(true)
+	select {
+	case s.nudgeC <- struct{}{}:
+	default:
+	}
+	if c := s.readConn.Load(); c != nil {
+		_ = (*c).SetReadDeadline(time.Now()) // the session loop sends the update
+	}
 }
 
 // Run streams until ctx is done, reconnecting after any failure with capped
@@ -183,27 +212,53 @@ func (s *Stream) session(ctx context.Context) (streamed bool, err error) {
 	netConn := conn.Conn()
 	stopWatch := context.AfterFunc(ctx, func() { _ = netConn.SetReadDeadline(time.Unix(1, 0)) })
 	defer stopWatch()
-	var deadline time.Time
+	var rd readDeadliner = netConn
+	s.readConn.Store(&rd)
+	defer s.readConn.Store(nil)
+	var deadline, lastStatus time.Time
+	cut := false // the last read timed out, maybe before the deadline (a nudge)
 	for {
 		if ctx.Err() != nil {
 			return streamed, ctx.Err()
 		}
-		if now := time.Now(); deadline.IsZero() || !now.Before(deadline) {
+		now := time.Now()
+		nudge := false
+		if s.nudged.Load() {
+			if nudge = s.h.FlushLSN() > s.sent; !nudge {
+				s.nudged.Store(false) // nothing new to confirm
+			}
+		}
+		if nudge && now.Sub(lastStatus) < MinStatusGap {
+			// Rate-limited: the update goes out at the end of the gap.
+			if err := netConn.SetReadDeadline(lastStatus.Add(MinStatusGap)); err != nil {
+				return streamed, fmt.Errorf("setting read deadline: %w", err)
+			}
+		} else if nudge || deadline.IsZero() || !now.Before(deadline) {
+			s.nudged.Store(false)
 			if err := s.sendStatus(conn); err != nil {
 				return streamed, err
 			}
+			lastStatus = now
 			deadline = now.Add(s.cfg.StatusInterval)
 			if err := netConn.SetReadDeadline(deadline); err != nil {
 				return streamed, fmt.Errorf("setting read deadline: %w", err)
 			}
+		} else if cut {
+			// A nudge that found nothing to confirm cut the read short:
+			// wait again until the status interval is up.
+			if err := netConn.SetReadDeadline(deadline); err != nil {
+				return streamed, fmt.Errorf("setting read deadline: %w", err)
+			}
 		}
+		cut = false
 		msg, err := conn.ReceiveMessage(context.Background())
 		if err != nil {
 			if ctx.Err() != nil {
 				return streamed, ctx.Err()
 			}
 			if pgconn.Timeout(err) {
-				continue // time for a status update
+				cut = true
+				continue // time for a status update, or a nudge
 			}
 			return streamed, fmt.Errorf("receiving: %w", err)
 		}
@@ -302,6 +357,8 @@ func (s *Stream) startLender(conn *pgconn.PgConn) *lender {
 			case <-l.done:
 				return
 			case <-t.C:
+			case <-s.nudgeC:
+				// An ack while the handler blocks: confirm it now.
 			}
 			l.mu.Lock()
 			if l.lent {

@@ -304,3 +304,35 @@ func TestLargeTransactionKillNine(t *testing.T) {
 		return confirmedFlush(t, dsn, slot) > big
 	})
 }
+
+// TestAckConfirmedSoonOnIdleDatabase: on an idle database, an ack that
+// moves the safe position reaches the slot's confirmed_flush_lsn at once
+// (a status update follows the ack, rate-limited), not at the next status
+// interval, which this daemon sets far beyond the wait.
+func TestAckConfirmedSoonOnIdleDatabase(t *testing.T) {
+	dsn := pgtest.NewDB(t, cluster)
+	slot := slotName(t)
+	sql(t, dsn, "CREATE TABLE t (id int PRIMARY KEY, tenant text, v text)")
+	d := startDaemon(t, dsn, slot, "", "-status-interval", "10m")
+	ctx := context.Background()
+	k := registerShape(t, d, "c", 60*time.Second, "s", "public.t", nil)
+	s, err := k.OpenStream(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	r := &partReader{t: t, s: s}
+	for i := range 3 {
+		sql(t, dsn, fmt.Sprintf("INSERT INTO t VALUES (%d, 'a', 'v')", i))
+		lsn, _, _ := r.txn(0)
+		if cf := confirmedFlush(t, dsn, slot); cf > lsn {
+			t.Fatalf("confirmed flush %s passed %s before its ack", cf, lsn)
+		}
+		if _, err := k.Ack(ctx, map[string]ledger.LSN{"s": lsn}); err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, "the ack to reach confirmed_flush_lsn", 5*time.Second, func() bool {
+			return confirmedFlush(t, dsn, slot) > lsn
+		})
+	}
+}
