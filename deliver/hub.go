@@ -82,7 +82,7 @@ type Hub struct {
 	restarted  atomic.Bool // the Runner started a new stream: its first transaction begins a pass
 	replaying  bool        // stream goroutine only: the stream is re-sending what it sent before
 	replay     chan struct{}
-	open       *openTxn // stream goroutine only: the transaction being routed in pieces
+	open       *openTxn                                      // stream goroutine only: the transaction being routed in pieces
 	nudge      atomic.Pointer[atomic.Pointer[stream.Stream]] // the Runner's current stream, told when an ack moved the flush
 
 	deliveries  atomic.Uint64

@@ -34,7 +34,7 @@ type Stream struct {
 	// Nudge: an ack moved the handler's flush position; the session sends a
 	// status update soon instead of at the next interval.
 	nudged   atomic.Bool
-	nudgeC   chan struct{}                // wakes the lender while the handler blocks
+	nudgeC   chan struct{}                 // wakes the lender while the handler blocks
 	readConn atomic.Pointer[readDeadliner] // the session's connection, to cut a blocked read short
 
 	stats struct { // read by Stats from any goroutine
