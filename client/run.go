@@ -92,8 +92,10 @@ func (k *Consumer) Run(ctx context.Context, h Handler, opt RunOptions) error {
 // after h accepted its last part. When the stream breaks inside a
 // transaction, the daemon sends it again from part 1: h then gets part 1 of
 // a transaction whose earlier parts it was given, and must start that
-// transaction over. A transaction sent again after it was handled whole is
-// not handled again, only acked.
+// transaction over. Part 1 of another transaction before the last part
+// means the transaction in hand will not be completed (every shape it
+// reached was evicted meanwhile): drop it. A transaction sent again after
+// it was handled whole is not handled again, only acked.
 func (k *Consumer) RunParts(ctx context.Context, h Handler, opt RunOptions) error {
 	return k.run(ctx, h, true, opt)
 }
