@@ -49,9 +49,11 @@ func NewDecoder() *Decoder {
 func (d *Decoder) InTxn() bool { return d.txn != nil }
 
 // Decode consumes one pgoutput message (the payload of one XLogData). It
-// returns the transaction when msg is its Commit, and nil otherwise (or when
-// the transaction is skipped, see SkipThrough). Non-transactional logical
-// messages are ignored.
+// returns the transaction (or its last piece) when msg is its Commit, a
+// piece of it when ChunkBytes is set and the changes decoded since the
+// last piece reached it, and nil otherwise (or when the transaction is
+// skipped, see SkipThrough). Non-transactional logical messages are
+// ignored.
 func (d *Decoder) Decode(msg []byte) (*Txn, error) {
 	m, err := parse(msg)
 	if err != nil {
