@@ -25,6 +25,7 @@ type collector struct {
 	commitFailures, commitsFailing              *prometheus.Desc
 	evictions                                   *prometheus.Desc
 	commits                                     *prometheus.Desc
+	parts, spilledParts                         *prometheus.Desc
 }
 
 func newCollector(s *Server) *collector {
@@ -60,6 +61,8 @@ func newCollector(s *Server) *collector {
 		commitsFailing: d("commits_failing", "1 while group commits of the ledger file are failing: acks are not durable and the flush does not advance."),
 		evictions: d("evictions_total", "Shapes evicted since the start, by reason, whoever evicted them "+
 			"(ledgerd_reconcile_evictions_total counts the reconciler's alone).", "reason"),
+		parts:        d("txn_parts_total", "Transaction frames written as parts of a transaction sent in several frames (over -fragment-bytes), resends included."),
+		spilledParts: d("spilled_parts_total", "Parts written to a change stream and let go from the outbox to make room for the rest of their transaction."),
 	}
 }
 
@@ -116,6 +119,8 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	ctr(c.dropped, hs.Dropped)
 	ctr(c.slowCloses, hs.SlowCloses)
 	ctr(c.overdelivered, hs.Overdelivered)
+	ctr(c.parts, hs.Parts)
+	ctr(c.spilledParts, hs.SpilledParts)
 	var rc uint64
 	if s.cfg.Reconnects != nil {
 		rc = s.cfg.Reconnects()

@@ -186,6 +186,7 @@ func (h *Hub) spillLocked(o *outbox) bool {
 	for j, e := range o.entries {
 		if j < i && e.commit == inside {
 			freed += e.size
+			h.spilledParts.Add(1)
 			continue
 		}
 		kept = append(kept, e)

@@ -95,6 +95,8 @@ type Hub struct {
 	acks        atomic.Uint64
 
 	overdelivered atomic.Uint64
+	parts         atomic.Uint64
+	spilledParts  atomic.Uint64
 }
 
 // New returns a Hub over the given ledger.

@@ -116,12 +116,12 @@ func (h *Hub) Serve(ctx context.Context, consumer string, w Flusher) error {
 				}
 				wr = &sending{commit: e.commit, done: make(chan struct{})}
 				o.writing = append(o.writing, wr)
-				buf = appendTxnFrame(buf, e, s.nextPart(e))
+				buf = appendTxnFrame(buf, e, h.countPart(e, s.nextPart(e)))
 				n++
 				s.cursor = e.seq + 1
 				break
 			}
-			buf = appendTxnFrame(buf, e, s.nextPart(e))
+			buf = appendTxnFrame(buf, e, h.countPart(e, s.nextPart(e)))
 			n++
 			s.cursor = e.seq + 1
 			if e.last {
@@ -183,6 +183,14 @@ func (s *session) nextPart(e *entry) int {
 	}
 	s.part++
 	return s.part
+}
+
+// countPart counts e as a part when it is not written whole.
+func (h *Hub) countPart(e *entry, part int) int {
+	if part > 1 || !e.last {
+		h.parts.Add(1)
+	}
+	return part
 }
 
 // written ends the write of a resent transaction: acks waiting for it may

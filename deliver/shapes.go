@@ -249,6 +249,11 @@ type Stats struct {
 	// unchanged TOAST value): possible over-deliveries, the price of
 	// routing without REPLICA IDENTITY FULL.
 	Overdelivered uint64
+	// Parts counts txn frames written as parts of a transaction sent in
+	// several frames (resends included); SpilledParts the parts let go
+	// from an outbox once written, to make room for the rest of their
+	// transaction.
+	Parts, SpilledParts uint64
 }
 
 // ConsumerStats describe one consumer's outbox.
@@ -272,6 +277,8 @@ func (h *Hub) Stats() Stats {
 		SlowCloses:     h.slowCloses.Load(),
 		Replays:        h.replays.Load(),
 		Overdelivered:  h.overdelivered.Load(),
+		Parts:          h.parts.Load(),
+		SpilledParts:   h.spilledParts.Load(),
 	}
 	h.mu.Lock()
 	defer h.mu.Unlock()

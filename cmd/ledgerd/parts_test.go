@@ -241,6 +241,11 @@ func TestLargeTransactionCutStream(t *testing.T) {
 	waitFor(t, "the slot to pass the large transaction", 30*time.Second, func() bool {
 		return confirmedFlush(t, dsn, slot) > big
 	})
+	m := scrape(t, d)
+	if m["ledgerd_txn_parts_total"] < float64(parts+30) || m["ledgerd_spilled_parts_total"] < 1 {
+		t.Errorf("txn_parts_total %v, spilled_parts_total %v: want the parts of both streams (30 read before the cut) counted and some spilled",
+			m["ledgerd_txn_parts_total"], m["ledgerd_spilled_parts_total"])
+	}
 
 	// Acked once: a new stream starts after it.
 	s, err = k.OpenStream(ctx)
