@@ -46,12 +46,26 @@ func TestConfigErrorsNameTheFix(t *testing.T) {
 		{[]string{"-pg-url", "x", "extra"}, nil, "takes only flags"},
 		{[]string{"-pg-url", "x", "-replica-identity", "FULLL"}, nil, `-replica-identity must be "full"`},
 		{[]string{"-pg-url", "x"}, map[string]string{"LEDGERD_REPLICA_IDENTITY": "default"}, `-replica-identity must be "full"`},
+		{[]string{"-pg-url", "x", "-fragment-bytes", "100"}, nil, "-fragment-bytes must be at least 1KiB"},
 	}
 	for _, tc := range tests {
 		_, err := parseConfig(tc.args, func(k string) string { return tc.env[k] }, io.Discard)
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%v %v: error %v, want it to mention %q", tc.args, tc.env, err, tc.want)
 		}
+	}
+}
+
+func TestConfigFragmentBytes(t *testing.T) {
+	cfg, err := parseConfig([]string{"-pg-url", "x"}, func(k string) string {
+		return map[string]string{"LEDGERD_FRAGMENT_BYTES": "512KiB"}[k]
+	}, io.Discard)
+	if err != nil || cfg.FragmentBytes != 512<<10 {
+		t.Errorf("LEDGERD_FRAGMENT_BYTES=512KiB: %d %v", cfg.FragmentBytes, err)
+	}
+	cfg, err = parseConfig([]string{"-pg-url", "x"}, func(string) string { return "" }, io.Discard)
+	if err != nil || cfg.FragmentBytes != 4<<20 {
+		t.Errorf("default: %d %v, want 4MiB", cfg.FragmentBytes, err)
 	}
 }
 
