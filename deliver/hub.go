@@ -269,7 +269,13 @@ func (h *Hub) HandleTxn(ctx context.Context, txn *stream.Txn) error {
 				byConsumer[c] = append(byConsumer[c], id)
 			}
 		}
-		for cid, shapes := range byConsumer {
+		cids := make([]string, 0, len(byConsumer))
+		for cid := range byConsumer {
+			cids = append(cids, cid)
+		}
+		sort.Strings(cids)
+		for _, cid := range cids {
+			shapes := byConsumer[cid]
 			sort.Strings(shapes)
 			f := open.frags[cid]
 			if f == nil {
