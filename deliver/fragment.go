@@ -116,7 +116,7 @@ func (h *Hub) seal(ctx context.Context, open *openTxn, cid string, f *fragment, 
 }
 
 // abandon drops the open transaction: the stream was cut before its last
-// piece and hands it again from the first. Its parts leave the outboxes;
+// piece (or HandleTxn failed on it) and hands it again from the first. Its parts leave the outboxes;
 // a consumer that was written some of them has its stream closed
 // (ErrRestarted), so that it drops them and, once reconnected, gets the
 // transaction whole from its first part.
@@ -132,6 +132,12 @@ func (h *Hub) abandon() {
 			continue
 		}
 		o.mu.Lock()
+		if o.high >= open.commit {
+			// Its last part is in: the transaction is whole in this outbox
+			// (the failure came while sending others their last part).
+			o.mu.Unlock()
+			continue
+		}
 		written := o.spilled == open.commit
 		var freed int64
 		kept := o.entries[:0]

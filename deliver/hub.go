@@ -291,14 +291,14 @@ func (h *Hub) HandleTxn(ctx context.Context, txn *stream.Txn) error {
 	if txn.More {
 		return nil
 	}
-	h.open = nil
 	open.end = txn.EndLSN
 	sort.Strings(open.order)
 	for _, cid := range open.order {
 		if err := h.seal(ctx, open, cid, open.frags[cid], true); err != nil {
-			return err
+			return err // still open: abandoned when the stream hands it again
 		}
 	}
+	h.open = nil
 	return nil
 }
 

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/ledgerd/ledgerd/api/wire"
 	"github.com/ledgerd/ledgerd/deliver"
@@ -219,5 +220,67 @@ func TestLargeTransactionReplayedToReader(t *testing.T) {
 		if err := stop(); err != nil {
 			t.Fatal(err)
 		}
+	}
+}
+
+// TestLastPartFailureAbandonsPartialOutboxes: HandleTxn fails on a
+// transaction's last piece (ctx ends while one consumer's outbox is full)
+// after another consumer got its last part. The stream hands the
+// transaction again: the consumer that had it whole keeps it and gets it
+// once; the one that held some parts gets it again whole, from part 1,
+// never a part twice.
+func TestLastPartFailureAbandonsPartialOutboxes(t *testing.T) {
+	e := newEnv(t, deliver.Config{FragmentBytes: 1024, OutboxBytes: 8192, SlowConsumerTimeout: time.Hour})
+	e.consumer("c1")
+	e.consumer("c2")
+	e.shape("a", "c1", "public.t", map[string][]string{"tenant": {"a"}})
+	e.shape("b", "c2", "public.t", map[string][]string{"tenant": {"b"}})
+	s1, stop1 := e.serve("c1")
+	defer stop1()
+	row := func(id int, tenant string) stream.Change { return insert("public.t", "id", fmt.Sprint(id), "tenant", tenant) }
+	for i := range 3 { // c2 does not read: its outbox fills
+		e.handle(txn(ledger.LSN(0x100+i), row(900+i, "b")))
+	}
+	mk := func() []*stream.Txn {
+		p1 := &stream.Txn{Xid: 7, CommitLSN: 0x200, CommitTime: commitTime, Part: 1, More: true}
+		p2 := &stream.Txn{Xid: 7, CommitLSN: 0x200, CommitTime: commitTime, Part: 2, EndLSN: 0x208}
+		for i := 1; i <= 12; i++ {
+			p1.Changes = append(p1.Changes, row(i, "a"), row(100+i, "b"))
+		}
+		for i := 13; i <= 30; i++ {
+			p2.Changes = append(p2.Changes, row(i, "a"), row(100+i, "b"))
+		}
+		return []*stream.Txn{p1, p2}
+	}
+	ps := mk()
+	e.handle(ps[0])
+	ctx, cancel := context.WithCancel(context.Background())
+	failed := make(chan error, 1)
+	go func() { failed <- e.hub.HandleTxn(ctx, ps[1]) }()
+	ids, _ := readTxn(t, s1, "0/200", 1) // c1 gets its last part; c2's waits for room
+	cancel()
+	if err := <-failed; !errors.Is(err, context.Canceled) {
+		t.Fatalf("HandleTxn of the last piece: %v, want context.Canceled", err)
+	}
+	if got := strings.Join(ids, ","); got != idRange(1, 30, 1) {
+		t.Errorf("c1 got %s, want 1..30", got)
+	}
+
+	// The stream hands the transaction again; c2 now reads.
+	s2, stop2 := e.serve("c2")
+	defer stop2()
+	e.handle(mk()...)
+	for i := range 3 {
+		if f := s2.next(t); f.LSN != fmt.Sprintf("0/%X", 0x100+i) {
+			t.Fatalf("c2 got %s, want 0/%X", f.LSN, 0x100+i)
+		}
+	}
+	ids, _ = readTxn(t, s2, "0/200", 1)
+	if got := strings.Join(ids, ","); got != idRange(101, 130, 1) {
+		t.Errorf("c2 got %s, want 101..130 once", got)
+	}
+	e.handle(txn(0x300, row(300, "a")))
+	if f := s1.next(t); f.LSN != "0/300" {
+		t.Errorf("c1 got %s after the transaction, want only the new 0/300", f.LSN)
 	}
 }
