@@ -237,7 +237,9 @@ func TestLastPartFailureAbandonsPartialOutboxes(t *testing.T) {
 	e.shape("b", "c2", "public.t", map[string][]string{"tenant": {"b"}})
 	s1, stop1 := e.serve("c1")
 	defer stop1()
-	row := func(id int, tenant string) stream.Change { return insert("public.t", "id", fmt.Sprint(id), "tenant", tenant) }
+	row := func(id int, tenant string) stream.Change {
+		return insert("public.t", "id", fmt.Sprint(id), "tenant", tenant)
+	}
 	for i := range 3 { // c2 does not read: its outbox fills
 		e.handle(txn(ledger.LSN(0x100+i), row(900+i, "b")))
 	}
