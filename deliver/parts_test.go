@@ -268,10 +268,12 @@ func TestLastPartFailureAbandonsPartialOutboxes(t *testing.T) {
 		t.Errorf("c1 got %s, want 1..30", got)
 	}
 
-	// The stream hands the transaction again; c2 now reads.
+	// The stream hands the transaction again; then c2 reads.
+	again := mk()
+	e.handle(again[0])
 	s2, stop2 := e.serve("c2")
 	defer stop2()
-	e.handle(mk()...)
+	e.handle(again[1])
 	for i := range 3 {
 		if f := s2.next(t); f.LSN != fmt.Sprintf("0/%X", 0x100+i) {
 			t.Fatalf("c2 got %s, want 0/%X", f.LSN, 0x100+i)
