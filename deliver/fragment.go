@@ -138,7 +138,7 @@ func (h *Hub) abandon() {
 			o.mu.Unlock()
 			continue
 		}
-		written := o.spilled == open.commit
+		written := slices.Contains(o.spilled, open.commit)
 		var freed int64
 		kept := o.entries[:0]
 		for _, e := range o.entries {
@@ -153,12 +153,11 @@ func (h *Hub) abandon() {
 		}
 		clear(o.entries[len(kept):])
 		o.entries = kept
-		if o.spilled == open.commit {
-			o.spilled = 0
-		}
+		o.unspill(open.commit)
 		if written && o.session != nil {
 			o.session.end(ErrRestarted)
 			o.session = nil
+			h.cutSpilledLocked(o) // another transaction spilled by that stream
 		}
 		h.freeLocked(o, freed)
 		o.mu.Unlock()
@@ -199,9 +198,20 @@ func (h *Hub) spillLocked(o *outbox) bool {
 	}
 	clear(o.entries[len(kept):])
 	o.entries = kept
-	o.spilled = inside
+	if freed > 0 {
+		if i, ok := slices.BinarySearch(o.spilled, inside); !ok {
+			o.spilled = slices.Insert(o.spilled, i, inside)
+		}
+	}
 	h.freeLocked(o, freed)
 	return freed > 0
+}
+
+// unspill forgets that commit was spilled (acked whole, or dropped).
+func (o *outbox) unspill(commit ledger.LSN) {
+	if i, ok := slices.BinarySearch(o.spilled, commit); ok {
+		o.spilled = slices.Delete(o.spilled, i, i+1)
+	}
 }
 
 // cutSpilledLocked runs when a change stream ends: a transaction whose
@@ -210,11 +220,11 @@ func (h *Hub) spillLocked(o *outbox) bool {
 // brings them again (the transaction is pending, so the slot still has
 // it, I1). Called with o.mu held.
 func (h *Hub) cutSpilledLocked(o *outbox) {
-	if o.spilled == 0 {
+	if len(o.spilled) == 0 {
 		return
 	}
-	from := o.spilled
-	o.spilled = 0
+	from := o.spilled[0] // the earliest: everything from it on goes
+	o.spilled = nil
 	h.dropFromLocked(o, from)
 	o.overflowed = true
 	o.dropFrom = from

@@ -140,7 +140,7 @@ type outbox struct {
 	seq         uint64     // seq of the next entry
 	high        ledger.LSN // commit LSN of the last transaction enqueued whole (its last part)
 	delivered   ledger.LSN // commit LSN of the last transaction written whole (its last part) to a stream
-	spilled     ledger.LSN // a transaction whose first parts were written and dropped from memory (spill)
+	spilled     []ledger.LSN // transactions (sorted) some parts of which were written and dropped from memory (spill), not yet acked
 	overflowed  bool       // transactions after dropFrom were dropped; waiting for a replay
 	dropFrom    ledger.LSN
 	replayAsked bool
@@ -447,10 +447,10 @@ func (h *Hub) enqueue(ctx context.Context, cid string, e *entry) error {
 // so no consumer is ever resent a transaction in part.
 func (h *Hub) overflowLocked(o *outbox, commit ledger.LSN) {
 	full := o.bytes
-	if o.spilled != 0 && o.spilled < commit {
-		commit = o.spilled
+	if len(o.spilled) > 0 && o.spilled[0] < commit {
+		commit = o.spilled[0]
 	}
-	o.spilled = 0
+	o.spilled = nil
 	h.dropFromLocked(o, commit)
 	o.overflowed = true
 	o.dropFrom = commit
@@ -501,8 +501,8 @@ func (h *Hub) pruneLocked(o *outbox, upTo ledger.LSN, all bool, shape string) {
 		}
 		if len(e.pending) == 0 {
 			freed += e.size
-			if e.last && e.commit == o.spilled {
-				o.spilled = 0 // acked whole: nothing of it is needed again
+			if e.last {
+				o.unspill(e.commit) // acked whole: nothing of it is needed again
 			}
 			continue
 		}

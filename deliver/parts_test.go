@@ -38,7 +38,7 @@ func readTxn(t *testing.T, s *sink, lsn string, from int) ([]string, int) {
 	for n := from; ; n++ {
 		f := s.next(t)
 		if f.Type != wire.FrameTxn || f.LSN != lsn {
-			t.Fatalf("frame %+v, want a part of %s", f, lsn)
+			t.Fatalf("frame %s %s part %d last %v, want a part of %s", f.Type, f.LSN, f.Part, f.Last, lsn)
 		}
 		whole := f.Part == 0 && n == 1
 		if !whole && f.Part != n {

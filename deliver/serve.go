@@ -59,8 +59,11 @@ func (h *Hub) Serve(ctx context.Context, consumer string, w Flusher) error {
 	}
 	if o.session != nil {
 		o.session.end(ErrReplaced)
-		h.cutSpilledLocked(o)
 	}
+	// A transaction spilled by an earlier stream, whichever way that one
+	// ended, cannot be resent from memory: never let this stream start it
+	// from a later part.
+	h.cutSpilledLocked(o)
 	o.session = s
 	// An outbox that overflowed while the consumer was away asks for its
 	// replay now that someone reads it.

