@@ -137,11 +137,11 @@ type outbox struct {
 	mu          sync.Mutex
 	entries     []*entry // commit order
 	bytes       int64
-	seq         uint64     // seq of the next entry
-	high        ledger.LSN // commit LSN of the last transaction enqueued whole (its last part)
-	delivered   ledger.LSN // commit LSN of the last transaction written whole (its last part) to a stream
+	seq         uint64       // seq of the next entry
+	high        ledger.LSN   // commit LSN of the last transaction enqueued whole (its last part)
+	delivered   ledger.LSN   // commit LSN of the last transaction written whole (its last part) to a stream
 	spilled     []ledger.LSN // transactions (sorted) some parts of which were written and dropped from memory (spill), not yet acked
-	overflowed  bool       // transactions after dropFrom were dropped; waiting for a replay
+	overflowed  bool         // transactions after dropFrom were dropped; waiting for a replay
 	dropFrom    ledger.LSN
 	replayAsked bool
 	control     [][]byte
