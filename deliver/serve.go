@@ -103,6 +103,15 @@ func (h *Hub) Serve(ctx context.Context, consumer string, w Flusher) error {
 		buf = buf[:0]
 		n := 0
 		o.mu.Lock()
+		select {
+		case <-s.done:
+			// Ended (replaced, restarted, overflowed) while writing: not a
+			// frame more, or a transaction sent again could follow its
+			// first parts on the same stream.
+			o.mu.Unlock()
+			return s.err
+		default:
+		}
 		for _, c := range o.control {
 			buf = append(buf, c...)
 		}
