@@ -48,15 +48,29 @@ func newEnv(t *testing.T) *env {
 // newEnvClock is newEnv with the ledger's clock; nil means the system clock.
 func newEnvClock(t *testing.T, clock ledger.Clock) *env {
 	t.Helper()
+	return buildEnv(t, clock, nil)
+}
+
+// newEnvWith is newEnv with a hook that adjusts the server's Config.
+func newEnvWith(t *testing.T, adjust func(*api.Config)) *env {
+	t.Helper()
+	return buildEnv(t, nil, adjust)
+}
+
+func buildEnv(t *testing.T, clock ledger.Clock, adjust func(*api.Config)) *env {
+	t.Helper()
 	path := t.TempDir() + "/ledger.db"
 	l, err := ledger.Open(ledger.Config{Path: path, Identity: ledger.Identity{SystemID: "1", Slot: "ledgerd"}, Clock: clock})
 	if err != nil {
 		t.Fatal(err)
 	}
 	hub := deliver.New(deliver.Config{Ledger: l, KeepaliveInterval: time.Hour})
-	s := api.New(api.Config{Ledger: l, Hub: hub, Tables: tables{"public.orders": true, "public.items": true},
-		SlotName: "ledgerd", Token: token})
-	srv := httptest.NewServer(s.Handler())
+	cfg := api.Config{Ledger: l, Hub: hub, Tables: tables{"public.orders": true, "public.items": true},
+		SlotName: "ledgerd", Token: token}
+	if adjust != nil {
+		adjust(&cfg)
+	}
+	srv := httptest.NewServer(api.New(cfg).Handler())
 	t.Cleanup(func() {
 		hub.Close()
 		srv.Close()

@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"net/http/httptest"
 	"strings"
 	"sync"
 	"testing"
@@ -18,43 +17,8 @@ import (
 
 	"github.com/ledgerd/ledgerd/api"
 	"github.com/ledgerd/ledgerd/api/wire"
-	"github.com/ledgerd/ledgerd/client"
-	"github.com/ledgerd/ledgerd/deliver"
 	"github.com/ledgerd/ledgerd/ledger"
 )
-
-// newEnvWith is newEnv with a hook that adjusts the server's Config.
-func newEnvWith(t *testing.T, adjust func(*api.Config)) *env {
-	t.Helper()
-	path := t.TempDir() + "/ledger.db"
-	l, err := ledger.Open(ledger.Config{Path: path, Identity: ledger.Identity{SystemID: "1", Slot: "ledgerd"}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	hub := deliver.New(deliver.Config{Ledger: l, KeepaliveInterval: time.Hour})
-	cfg := api.Config{Ledger: l, Hub: hub, Tables: tables{"public.orders": true, "public.items": true},
-		SlotName: "ledgerd", Token: token}
-	if adjust != nil {
-		adjust(&cfg)
-	}
-	srv := httptest.NewServer(api.New(cfg).Handler())
-	t.Cleanup(func() {
-		hub.Close()
-		srv.Close()
-		if err := l.Close(); err != nil {
-			t.Errorf("closing the ledger: %v", err)
-		}
-		problems, err := ledger.Verify(path)
-		if err != nil || len(problems) > 0 {
-			t.Errorf("ledger verify: %v %v", problems, err)
-		}
-	})
-	c, err := client.New(client.Config{URL: srv.URL, Token: token})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &env{t: t, l: l, hub: hub, srv: srv, c: c}
-}
 
 // call sends a call and returns the status, the error body (for 4xx and
 // 5xx) and the answer's headers.
