@@ -14,7 +14,6 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -226,19 +225,7 @@ func (d *daemon) waitReady() {
 // stop sends SIGTERM and returns how long the process took to exit.
 func (d *daemon) stop() time.Duration {
 	d.t.Helper()
-	start := time.Now()
-	if err := d.cmd.Process.Signal(syscall.SIGTERM); err != nil {
-		d.t.Fatal(err)
-	}
-	select {
-	case err := <-d.done:
-		if err != nil {
-			d.t.Errorf("ledgerd exited with %v after SIGTERM", err)
-		}
-	case <-time.After(30 * time.Second):
-		d.t.Fatal("ledgerd did not exit within 30s of SIGTERM")
-	}
-	return time.Since(start)
+	return d.stopWithin(30 * time.Second)
 }
 
 // sql runs statements on the test database, each in its own transaction.
