@@ -136,13 +136,14 @@ func (c *identityChecker) check(table string, filter map[string][]string) []stri
 }
 
 // keyOnlyTables fills the status' list of tables whose shapes filter on
-// columns their deletes lack.
+// columns their deletes lack. It reads the ledger's per-relation counts, not
+// the shapes: a million shapes cost what a few relations do.
 func (s *Server) keyOnlyTables(ctx context.Context, st *wire.Status) {
 	if s.cfg.Identity == nil {
 		return
 	}
-	shapes := s.l.Shapes()
-	tables := replident.FilteredTables(shapes)
+	uses := s.l.Relations()
+	tables := replident.FilteredTablesOf(uses)
 	st.KeyOnlyTables = []wire.KeyOnlyTable{}
 	if len(tables) == 0 {
 		return
@@ -154,7 +155,7 @@ func (s *Server) keyOnlyTables(ctx context.Context, st *wire.Status) {
 		st.KeyOnlyTables, st.KeyOnlyError = nil, err.Error()
 		return
 	}
-	for _, g := range replident.Gaps(ids, shapes) {
+	for _, g := range replident.GapsOf(ids, uses) {
 		st.KeyOnlyTables = append(st.KeyOnlyTables, wire.KeyOnlyTable{Table: g.Table, ReplicaIdentity: g.Mode, Columns: g.Columns, Shapes: g.Shapes})
 	}
 }
@@ -169,8 +170,8 @@ func (s *Server) SetIdentitiesFull(ctx context.Context) {
 	if s.cfg.Identity == nil || !s.cfg.SetIdentityFull {
 		return
 	}
-	shapes := s.l.Shapes()
-	tables := replident.FilteredTables(shapes)
+	uses := s.l.Relations()
+	tables := replident.FilteredTablesOf(uses)
 	if len(tables) == 0 {
 		return
 	}
@@ -179,7 +180,7 @@ func (s *Server) SetIdentitiesFull(ctx context.Context) {
 		s.log.Warn().Err(err).Msg("reading the replica identity of filtered tables at start-up")
 		return
 	}
-	for _, g := range replident.Gaps(ids, shapes) {
+	for _, g := range replident.GapsOf(ids, uses) {
 		if err := s.cfg.Identity.SetReplicaIdentityFull(ctx, g.Table); err != nil {
 			s.log.Warn().Err(err).Str("table", g.Table).Strs("filter_columns", g.Columns).Int("shapes", g.Shapes).
 				Msg("could not set replica identity full; deletes of the table reach its filtered shapes unfiltered")

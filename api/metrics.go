@@ -99,8 +99,11 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	g(c.consumers, float64(counts.ConsumersStream), "streaming")
 	g(c.consumers, float64(counts.ConsumersGone), "gone")
 	g(c.pending, float64(counts.ShapesPending))
+	// The shape holding the smallest pending LSN is also the one pending
+	// longest (transactions are tracked in commit order): one look, not a
+	// copy of every pending shape per scrape.
 	var age float64
-	for _, h := range s.l.Holders(0) {
+	for _, h := range s.l.Holders(1) {
 		if !h.PendingSince.IsZero() {
 			if a := s.now().Sub(h.PendingSince).Seconds(); a > age {
 				age = a

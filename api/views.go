@@ -29,7 +29,7 @@ func (s *Server) counts() wire.Counts {
 	}
 	c.Shapes = s.l.LiveShapes()
 	c.ShapesPending = s.l.PendingCount()
-	c.Tombstones = len(s.l.Tombstones())
+	c.Tombstones = s.l.TombstoneCount()
 	return c
 }
 

@@ -24,6 +24,7 @@ type owned struct {
 type relUse struct {
 	defs   map[*shapeDef]struct{}
 	cols   map[string]int // filter column -> definitions naming it
+	sets   map[string]int // filter column set (shapeDef.cols) -> shapes with it
 	shapes int
 }
 
@@ -74,10 +75,13 @@ func (t *tracker) indexRel(s *shapeState) {
 	k := relKey{s.relID, s.table}
 	u := t.rels[k]
 	if u == nil {
-		u = &relUse{defs: map[*shapeDef]struct{}{}, cols: map[string]int{}}
+		u = &relUse{defs: map[*shapeDef]struct{}{}, cols: map[string]int{}, sets: map[string]int{}}
 		t.rels[k] = u
 	}
 	u.shapes++
+	if s.shapeDef.cols != "" {
+		u.sets[s.shapeDef.cols]++
+	}
 	if s.refs++; s.refs > 1 {
 		return
 	}
@@ -92,6 +96,11 @@ func (t *tracker) unindexRel(s *shapeState) {
 	u := t.rels[k]
 	if u != nil {
 		u.shapes--
+		if c := s.shapeDef.cols; c != "" {
+			if u.sets[c]--; u.sets[c] <= 0 {
+				delete(u.sets, c)
+			}
+		}
 	}
 	if s.refs--; s.refs > 0 {
 		return
@@ -160,6 +169,15 @@ type RelationUse struct {
 	Table   string
 	Columns []string // sorted
 	Shapes  int
+	// Filters counts the shapes by the set of columns they filter on,
+	// ordered by columns; shapes without a filter are left out.
+	Filters []FilterUse
+}
+
+// FilterUse is how many shapes of a relation filter on exactly Columns.
+type FilterUse struct {
+	Columns []string // sorted
+	Shapes  int
 }
 
 // Relations returns the relations live shapes are on, ordered by relation
@@ -175,7 +193,12 @@ func (l *Ledger) Relations() []RelationUse {
 			cols = append(cols, c)
 		}
 		slices.Sort(cols)
-		out = append(out, RelationUse{RelID: k.id, Table: k.table, Columns: cols, Shapes: u.shapes})
+		var fs []FilterUse
+		for set, n := range u.sets {
+			fs = append(fs, FilterUse{Columns: strings.Split(set, "\x00"), Shapes: n})
+		}
+		slices.SortFunc(fs, func(a, b FilterUse) int { return slices.Compare(a.Columns, b.Columns) })
+		out = append(out, RelationUse{RelID: k.id, Table: k.table, Columns: cols, Shapes: u.shapes, Filters: fs})
 	}
 	l.mu.Unlock()
 	slices.SortFunc(out, func(a, b RelationUse) int {

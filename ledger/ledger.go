@@ -56,6 +56,7 @@ type Ledger struct {
 	t          *tracker
 	consumers  map[string]*Consumer
 	tombs      map[string]Tombstone // latest tombstone per shape id
+	tombCount  int                  // tombstone records stored, every generation (TombstoneCount)
 	meta       Meta
 	startFloor LSN // processed position persisted before this open: new shapes start at least there
 

@@ -2,6 +2,7 @@ package ledger_test
 
 import (
 	"fmt"
+	"reflect"
 	"slices"
 	"testing"
 	"time"
@@ -39,16 +40,23 @@ func TestRelationsFollowShapes(t *testing.T) {
 			if r.Shapes != w.Shapes || !slices.Equal(r.Columns, w.Columns) {
 				t.Errorf("relation %s: %d shapes, columns %v; want %d, %v", r.Table, r.Shapes, r.Columns, w.Shapes, w.Columns)
 			}
+			if !reflect.DeepEqual(r.Filters, w.Filters) {
+				t.Errorf("relation %s: filters %+v, want %+v", r.Table, r.Filters, w.Filters)
+			}
 		}
 	}
 	check(map[string]ledger.RelationUse{
-		"public.orders": {Shapes: 4, Columns: []string{"region", "tenant"}},
-		"public.users":  {Shapes: 1, Columns: []string{}},
+		"public.orders": {Shapes: 4, Columns: []string{"region", "tenant"}, Filters: []ledger.FilterUse{
+			{Columns: []string{"region", "tenant"}, Shapes: 1},
+			{Columns: []string{"tenant"}, Shapes: 3},
+		}},
+		"public.users": {Shapes: 1, Columns: []string{}},
 	})
 	for _, id := range []string{"r", "t1", "u"} {
 		if _, err := l.Evict(id, ledger.ReasonManual, "test", "test"); err != nil {
 			t.Fatal(err)
 		}
 	}
-	check(map[string]ledger.RelationUse{"public.orders": {Shapes: 2, Columns: []string{"tenant"}}})
+	check(map[string]ledger.RelationUse{"public.orders": {Shapes: 2, Columns: []string{"tenant"},
+		Filters: []ledger.FilterUse{{Columns: []string{"tenant"}, Shapes: 2}}}})
 }

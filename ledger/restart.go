@@ -41,7 +41,11 @@ func (l *Ledger) load() (fresh bool, err error) {
 			l.persistedFlush = m.LastFlush
 			l.durableSafe = m.LastFlush
 			l.startFloor = m.Position
-			return loadState(tx, m.SchemaVersion >= sealedSchema, l.consumers, l.t, l.tombs)
+			if err := loadState(tx, m.SchemaVersion >= sealedSchema, l.consumers, l.t, l.tombs); err != nil {
+				return err
+			}
+			l.tombCount = tx.Bucket(bucketTombstones).Stats().KeyN
+			return nil
 		})
 	})
 	if err != nil {
@@ -306,6 +310,7 @@ func (l *Ledger) start(fresh bool, adopt *SlotError) error {
 // forgetTombstones drops compacted tombstones from memory. Caller holds mu or
 // owns the ledger exclusively.
 func (l *Ledger) forgetTombstones(removed []Tombstone) {
+	l.tombCount -= len(removed)
 	for _, ts := range removed {
 		if cur, ok := l.tombs[ts.Shape]; ok && cur.Generation == ts.Generation {
 			delete(l.tombs, ts.Shape)

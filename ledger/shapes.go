@@ -411,6 +411,7 @@ func (l *Ledger) dropShape(s *shapeState, ts Tombstone) {
 		l.t.remove(s)
 	}
 	l.tombs[s.id] = ts
+	l.tombCount++
 	l.shapeChanged(s.id)
 	if l.evictions == nil {
 		l.evictions = map[Reason]uint64{}
@@ -450,6 +451,14 @@ func (l *Ledger) Tombstones() []Tombstone {
 		l.log.Error().Err(err).Msg("reading tombstones")
 	}
 	return out
+}
+
+// TombstoneCount returns how many tombstones are stored (what Tombstones
+// would return), without reading them: status and every metrics scrape ask.
+func (l *Ledger) TombstoneCount() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.tombCount
 }
 
 func readTombstones(tx *bolt.Tx, sealed bool) ([]Tombstone, error) {

@@ -1,6 +1,9 @@
 package ledger
 
-import "encoding/binary"
+import (
+	"encoding/binary"
+	"slices"
+)
 
 // The tracker is the in-memory half of the ledger: for every live shape a FIFO
 // of the commit LSNs handed to it and not yet acked, and an indexed min-heap of
@@ -52,6 +55,7 @@ type shapeDef struct {
 	relID  uint32 // relation OID of table, 0 while not bound
 	filter map[string][]string
 	key    string // the interner's key
+	cols   string // the filter's column names, sorted and NUL-joined, interned
 	refs   int    // live shapes using it (tracker.index)
 }
 
@@ -91,6 +95,7 @@ func (in *interner) def(table string, relID uint32, filter map[string][]string) 
 		return d
 	}
 	d := &shapeDef{table: in.str([]byte(table)), relID: relID, filter: in.filter(filter), key: string(in.buf)}
+	d.cols = in.colsKey(d.filter)
 	in.defs[d.key] = d
 	return d
 }
@@ -105,6 +110,27 @@ func (in *interner) filter(f map[string][]string) map[string][]string {
 		out[in.str([]byte(k))] = vs
 	}
 	return out
+}
+
+// colsKey interns the filter's column names, sorted and NUL-joined: the
+// few distinct column sets are what the replica-identity check judges.
+func (in *interner) colsKey(f map[string][]string) string {
+	if len(f) == 0 {
+		return ""
+	}
+	cols := make([]string, 0, len(f))
+	for c := range f {
+		cols = append(cols, c)
+	}
+	slices.Sort(cols)
+	in.buf = in.buf[:0]
+	for i, c := range cols {
+		if i > 0 {
+			in.buf = append(in.buf, 0)
+		}
+		in.buf = append(in.buf, c...)
+	}
+	return in.str(in.buf)
 }
 
 // release forgets a definition no live shape uses.

@@ -185,3 +185,57 @@ func Gaps(ids map[string]Identity, shapes []ledger.Shape) []Gap {
 	slices.SortFunc(out, func(a, b Gap) int { return strings.Compare(a.Table, b.Table) })
 	return out
 }
+
+// FilteredTablesOf is FilteredTables from the ledger's per-relation counts:
+// it costs one look at each relation, whatever the number of shapes.
+func FilteredTablesOf(uses []ledger.RelationUse) []string {
+	var out []string
+	for _, u := range uses {
+		if len(u.Filters) > 0 && !slices.Contains(out, u.Table) {
+			out = append(out, u.Table)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+// GapsOf is Gaps from the ledger's per-relation counts of shapes by filter
+// columns: it judges each distinct column set once, whatever the number of
+// shapes or of distinct filter values.
+func GapsOf(ids map[string]Identity, uses []ledger.RelationUse) []Gap {
+	byTable := map[string]*Gap{}
+	for _, u := range uses {
+		id, ok := ids[u.Table]
+		if !ok {
+			continue
+		}
+		for _, f := range u.Filters {
+			cols := make(map[string][]string, len(f.Columns))
+			for _, c := range f.Columns {
+				cols[c] = nil
+			}
+			missing := id.Missing(cols)
+			if len(missing) == 0 {
+				continue
+			}
+			g := byTable[u.Table]
+			if g == nil {
+				g = &Gap{Table: u.Table, Mode: id.Mode}
+				byTable[u.Table] = g
+			}
+			g.Shapes += f.Shapes
+			for _, c := range missing {
+				if !slices.Contains(g.Columns, c) {
+					g.Columns = append(g.Columns, c)
+				}
+			}
+		}
+	}
+	out := make([]Gap, 0, len(byTable))
+	for _, g := range byTable {
+		slices.Sort(g.Columns)
+		out = append(out, *g)
+	}
+	slices.SortFunc(out, func(a, b Gap) int { return strings.Compare(a.Table, b.Table) })
+	return out
+}
