@@ -69,26 +69,23 @@ func (h *Hub) Ack(ctx context.Context, consumer string, acks map[string]ledger.L
 }
 
 // AckAll acks lsn for every shape of the consumer: each shape is acked up
-// to the last transaction it was sent, if that is not past lsn.
+// to the last transaction it was sent, if that is not past lsn. It looks
+// only at what each shape was sent and flushed (ledger.AckAllOf): a
+// consumer with thousands of shapes acks in the time the shapes it moves
+// take.
 func (h *Hub) AckAll(ctx context.Context, consumer string, lsn ledger.LSN) (AckResult, error) {
 	res := AckResult{Gone: map[string]ledger.Reason{}}
 	o := h.outbox(consumer, false)
 	delivered := o.deliveredLSN()
-	acks := map[string]ledger.LSN{}
-	var ids []string
-	for _, sh := range h.l.ShapesOf(consumer) {
-		if lsn <= sh.FlushedLSN {
-			continue
-		}
-		if lsn > delivered {
-			return res, &BeyondError{Consumer: consumer, LSN: lsn, Delivered: delivered}
-		}
-		a := min(lsn, sh.LastSent)
-		if a <= sh.FlushedLSN {
-			continue
-		}
-		acks[sh.ID] = a
-		ids = append(ids, sh.ID)
+	todo, below := h.l.AckAllOf(consumer, lsn)
+	if below && lsn > delivered {
+		return res, &BeyondError{Consumer: consumer, LSN: lsn, Delivered: delivered}
+	}
+	acks := make(map[string]ledger.LSN, len(todo))
+	ids := make([]string, 0, len(todo))
+	for _, a := range todo {
+		acks[a.ID] = a.LSN
+		ids = append(ids, a.ID)
 	}
 	return h.apply(ctx, o, consumer, ids, acks, res)
 }

@@ -136,6 +136,37 @@ func (l *Ledger) ShapesOf(consumer string) []Shape {
 	return out
 }
 
+// AckAllOf is what an ack of lsn for every shape the consumer owns would
+// apply: for each shape sent something it has not flushed, its id and the
+// position to ack (lsn, or the last transaction sent to it if that is
+// lower), ordered by id; and whether any of its shapes is flushed below lsn
+// at all. It walks the owner's list without copying a shape, so an ack
+// costs what the shapes it moves cost, not a copy and sort of every shape
+// the consumer owns.
+func (l *Ledger) AckAllOf(consumer string, lsn LSN) (acks []ShapeAck, below bool) {
+	l.mu.Lock()
+	if o := l.t.owners[consumer]; o != nil {
+		for s := o.head; s != nil; s = s.next {
+			if lsn <= s.flushed {
+				continue
+			}
+			below = true
+			if a := min(lsn, s.lastSent); a > s.flushed {
+				acks = append(acks, ShapeAck{ID: s.id, LSN: a})
+			}
+		}
+	}
+	l.mu.Unlock()
+	slices.SortFunc(acks, func(a, b ShapeAck) int { return strings.Compare(a.ID, b.ID) })
+	return acks, below
+}
+
+// ShapeAck is one shape's ack position (AckAllOf).
+type ShapeAck struct {
+	ID  string
+	LSN LSN
+}
+
 // LiveShapes returns the number of live shapes.
 func (l *Ledger) LiveShapes() int {
 	l.mu.Lock()
