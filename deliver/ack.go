@@ -70,17 +70,16 @@ func (h *Hub) Ack(ctx context.Context, consumer string, acks map[string]ledger.L
 
 // AckAll acks lsn for every shape of the consumer: each shape is acked up
 // to the last transaction it was sent, if that is not past lsn. It looks
-// only at what each shape was sent and flushed (ledger.AckAllOf): a
-// consumer with thousands of shapes acks in the time the shapes it moves
-// take.
+// only at the shapes with something unacked (ledger.AckAllOf): a consumer
+// with thousands of shapes acks in the time the shapes it moves take.
 func (h *Hub) AckAll(ctx context.Context, consumer string, lsn ledger.LSN) (AckResult, error) {
 	res := AckResult{Gone: map[string]ledger.Reason{}}
 	o := h.outbox(consumer, false)
 	delivered := o.deliveredLSN()
-	todo, below := h.l.AckAllOf(consumer, lsn)
-	if below && lsn > delivered {
+	if lsn > delivered && h.l.FlushedBelow(consumer, lsn) {
 		return res, &BeyondError{Consumer: consumer, LSN: lsn, Delivered: delivered}
 	}
+	todo := h.l.AckAllOf(consumer, lsn)
 	acks := make(map[string]ledger.LSN, len(todo))
 	ids := make([]string, 0, len(todo))
 	for _, a := range todo {

@@ -16,6 +16,10 @@ import (
 type owned struct {
 	head *shapeState
 	n    int
+	// unflushed holds the shapes sent a transaction they have not acked
+	// (lastSent > flushed): what an ack of every shape can move, found
+	// without walking the owner's other shapes (AckAllOf).
+	unflushed map[*shapeState]struct{}
 }
 
 // relUse holds the definitions of the live shapes bound to one relation
@@ -46,6 +50,9 @@ func (t *tracker) index(s *shapeState) {
 	}
 	o.head = s
 	o.n++
+	if s.lastSent > s.flushed {
+		o.markUnflushed(s)
+	}
 	t.indexRel(s)
 }
 
@@ -60,6 +67,7 @@ func (t *tracker) unindex(s *shapeState) {
 			s.next.prev = s.prev
 		}
 		s.prev, s.next = nil, nil
+		delete(o.unflushed, s)
 		if o.n--; o.n <= 0 {
 			delete(t.owners, s.consumer)
 		}
@@ -136,21 +144,37 @@ func (l *Ledger) ShapesOf(consumer string) []Shape {
 	return out
 }
 
+func (o *owned) markUnflushed(s *shapeState) {
+	if o.unflushed == nil {
+		o.unflushed = map[*shapeState]struct{}{}
+	}
+	o.unflushed[s] = struct{}{}
+}
+
+// sent notes that s was sent a transaction past its flushed position.
+func (t *tracker) sent(s *shapeState) {
+	if o := t.owners[s.consumer]; o != nil {
+		o.markUnflushed(s)
+	}
+}
+
+// flushedAll notes that s acked everything it was sent.
+func (t *tracker) flushedAll(s *shapeState) {
+	if o := t.owners[s.consumer]; o != nil {
+		delete(o.unflushed, s)
+	}
+}
+
 // AckAllOf is what an ack of lsn for every shape the consumer owns would
 // apply: for each shape sent something it has not flushed, its id and the
 // position to ack (lsn, or the last transaction sent to it if that is
-// lower), ordered by id; and whether any of its shapes is flushed below lsn
-// at all. It walks the owner's list without copying a shape, so an ack
-// costs what the shapes it moves cost, not a copy and sort of every shape
-// the consumer owns.
-func (l *Ledger) AckAllOf(consumer string, lsn LSN) (acks []ShapeAck, below bool) {
+// lower), ordered by id. It looks only at those shapes, not at every shape
+// the consumer owns: an ack costs what the shapes it moves cost.
+func (l *Ledger) AckAllOf(consumer string, lsn LSN) []ShapeAck {
+	var acks []ShapeAck
 	l.mu.Lock()
 	if o := l.t.owners[consumer]; o != nil {
-		for s := o.head; s != nil; s = s.next {
-			if lsn <= s.flushed {
-				continue
-			}
-			below = true
+		for s := range o.unflushed {
 			if a := min(lsn, s.lastSent); a > s.flushed {
 				acks = append(acks, ShapeAck{ID: s.id, LSN: a})
 			}
@@ -158,7 +182,23 @@ func (l *Ledger) AckAllOf(consumer string, lsn LSN) (acks []ShapeAck, below bool
 	}
 	l.mu.Unlock()
 	slices.SortFunc(acks, func(a, b ShapeAck) int { return strings.Compare(a.ID, b.ID) })
-	return acks, below
+	return acks
+}
+
+// FlushedBelow reports whether any shape the consumer owns is flushed below
+// lsn: an ack of lsn for all of them would then claim lsn. It walks every
+// shape of the consumer; an ack past what was delivered asks it.
+func (l *Ledger) FlushedBelow(consumer string, lsn LSN) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if o := l.t.owners[consumer]; o != nil {
+		for s := o.head; s != nil; s = s.next {
+			if s.flushed < lsn {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // ShapeAck is one shape's ack position (AckAllOf).

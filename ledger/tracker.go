@@ -201,6 +201,9 @@ func (t *tracker) track(commit, end LSN, ids []string, now int64) []string {
 			continue
 		}
 		if commit > s.lastSent {
+			if s.lastSent <= s.flushed {
+				t.sent(s) // commit > flushed, checked above
+			}
 			s.lastSent = commit
 			wasPending := s.pending()
 			if s.q == nil {
@@ -240,6 +243,9 @@ func (t *tracker) track(commit, end LSN, ids []string, now int64) []string {
 // lsn <= max(s.lastSent, s.flushed).
 func (t *tracker) ack(s *shapeState, lsn LSN) {
 	s.flushed = lsn
+	if s.lastSent <= lsn {
+		t.flushedAll(s)
+	}
 	if !s.pending() || s.firstPending().lsn > lsn {
 		return
 	}
