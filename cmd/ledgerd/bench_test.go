@@ -41,10 +41,22 @@ const benchTxns = 100_000
 func BenchmarkEndToEnd(b *testing.B) {
 	b.Run("1consumer_1shape", func(b *testing.B) { benchEndToEnd(b, 1, 1, 1) })
 	b.Run("8consumers_1000shapes_10tables", func(b *testing.B) { benchEndToEnd(b, 8, 1000, 10) })
+	// Over TCP the walsender caps both readers alike; over the Unix socket
+	// ledgerd's own cost shows.
+	b.Run("1consumer_1shape_unix", func(b *testing.B) { benchEndToEnd(b, 1, 1, 1, unixSocket) })
 }
 
-func benchEndToEnd(b *testing.B, consumers, shapes, tables int) {
+// unixSocket makes a benchmark case connect ledgerd and pg_recvlogical
+// over the cluster's Unix socket instead of TCP.
+func unixSocket(r *e2eBench) {
+	r.dsn = cluster.SocketConnString(pgtest.DBName(r.b.Name()))
+}
+
+func benchEndToEnd(b *testing.B, consumers, shapes, tables int, opts ...func(*e2eBench)) {
 	r := newE2EBench(b, tables)
+	for _, o := range opts {
+		o(r)
+	}
 
 	// Phase 1: consumers and shapes on the empty slot. Shape k follows table
 	// k%tables and, with more than one shape, tenant k/tables: every row

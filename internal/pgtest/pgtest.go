@@ -162,6 +162,16 @@ func (c *Cluster) ConnString(db string) string {
 	return fmt.Sprintf("postgres://%s@127.0.0.1:%d/%s?sslmode=disable", superuser, c.port, db)
 }
 
+// SocketConnString returns a connection string for database db as the
+// superuser over the cluster's Unix socket, which skips the TCP stack that
+// caps a walsender's rate.
+func (c *Cluster) SocketConnString(db string) string {
+	return fmt.Sprintf("host=%s port=%d user=%s dbname=%s sslmode=disable", c.sockDir, c.port, superuser, db)
+}
+
+// SocketDir is the directory of the cluster's Unix socket.
+func (c *Cluster) SocketDir() string { return c.sockDir }
+
 // Port is the TCP port the cluster listens on (127.0.0.1).
 func (c *Cluster) Port() int { return c.port }
 
