@@ -3,11 +3,16 @@ package client
 import (
 	"context"
 	"encoding/json"
+	"io"
+	"maps"
 	"net/http"
 	"net/http/httptest"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
+	"testing/synctest"
+	"time"
 
 	"github.com/ledgerd/ledgerd/api/wire"
 	"github.com/ledgerd/ledgerd/ledger"
@@ -99,3 +104,58 @@ func TestResentAfterHandlingIsAckedNotHandled(t *testing.T) {
 		t.Errorf("pending ack %s, want 0/300", a.pending["s"])
 	}
 }
+
+// TestAckerPacesSteadyTrafficByDefault: under steady traffic each ack
+// request costs the daemon a request and a ledger commit, whatever it
+// carries. With the default interval, a transaction handled every
+// millisecond for a second must not cost more than one ack request per
+// DefaultAckInterval, and the last one must still be acked.
+func TestAckerPacesSteadyTrafficByDefault(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		var mu sync.Mutex
+		requests := 0
+		last := map[string]string{}
+		hc := &http.Client{Transport: roundTripFunc(func(r *http.Request) (*http.Response, error) {
+			var req wire.AckRequest
+			if err := json.NewDecoder(r.Body).Decode(&req); err != nil {
+				t.Errorf("decoding ack: %v", err)
+			}
+			mu.Lock()
+			requests++
+			maps.Copy(last, req.Acks)
+			mu.Unlock()
+			return &http.Response{StatusCode: http.StatusOK, Header: http.Header{"Content-Type": {"application/json"}},
+				Body: io.NopCloser(strings.NewReader(`{"flush_lsn":"0/100","gone":{}}`)), Request: r}, nil
+		})}
+		c, err := New(Config{URL: "http://ledgerd.invalid", HTTPClient: hc})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		a := &acker{k: &Consumer{c: c, id: "c", lease: "L"}, wake: make(chan struct{}, 1),
+			pending: map[string]ledger.LSN{}, handled: map[string]ledger.LSN{}, every: ackInterval(0),
+			report: func(error) {}, fatal: func(err error) { t.Errorf("fatal: %v", err) }}
+		done := make(chan struct{})
+		go func() { a.loop(ctx); close(done) }()
+		const txns = 1000
+		for i := 1; i <= txns; i++ {
+			a.add(&Txn{LSN: ledger.LSN(i), Changes: []wire.Change{{Shapes: []string{"s"}}}})
+			time.Sleep(time.Millisecond)
+		}
+		time.Sleep(time.Second)
+		cancel()
+		<-done
+		mu.Lock()
+		defer mu.Unlock()
+		if max := txns*int(time.Millisecond/time.Microsecond)/int(DefaultAckInterval/time.Microsecond) + 2; requests > max {
+			t.Errorf("%d ack requests for %d transactions over %v, want at most %d", requests, txns, txns*time.Millisecond, max)
+		}
+		if want := ledger.LSN(txns).String(); last["s"] != want {
+			t.Errorf("last ack of s %s, want %s", last["s"], want)
+		}
+	})
+}
+
+type roundTripFunc func(*http.Request) (*http.Response, error)
+
+func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
