@@ -155,30 +155,41 @@ func FilteredTables(shapes []ledger.Shape) []string {
 // columns the identity's old row lacks. Tables missing from ids (dropped)
 // are left out.
 func Gaps(ids map[string]Identity, shapes []ledger.Shape) []Gap {
-	byTable := map[string]*Gap{}
+	gs := gapSet{}
 	for _, sh := range shapes {
-		id, ok := ids[sh.Table]
-		if !ok {
-			continue
-		}
-		missing := id.Missing(sh.Filter)
-		if len(missing) == 0 {
-			continue
-		}
-		g := byTable[sh.Table]
-		if g == nil {
-			g = &Gap{Table: sh.Table, Mode: id.Mode}
-			byTable[sh.Table] = g
-		}
-		g.Shapes++
-		for _, c := range missing {
-			if !slices.Contains(g.Columns, c) {
-				g.Columns = append(g.Columns, c)
-			}
+		if id, ok := ids[sh.Table]; ok {
+			gs.add(sh.Table, id, sh.Filter, 1)
 		}
 	}
-	out := make([]Gap, 0, len(byTable))
-	for _, g := range byTable {
+	return gs.sorted()
+}
+
+// gapSet gathers Gaps by table, from shapes or from counts of them.
+type gapSet map[string]*Gap
+
+// add counts n shapes of table filtering on filter's columns, if the
+// identity's old row lacks some of them.
+func (gs gapSet) add(table string, id Identity, filter map[string][]string, n int) {
+	missing := id.Missing(filter)
+	if len(missing) == 0 {
+		return
+	}
+	g := gs[table]
+	if g == nil {
+		g = &Gap{Table: table, Mode: id.Mode}
+		gs[table] = g
+	}
+	g.Shapes += n
+	for _, c := range missing {
+		if !slices.Contains(g.Columns, c) {
+			g.Columns = append(g.Columns, c)
+		}
+	}
+}
+
+func (gs gapSet) sorted() []Gap {
+	out := make([]Gap, 0, len(gs))
+	for _, g := range gs {
 		slices.Sort(g.Columns)
 		out = append(out, *g)
 	}
@@ -203,7 +214,7 @@ func FilteredTablesOf(uses []ledger.RelationUse) []string {
 // columns: it judges each distinct column set once, whatever the number of
 // shapes or of distinct filter values.
 func GapsOf(ids map[string]Identity, uses []ledger.RelationUse) []Gap {
-	byTable := map[string]*Gap{}
+	gs := gapSet{}
 	for _, u := range uses {
 		id, ok := ids[u.Table]
 		if !ok {
@@ -214,28 +225,8 @@ func GapsOf(ids map[string]Identity, uses []ledger.RelationUse) []Gap {
 			for _, c := range f.Columns {
 				cols[c] = nil
 			}
-			missing := id.Missing(cols)
-			if len(missing) == 0 {
-				continue
-			}
-			g := byTable[u.Table]
-			if g == nil {
-				g = &Gap{Table: u.Table, Mode: id.Mode}
-				byTable[u.Table] = g
-			}
-			g.Shapes += f.Shapes
-			for _, c := range missing {
-				if !slices.Contains(g.Columns, c) {
-					g.Columns = append(g.Columns, c)
-				}
-			}
+			gs.add(u.Table, id, cols, f.Shapes)
 		}
 	}
-	out := make([]Gap, 0, len(byTable))
-	for _, g := range byTable {
-		slices.Sort(g.Columns)
-		out = append(out, *g)
-	}
-	slices.SortFunc(out, func(a, b Gap) int { return strings.Compare(a.Table, b.Table) })
-	return out
+	return gs.sorted()
 }
