@@ -4,10 +4,12 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -246,7 +248,9 @@ func (r *e2eBench) stream(ks []*client.Consumer, extra ...string) (rate float64,
 	runCtx, cancel := context.WithCancel(r.ctx)
 	var wg sync.WaitGroup
 	start := time.Now()
+	selfCPU0 := cpuTime(b, os.Getpid())
 	d := r.start(extra...)
+	stopPerf := perfRecord(b, d.cmd.Process.Pid)
 	for _, k := range ks {
 		wg.Go(func() {
 			err := k.Run(runCtx, func(_ context.Context, txn *client.Txn) error {
@@ -277,7 +281,15 @@ func (r *e2eBench) stream(ks []*client.Consumer, extra ...string) (rate float64,
 		time.Sleep(5 * time.Millisecond)
 	}
 	secs := time.Since(start).Seconds()
-	b.Logf("ready after %v, all received after %v, confirmed after %.2fs", ready, allReceived, secs)
+	stopPerf()
+	// CPU time does not depend on what else the machine runs, unlike the
+	// rates: ledgerd's, and this process's (the consumers, and the polling
+	// of the slot above).
+	ledgerdCPU := float64(cpuTime(b, d.cmd.Process.Pid)) / clockTicks
+	selfCPU := float64(cpuTime(b, os.Getpid())-selfCPU0) / clockTicks
+	b.Logf("ready after %v, all received after %v, confirmed after %.2fs; cpu ledgerd %.2fs, consumers %.2fs", ready, allReceived, secs, ledgerdCPU, selfCPU)
+	b.ReportMetric(ledgerdCPU, "ledgerd_cpu_s")
+	b.ReportMetric(selfCPU, "consumer_cpu_s")
 	cancel()
 	wg.Wait()
 	r.stopped = d.stopWithin(5 * time.Minute)
@@ -286,6 +298,33 @@ func (r *e2eBench) stream(ks []*client.Consumer, extra ...string) (rate float64,
 	}
 	r.recvs = append(r.recvs, r.recv(1))
 	return benchTxns / secs, ready
+}
+
+// clockTicks is the unit of cpuTime (USER_HZ, 100 on Linux).
+const clockTicks = 100
+
+// perfRecord starts `perf record -g` on ledgerd (pid) and on this process
+// (the consumers) when LEDGERD_BENCH_PERF names a directory, writing
+// ledgerd.perf and consumer.perf there; the returned func stops both.
+func perfRecord(b *testing.B, pid int) (stop func()) {
+	dir := os.Getenv("LEDGERD_BENCH_PERF")
+	if dir == "" {
+		return func() {}
+	}
+	var cmds []*exec.Cmd
+	for name, p := range map[string]int{"ledgerd": pid, "consumer": os.Getpid()} {
+		cmd := exec.Command("perf", "record", "-q", "-F", "999", "-g", "-p", strconv.Itoa(p), "-o", filepath.Join(dir, name+".perf"))
+		if err := cmd.Start(); err != nil {
+			b.Fatalf("perf record: %v", err)
+		}
+		cmds = append(cmds, cmd)
+	}
+	return func() {
+		for _, cmd := range cmds {
+			_ = cmd.Process.Signal(os.Interrupt)
+			_ = cmd.Wait()
+		}
+	}
 }
 
 // report reports ledgerd's rate, pg_recvlogical's and their ratio.
