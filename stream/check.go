@@ -47,7 +47,11 @@ func (s *Stream) connect(ctx context.Context) (*pgconn.PgConn, error) {
 		if err != nil {
 			return nil, err
 		}
-		return newCoalescingConn(c), nil
+		cc := newCoalescingConn(c)
+		if b, ok := s.h.(Batcher); ok {
+			cc.idle = b.EndBatch
+		}
+		return cc, nil
 	}
 	conn, err := pgconn.ConnectConfig(ctx, cfg)
 	if err != nil {

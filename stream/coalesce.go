@@ -21,10 +21,22 @@ const (
 	coalesceGap = 200 * time.Microsecond
 	// coalesceAfter dense short reads in a row start the delaying.
 	coalesceAfter = 16
+	// readBufferBytes is what one read from the connection may take in.
+	// pgx's own reader asks for at most 8 KiB, a few dozen single-row
+	// transactions, and often far less (the room left at the end of its
+	// buffer): reading through a larger buffer takes in everything that
+	// arrived during a delay with one system call.
+	readBufferBytes = 64 << 10
 )
 
 type coalescingConn struct {
 	net.Conn
+	buf  []byte // read from the connection, not yet returned: buf[r:w]
+	r, w int
+	// idle, when set, runs before each read from the connection, once
+	// everything read before was returned: the stream has handed over all
+	// it could decode and is about to wait (Batcher.EndBatch).
+	idle  func()
 	last  time.Time // when the previous read returned
 	dense int       // consecutive short reads at a short gap
 	// now and sleep are time.Now and time.Sleep, replaced in tests.
@@ -33,17 +45,25 @@ type coalescingConn struct {
 }
 
 func newCoalescingConn(c net.Conn) *coalescingConn {
-	return &coalescingConn{Conn: c, now: time.Now, sleep: time.Sleep}
+	return &coalescingConn{Conn: c, buf: make([]byte, readBufferBytes), now: time.Now, sleep: time.Sleep}
 }
 
 func (c *coalescingConn) Read(p []byte) (int, error) {
+	if c.r < c.w {
+		n := copy(p, c.buf[c.r:c.w])
+		c.r += n
+		return n, nil
+	}
+	if c.idle != nil {
+		c.idle()
+	}
 	if c.dense >= coalesceAfter {
 		c.sleep(coalesceDelay)
 	}
-	n, err := c.Conn.Read(p)
+	n, err := c.Conn.Read(c.buf)
 	now := c.now()
 	switch {
-	case n >= len(p)/2:
+	case n >= len(c.buf)/2:
 		c.dense = 0 // reads are already large
 	case now.Sub(c.last) < coalesceGap || c.dense >= coalesceAfter && now.Sub(c.last) < coalesceGap+coalesceDelay:
 		c.dense++
@@ -51,5 +71,15 @@ func (c *coalescingConn) Read(p []byte) (int, error) {
 		c.dense = 0
 	}
 	c.last = now
-	return n, err
+	// A net.Conn returns data or an error, not both; should it return
+	// both with more data than p holds, the data comes first and the next
+	// read of the connection tells the error again (a deadline is judged
+	// anew).
+	c.r, c.w = 0, n
+	m := copy(p, c.buf[:n])
+	c.r = m
+	if m < n {
+		return m, nil
+	}
+	return m, err
 }

@@ -11,6 +11,17 @@ type shortReads struct{ net.Conn }
 
 func (shortReads) Read(p []byte) (int, error) { return copy(p, "0123456789"), nil }
 
+// fullReads is a connection whose reads fill the buffer.
+type fullReads struct{ net.Conn }
+
+func (fullReads) Read(p []byte) (int, error) { return len(p), nil }
+
+func testConn(c net.Conn, f *fakeTime) *coalescingConn {
+	cc := newCoalescingConn(c)
+	cc.now, cc.sleep = f.now, f.sleep
+	return cc
+}
+
 // fakeTime advances by step on every reading of the clock and records sleeps.
 type fakeTime struct {
 	t      time.Time
@@ -33,7 +44,7 @@ func reads(c *coalescingConn, n int) {
 
 func TestCoalescingDelaysOnlyDenseTraffic(t *testing.T) {
 	dense := &fakeTime{t: time.Unix(0, 0), step: 10 * time.Microsecond}
-	c := &coalescingConn{Conn: shortReads{}, now: dense.now, sleep: dense.sleep}
+	c := testConn(shortReads{}, dense)
 	reads(c, 1+coalesceAfter) // the first read has no predecessor
 	if dense.sleeps != 0 {
 		t.Fatalf("slept %d times before %d dense reads", dense.sleeps, coalesceAfter)
@@ -44,7 +55,7 @@ func TestCoalescingDelaysOnlyDenseTraffic(t *testing.T) {
 	}
 
 	sparse := &fakeTime{t: time.Unix(0, 0), step: time.Millisecond}
-	c = &coalescingConn{Conn: shortReads{}, now: sparse.now, sleep: sparse.sleep}
+	c = testConn(shortReads{}, sparse)
 	reads(c, 1000)
 	if sparse.sleeps != 0 {
 		t.Errorf("sparse traffic delayed %d reads", sparse.sleeps)
@@ -52,12 +63,56 @@ func TestCoalescingDelaysOnlyDenseTraffic(t *testing.T) {
 
 	// Full reads never need delaying.
 	full := &fakeTime{t: time.Unix(0, 0), step: 10 * time.Microsecond}
-	c = &coalescingConn{Conn: shortReads{}, now: full.now, sleep: full.sleep}
-	buf := make([]byte, 10)
+	c = testConn(fullReads{}, full)
 	for range 100 {
-		_, _ = c.Read(buf)
+		_, _ = c.Read(make([]byte, readBufferBytes))
 	}
 	if full.sleeps != 0 {
 		t.Errorf("full reads delayed %d times", full.sleeps)
+	}
+}
+
+// countedReads is a connection whose reads return the next 1000 bytes of a
+// counting sequence, and that counts them.
+type countedReads struct {
+	net.Conn
+	reads int
+	next  byte
+}
+
+func (c *countedReads) Read(p []byte) (int, error) {
+	c.reads++
+	n := min(len(p), 1000)
+	for i := range n {
+		p[i] = c.next
+		c.next++
+	}
+	return n, nil
+}
+
+// TestReadsTheConnectionOncePerBuffer: small reads are served from one read
+// of the connection, and idle runs only before the connection is read
+// again, once all that was read has been returned.
+func TestReadsTheConnectionOncePerBuffer(t *testing.T) {
+	conn := &countedReads{}
+	c := testConn(conn, &fakeTime{t: time.Unix(0, 0), step: time.Millisecond})
+	idles := 0
+	c.idle = func() { idles++ }
+	var want byte
+	p := make([]byte, 10)
+	for i := range 101 {
+		n, err := c.Read(p)
+		if err != nil || n != 10 {
+			t.Fatalf("read %d: %d bytes, %v", i, n, err)
+		}
+		for _, b := range p {
+			if b != want {
+				t.Fatalf("read %d: byte %d, want %d", i, b, want)
+			}
+			want++
+		}
+		if wantReads := i/100 + 1; conn.reads != wantReads || idles != wantReads {
+			t.Fatalf("after %d small reads: %d reads of the connection and %d idle calls, want %d", i+1, conn.reads, idles, wantReads)
+		}
 	}
 }

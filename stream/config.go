@@ -50,6 +50,17 @@ type Handler interface {
 	FlushLSN() ledger.LSN
 }
 
+// Batcher is a Handler that works per batch of transactions. The stream
+// calls EndBatch whenever it has handed over everything it has read from
+// the connection and is about to read again (and possibly wait), and when
+// a session ends: what the handler does once per batch then (the deliver
+// Hub wakes each consumer's writer) is not done per transaction while a
+// backlog streams in. EndBatch may be called from another goroutine than
+// HandleTxn, and when nothing was handed over.
+type Batcher interface {
+	EndBatch()
+}
+
 // Config configures a Stream.
 type Config struct {
 	// ConnString is a Postgres connection string for the slot's database.

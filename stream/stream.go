@@ -159,6 +159,9 @@ func (s *Stream) session(ctx context.Context) (streamed bool, err error) {
 	}
 	defer func() {
 		s.stats.streaming.Store(false)
+		if b, ok := s.h.(Batcher); ok {
+			b.EndBatch() // what was handed over must not wait for the next session
+		}
 		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), closeTimeout)
 		defer cancel()
 		if streamed && ctx.Err() != nil {
