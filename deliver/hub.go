@@ -85,6 +85,13 @@ type Hub struct {
 	open       *openTxn                                      // stream goroutine only: the transaction being routed in pieces
 	nudge      atomic.Pointer[atomic.Pointer[stream.Stream]] // the Runner's current stream, told when an ack moved the flush
 
+	// batched: the Hub is fed by a Runner's stream, which calls EndBatch
+	// after each batch it hands over; waking a consumer's writer then
+	// waits for it (see wakeLocked). due are the outboxes to wake.
+	batched atomic.Bool
+	dueMu   sync.Mutex
+	due     []*outbox
+
 	deliveries  atomic.Uint64
 	sentBytes   atomic.Uint64
 	outboxBytes atomic.Int64
@@ -144,6 +151,7 @@ type outbox struct {
 	overflowed  bool         // transactions after dropFrom were dropped; waiting for a replay
 	dropFrom    ledger.LSN
 	replayAsked bool
+	due         bool // in Hub.due: its writer is woken at the end of the batch
 	control     [][]byte
 	session     *session
 	space       chan struct{} // signalled when bytes shrink; the stream goroutine waits on it
@@ -406,6 +414,11 @@ func (h *Hub) enqueue(ctx context.Context, cid string, e *entry) error {
 		if timer == nil {
 			timer = time.NewTimer(h.cfg.SlowConsumerTimeout)
 		}
+		if o.session != nil {
+			// Full: what is queued must be written now, not at the end
+			// of the batch, or nothing would make room.
+			o.session.poke()
+		}
 		space := o.space
 		o.mu.Unlock()
 		var timedOut bool
@@ -432,10 +445,49 @@ func (h *Hub) enqueue(ctx context.Context, cid string, e *entry) error {
 	if e.last {
 		o.high = e.commit
 	}
-	if o.session != nil {
-		o.session.poke()
-	}
+	h.wakeLocked(o)
 	return nil
+}
+
+// wakeLocked tells o's change stream that there is more to write. A Hub
+// fed by a Runner's stream wakes it once the stream has handed over the
+// batch it read (EndBatch), not at every transaction: while a backlog
+// streams in, the writer then runs once and writes the batch in one
+// write, instead of being woken (a thread wake-up, on another core) for
+// each transaction. Called with o.mu held.
+func (h *Hub) wakeLocked(o *outbox) {
+	if o.session == nil {
+		return
+	}
+	if !h.batched.Load() {
+		o.session.poke()
+		return
+	}
+	if !o.due {
+		o.due = true
+		h.dueMu.Lock()
+		h.due = append(h.due, o)
+		h.dueMu.Unlock()
+	}
+}
+
+var _ stream.Batcher = (*Hub)(nil)
+
+// EndBatch wakes the change streams of the outboxes that got transactions
+// since the last call (stream.Batcher).
+func (h *Hub) EndBatch() {
+	h.dueMu.Lock()
+	due := h.due
+	h.due = nil
+	h.dueMu.Unlock()
+	for _, o := range due {
+		o.mu.Lock()
+		o.due = false
+		if o.session != nil {
+			o.session.poke()
+		}
+		o.mu.Unlock()
+	}
 }
 
 // overflowLocked gives up on keeping o complete: its stream is closed and

@@ -22,6 +22,7 @@ type Runner struct {
 func (h *Hub) NewRunner(cfg stream.Config) *Runner {
 	r := &Runner{hub: h, cfg: cfg}
 	h.nudge.Store(&r.cur)
+	h.batched.Store(true) // its streams call EndBatch
 	return r
 }
 
