@@ -2,9 +2,8 @@ package client
 
 import (
 	"bufio"
+	"bytes"
 	"context"
-	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -166,15 +165,18 @@ func (t *Txn) Shapes() []string {
 	return out
 }
 
-// Stream is one open change stream. Frames are decoded from the body as
-// they come, never buffered whole as a line first: a frame holds at most
-// one part of a transaction (about -fragment-bytes), so memory stays
-// bounded whatever the transaction's size.
+// Stream is one open change stream. Frames are read a line at a time (a
+// frame holds at most one part of a transaction, about -fragment-bytes),
+// so memory stays bounded whatever the transaction's size.
 type Stream struct {
 	body io.ReadCloser
-	dec  *json.Decoder
-	off  int64
+	r    *bufio.Reader
+	line []byte // a frame longer than r's buffer, put together
 }
+
+// streamBuffer is the read buffer of a change stream; a frame that does
+// not fit is put together in Stream.line.
+const streamBuffer = 256 << 10
 
 // OpenStream opens the consumer's change stream. While it is open the lease
 // does not run out. Close it when done.
@@ -187,28 +189,36 @@ func (k *Consumer) OpenStream(ctx context.Context) (*Stream, error) {
 		defer resp.Body.Close()
 		return nil, decodeError(resp)
 	}
-	return &Stream{body: resp.Body, dec: json.NewDecoder(bufio.NewReaderSize(resp.Body, 256<<10))}, nil
+	return &Stream{body: resp.Body, r: bufio.NewReaderSize(resp.Body, streamBuffer)}, nil
 }
 
 // Next returns the next frame. A txn frame is also returned decoded as Txn.
 // Keepalives are returned like any frame. io.EOF means the daemon ended the
 // stream.
 func (s *Stream) Next() (wire.Frame, *Txn, error) {
-	var f wire.Frame
-	if err := s.dec.Decode(&f); err != nil {
-		if errors.Is(err, io.EOF) {
+	var line []byte
+	var size int64
+	for {
+		var err error
+		line, err = s.readLine()
+		size += int64(len(line))
+		if err == io.EOF && len(bytes.TrimSpace(line)) == 0 {
 			return wire.Frame{}, nil, io.EOF
 		}
-		var se *json.SyntaxError
-		var te *json.UnmarshalTypeError
-		if errors.As(err, &se) || errors.As(err, &te) {
-			return f, nil, fmt.Errorf("client: decoding a frame: %w", err)
+		if err == io.EOF {
+			err = io.ErrUnexpectedEOF // the stream ended inside a frame
 		}
-		return wire.Frame{}, nil, fmt.Errorf("client: reading the change stream: %w", err)
+		if err != nil {
+			return wire.Frame{}, nil, fmt.Errorf("client: reading the change stream: %w", err)
+		}
+		if len(bytes.TrimSpace(line)) > 0 {
+			break
+		}
 	}
-	off := s.dec.InputOffset()
-	size := off - s.off
-	s.off = off
+	var f wire.Frame
+	if err := decodeFrame(line, &f); err != nil {
+		return f, nil, fmt.Errorf("client: decoding a frame: %w", err)
+	}
 	if f.Type != wire.FrameTxn {
 		return f, nil, nil
 	}
@@ -229,6 +239,26 @@ func (s *Stream) Next() (wire.Frame, *Txn, error) {
 		t.CommitTime = *f.CommitTime
 	}
 	return f, t, nil
+}
+
+// readLine returns the next line, valid until the next call.
+func (s *Stream) readLine() ([]byte, error) {
+	if cap(s.line) > 4*streamBuffer {
+		s.line = nil // one huge frame: do not keep its buffer
+	}
+	s.line = s.line[:0]
+	for {
+		b, err := s.r.ReadSlice('\n')
+		if err == bufio.ErrBufferFull {
+			s.line = append(s.line, b...)
+			continue
+		}
+		if len(s.line) > 0 {
+			s.line = append(s.line, b...)
+			b = s.line
+		}
+		return b, err
+	}
 }
 
 // Close closes the stream.

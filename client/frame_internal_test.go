@@ -1,0 +1,120 @@
+package client
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"reflect"
+	"strings"
+	"testing"
+
+	"github.com/ledgerd/ledgerd/api/wire"
+)
+
+// daemonFrames are frames as the daemon writes them (deliver's encoder).
+var daemonFrames = []string{
+	`{"type":"txn","lsn":"0/1A2B3C8","end_lsn":"0/1A2B3F8","xid":741,"commit_time":"2026-11-29T06:00:00.123456Z","changes":[{"shapes":["s0000"],"op":"insert","table":"public.bench0","new":{"id":"1","tenant":"0","v":"value 1"}}]}` + "\n",
+	`{"type":"txn","lsn":"0/100","xid":4294967295,"commit_time":"2026-11-29T06:00:00Z","part":1,"changes":[{"shapes":["a","b"],"op":"update","table":"public.t","new":{"id":"2","v":null},"old":{"id":"1"}}]}` + "\n",
+	`{"type":"txn","lsn":"0/100","end_lsn":"0/130","xid":7,"commit_time":"2026-11-29T06:00:00Z","part":2,"last":true,"changes":[{"shapes":["a"],"op":"delete","table":"public.t","old":{"id":"1"}},{"shapes":["b"],"op":"truncate","table":"public.t"}]}` + "\n",
+	`{"type":"txn","lsn":"0/200","end_lsn":"0/230","xid":0,"commit_time":"2026-11-29T06:00:00Z","changes":[]}` + "\n",
+	`{"type":"txn","lsn":"0/300","end_lsn":"0/330","xid":8,"commit_time":"2026-11-29T06:00:00Z","changes":[{"shapes":["é"],"op":"insert","table":"public.ü","new":{"ключ":"значение 😀","e":""}}]}` + "\n",
+	`{"type":"challenge","shape":"s1"}` + "\n",
+	`{"type":"evicted","shape":"s1","reason":"stalled"}` + "\n",
+	`{"type":"keepalive"}` + "\n",
+}
+
+// otherFrames are left to encoding/json, or are not frames at all.
+var otherFrames = []string{
+	`{"type":"txn","lsn":"0/100","changes":[{"shapes":["a"],"op":"insert","table":"public.t","new":{"v":"a\"b\\c\n\u00e9\ud83d\ude00"}}]}`,
+	`{"Type":"keepalive"}`,
+	`{"type":"keepalive","future":{"x":[1,2,{"y":null}]}}`,
+	`{"type":"txn","xid":1e3}`,
+	`{"type":"txn","xid":-1}`,
+	`{"type":"txn","xid":4294967296}`,
+	`{"type":"txn","xid":01}`,
+	`{"type":"txn","part":1.0}`,
+	`{"type":"txn","last":null,"commit_time":null,"changes":null}`,
+	`{"type":"txn","commit_time":"yesterday"}`,
+	`{"type":"txn","changes":[{"shapes":["a"],"op":"insert","table":"t","new":{"a":"1"}}],"changes":[{"op":"delete"}]}`,
+	`{"type":"txn","changes":[{"shapes":["a"],"op":"insert","shapes":["b"]}]}`,
+	`{"type":"txn","changes":[{"new":{"a":"1","a":null}}]}`,
+	`{"type":"txn","changes":[{"new":{"a":1}}]}`,
+	"{\"type\":\"t\xffx\"}",
+	"{\"type\":\"a\tb\"}",
+	` { "type" : "keepalive" , "shape" : "x" } `,
+	`{"type":"keepalive"} {"type":"keepalive"}`,
+	`{"type":"keepalive"`,
+	`{"type":"keepalive",}`,
+	`{"type"}`,
+	`[]`,
+	`null`,
+	``,
+}
+
+// TestFrameDecodingMatchesEncodingJSON: the hand decoder gives what
+// encoding/json gives, for the daemon's frames and for anything else, and
+// takes the daemon's frames without encoding/json.
+func TestFrameDecodingMatchesEncodingJSON(t *testing.T) {
+	for _, line := range append(append([]string{}, daemonFrames...), otherFrames...) {
+		checkFrame(t, line)
+	}
+	for _, line := range daemonFrames {
+		var f wire.Frame
+		if !parseFrame([]byte(line), &f) {
+			t.Errorf("the daemon's frame %s is left to encoding/json", line)
+		}
+	}
+}
+
+func checkFrame(t *testing.T, line string) {
+	t.Helper()
+	var want, got wire.Frame
+	wantErr := json.Unmarshal([]byte(line), &want)
+	gotErr := decodeFrame([]byte(line), &got)
+	if (wantErr == nil) != (gotErr == nil) || wantErr != nil && wantErr.Error() != gotErr.Error() {
+		t.Fatalf("%q: error %v, encoding/json %v", line, gotErr, wantErr)
+	}
+	if wantErr == nil && !reflect.DeepEqual(got, want) {
+		t.Fatalf("%q:\n got %+v\nwant %+v", line, got, want)
+	}
+}
+
+func FuzzFrameDecoding(f *testing.F) {
+	for _, line := range append(append([]string{}, daemonFrames...), otherFrames...) {
+		f.Add(line)
+	}
+	f.Fuzz(checkFrame)
+}
+
+// TestStreamNextAllocations: reading a single-row transaction from the
+// stream allocates little beyond what the Txn holds.
+func TestStreamNextAllocations(t *testing.T) {
+	const frames = 2000
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.WriteString(w, strings.Repeat(daemonFrames[0], frames))
+	}))
+	defer srv.Close()
+	c, err := New(Config{URL: srv.URL})
+	if err != nil {
+		t.Fatal(err)
+	}
+	k := &Consumer{c: c, id: "c", lease: "l"}
+	s, err := k.OpenStream(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	allocs := testing.AllocsPerRun(frames-10, func() {
+		if _, txn, err := s.Next(); err != nil || txn == nil {
+			t.Fatalf("Next: %v %v", txn, err)
+		}
+	})
+	// The Txn, its line as a string, its change, shapes, row map (and its
+	// table) and the row's values: 8 and a few to spare.
+	t.Logf("%.1f allocations a frame", allocs)
+	if allocs > 12 {
+		t.Errorf("%.0f allocations a frame, want at most 12", allocs)
+	}
+}
