@@ -5,6 +5,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/ledgerd/ledgerd/ledger"
 	"github.com/ledgerd/ledgerd/stream"
 )
 
@@ -26,10 +27,10 @@ func appendTxnFrame(b []byte, e *entry, part int) []byte {
 	t := e.txn
 	whole := part == 1 && e.last
 	b = append(b, `{"type":"txn","lsn":"`...)
-	b = append(b, e.commit.String()...)
+	b = appendLSN(b, e.commit)
 	if e.last {
 		b = append(b, `","end_lsn":"`...)
-		b = append(b, e.end.String()...)
+		b = appendLSN(b, e.end)
 	}
 	b = append(b, `","xid":`...)
 	b = strconv.AppendUint(b, uint64(t.Xid), 10)
@@ -88,6 +89,30 @@ func appendTxnFrame(b []byte, e *entry, part int) []byte {
 	}
 	b = append(b, "]}\n"...)
 	return b
+}
+
+// appendLSN appends l as ledger.LSN.String writes it ("16/B374D848"),
+// without its formatting and allocation (two per frame).
+func appendLSN(b []byte, l ledger.LSN) []byte {
+	b = appendHex(b, uint32(l>>32))
+	b = append(b, '/')
+	return appendHex(b, uint32(l))
+}
+
+// appendHex appends v in upper-case hexadecimal without leading zeros.
+func appendHex(b []byte, v uint32) []byte {
+	const digits = "0123456789ABCDEF"
+	var tmp [8]byte
+	i := len(tmp)
+	for {
+		i--
+		tmp[i] = digits[v&0xF]
+		v >>= 4
+		if v == 0 {
+			break
+		}
+	}
+	return append(b, tmp[i:]...)
 }
 
 // appendRow encodes a tuple as an object in column order: text values as

@@ -2,6 +2,7 @@ package stream_test
 
 import (
 	"context"
+	"encoding/binary"
 	"fmt"
 	"os/exec"
 	"path/filepath"
@@ -174,5 +175,38 @@ func recvlogical(b *testing.B, db, slot, end string) {
 		"-o", "proto_version=1", "-o", "publication_names=pub", "-f", "/dev/null")
 	if out, err := cmd.CombinedOutput(); err != nil {
 		b.Fatalf("pg_recvlogical: %v\n%s", err, out)
+	}
+}
+
+// BenchmarkDecode decodes a single-row transaction like those of
+// BenchmarkEndToEnd (Begin, an Insert of three text columns, Commit) over
+// and over: the decoder's own cost and allocations per transaction.
+func BenchmarkDecode(b *testing.B) {
+	be := binary.BigEndian
+	rel := be.AppendUint32([]byte{'R'}, 16384)
+	rel = append(rel, "public\x00bench0\x00d"...)
+	rel = be.AppendUint16(rel, 3)
+	for _, c := range []string{"id", "tenant", "v"} {
+		rel = append(append(append(rel, 1), c...), 0)
+		rel = be.AppendUint32(be.AppendUint32(rel, 25), 0xFFFFFFFF)
+	}
+	const lsn, end = 0x1A2B3C8, 0x1A2B3F8
+	begin := be.AppendUint32(be.AppendUint64(be.AppendUint64([]byte{'B'}, lsn), 1), 741)
+	ins := be.AppendUint16(append(be.AppendUint32([]byte{'I'}, 16384), 'N'), 3)
+	for _, v := range []string{"12345", "0", "value 12345"} {
+		ins = append(be.AppendUint32(append(ins, 't'), uint32(len(v))), v...)
+	}
+	commit := be.AppendUint64(be.AppendUint64(be.AppendUint64([]byte{'C', 0}, lsn), end), 1)
+	d := stream.NewDecoder()
+	if _, err := d.Decode(rel); err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		for _, m := range [][]byte{begin, ins, commit} {
+			if _, err := d.Decode(m); err != nil {
+				b.Fatal(err)
+			}
+		}
 	}
 }
