@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"slices"
 	"sort"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -82,8 +83,14 @@ type Hub struct {
 	restarted  atomic.Bool // the Runner started a new stream: its first transaction begins a pass
 	replaying  bool        // stream goroutine only: the stream is re-sending what it sent before
 	replay     chan struct{}
-	open       *openTxn                                      // stream goroutine only: the transaction being routed in pieces
-	nudge      atomic.Pointer[atomic.Pointer[stream.Stream]] // the Runner's current stream, told when an ack moved the flush
+	open       *openTxn // stream goroutine only: the transaction being routed in pieces
+	spare      *openTxn // stream goroutine only: the last one routed whole, for reuse
+	scratch    struct { // stream goroutine only: byConsumer's
+		pairs  [][2]string
+		shapes []string
+		groups []consumerShapes
+	}
+	nudge atomic.Pointer[atomic.Pointer[stream.Stream]] // the Runner's current stream, told when an ack moved the flush
 
 	// batched: the Hub is fed by a Runner's stream, which calls EndBatch
 	// after each batch it hands over; waking a consumer's writer then
@@ -271,20 +278,8 @@ func (h *Hub) HandleTxn(ctx context.Context, txn *stream.Txn) error {
 		if res.Absent != nil {
 			h.countAbsent(&res, targets)
 		}
-		byConsumer := map[string][]string{}
-		for _, id := range targets {
-			if c := h.router.Consumer(id); c != "" {
-				byConsumer[c] = append(byConsumer[c], id)
-			}
-		}
-		cids := make([]string, 0, len(byConsumer))
-		for cid := range byConsumer {
-			cids = append(cids, cid)
-		}
-		sort.Strings(cids)
-		for _, cid := range cids {
-			shapes := byConsumer[cid]
-			sort.Strings(shapes)
+		for _, g := range h.byConsumer(targets) {
+			cid, shapes := g.cid, g.shapes
 			f := open.frags[cid]
 			if f == nil {
 				f = &fragment{}
@@ -307,7 +302,49 @@ func (h *Hub) HandleTxn(ctx context.Context, txn *stream.Txn) error {
 		}
 	}
 	h.open = nil
+	h.spare = open
 	return nil
+}
+
+// consumerShapes are a transaction's target shapes of one consumer.
+type consumerShapes struct {
+	cid    string
+	shapes []string // sorted
+}
+
+// byConsumer groups targets by consumer, consumers and their shapes
+// sorted. The groups live in scratch space of the Hub, reused for every
+// transaction (stream goroutine only): a transaction reaching one shape
+// costs no map and no allocation here.
+func (h *Hub) byConsumer(targets []string) []consumerShapes {
+	pairs := h.scratch.pairs[:0]
+	for _, id := range targets {
+		if c := h.router.Consumer(id); c != "" {
+			pairs = append(pairs, [2]string{c, id})
+		}
+	}
+	if len(pairs) > 1 {
+		slices.SortFunc(pairs, func(a, b [2]string) int {
+			if c := strings.Compare(a[0], b[0]); c != 0 {
+				return c
+			}
+			return strings.Compare(a[1], b[1])
+		})
+	}
+	shapes, groups := h.scratch.shapes[:0], h.scratch.groups[:0]
+	for i := 0; i < len(pairs); {
+		start := len(shapes)
+		j := i
+		for ; j < len(pairs) && pairs[j][0] == pairs[i][0]; j++ {
+			shapes = append(shapes, pairs[j][1])
+		}
+		// A group made before shapes grew keeps the array it was cut
+		// from, which nothing writes again.
+		groups = append(groups, consumerShapes{cid: pairs[i][0], shapes: shapes[start:len(shapes):len(shapes)]})
+		i = j
+	}
+	h.scratch.pairs, h.scratch.shapes, h.scratch.groups = pairs, shapes, groups
+	return groups
 }
 
 // beginTxn starts routing a transaction at its first piece.
@@ -329,7 +366,20 @@ func (h *Hub) beginTxn(txn *stream.Txn) {
 		h.lastCommit = txn.CommitLSN
 		h.replaying = false
 	}
-	h.open = &openTxn{commit: txn.CommitLSN, xid: txn.Xid, commitTime: txn.CommitTime, frags: map[string]*fragment{}}
+	// The last transaction routed whole lends its openTxn and map: nothing
+	// holds them once it is sealed.
+	open := h.spare
+	h.spare = nil
+	switch {
+	case open == nil:
+		open = &openTxn{frags: map[string]*fragment{}}
+	case len(open.frags) > 64:
+		open.frags = map[string]*fragment{} // clearing a big map costs its size every time after
+	default:
+		clear(open.frags)
+	}
+	*open = openTxn{commit: txn.CommitLSN, xid: txn.Xid, commitTime: txn.CommitTime, frags: open.frags, order: open.order[:0]}
+	h.open = open
 }
 
 // countAbsent counts the changes routed to a target shape only through an
