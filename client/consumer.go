@@ -241,6 +241,13 @@ func (s *Stream) Next() (wire.Frame, *Txn, error) {
 	return f, t, nil
 }
 
+// more reports whether another whole frame is read already: Next returns
+// it without waiting for the daemon.
+func (s *Stream) more() bool {
+	b, _ := s.r.Peek(s.r.Buffered())
+	return bytes.IndexByte(b, '\n') >= 0
+}
+
 // readLine returns the next line, valid until the next call.
 func (s *Stream) readLine() ([]byte, error) {
 	if cap(s.line) > 4*streamBuffer {

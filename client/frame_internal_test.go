@@ -1,16 +1,21 @@
 package client
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"io"
 	"net/http"
 	"net/http/httptest"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
+	"testing/synctest"
+	"time"
 
 	"github.com/ledgerd/ledgerd/api/wire"
+	"github.com/ledgerd/ledgerd/ledger"
 )
 
 // daemonFrames are frames as the daemon writes them (deliver's encoder).
@@ -117,4 +122,36 @@ func TestStreamNextAllocations(t *testing.T) {
 	if allocs > 12 {
 		t.Errorf("%.0f allocations a frame, want at most 12", allocs)
 	}
+}
+
+// TestFramesReadTogetherAreHandled: frames that arrive in one read, the
+// last of them not a transaction, are all handed to the handler while the
+// reader waits for more (it wakes the handler once for all of them).
+func TestFramesReadTogetherAreHandled(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		pr, pw := io.Pipe()
+		s := &Stream{body: pr, r: bufio.NewReaderSize(pr, streamBuffer)}
+		a := &acker{wake: make(chan struct{}, 1), pending: map[string]ledger.LSN{}, handled: map[string]ledger.LSN{}}
+		w := &work{wake: make(chan struct{}, 1), room: make(chan struct{}, 1), max: DefaultMaxQueueBytes}
+		var handled []string
+		go func() {
+			_ = w.handle(ctx, func(_ context.Context, t *Txn) error {
+				handled = append(handled, t.LSN.String())
+				return nil
+			}, a)
+		}()
+		go func() { _ = (&Consumer{}).readStream(ctx, s, w, RunOptions{IdleTimeout: time.Hour}, a) }()
+		frame := func(lsn string) string {
+			return `{"type":"txn","lsn":"` + lsn + `","end_lsn":"` + lsn + `","xid":1,"commit_time":"2026-11-29T06:00:00Z","changes":[{"shapes":["s"],"op":"insert","table":"public.t","new":{"id":"1"}}]}` + "\n"
+		}
+		go func() { _, _ = io.WriteString(pw, frame("0/100")+frame("0/200")+frame("0/300")+`{"type":"keepalive"}`+"\n") }()
+		synctest.Wait()
+		if want := []string{"0/100", "0/200", "0/300"}; !slices.Equal(handled, want) {
+			t.Errorf("handled %v while the reader waits, want %v", handled, want)
+		}
+		cancel()
+		pw.Close()
+	})
 }

@@ -236,7 +236,7 @@ func (k *Consumer) readStream(ctx context.Context, s *Stream, w *work, opt RunOp
 		idle.Reset(opt.IdleTimeout)
 		switch f.Type {
 		case wire.FrameTxn:
-			if !w.push(ctx, txn) {
+			if !w.add(ctx, txn, false) {
 				return ctx.Err()
 			}
 		case wire.FrameChallenge:
@@ -259,6 +259,12 @@ func (k *Consumer) readStream(ctx context.Context, s *Stream, w *work, opt RunOp
 				opt.OnEvicted(f.Shape, f.Reason)
 			}
 		}
+		// While the stream holds more whole frames, the handler is woken
+		// once for all of them, not per transaction: before the reader
+		// may wait for the daemon.
+		if !s.more() {
+			w.signal()
+		}
 	}
 }
 
@@ -277,9 +283,14 @@ type work struct {
 	parts   bool // RunParts: the handler gets each part
 }
 
-// push queues t, waiting while the queue holds MaxQueueBytes. It reports
-// false when ctx ended.
-func (w *work) push(ctx context.Context, t *Txn) bool {
+// push queues t, waiting while the queue holds MaxQueueBytes, and wakes
+// the handler. It reports false when ctx ended.
+func (w *work) push(ctx context.Context, t *Txn) bool { return w.add(ctx, t, true) }
+
+// add is push, waking the handler only if wake is set or the queue is
+// full: the reader leaves it asleep while more frames are already read,
+// and wakes it once for them all (see readStream).
+func (w *work) add(ctx context.Context, t *Txn, wake bool) bool {
 	for {
 		w.mu.Lock()
 		if len(w.queue) == 0 || w.bytes+t.size <= w.max {
@@ -289,17 +300,24 @@ func (w *work) push(ctx context.Context, t *Txn) bool {
 			break
 		}
 		w.mu.Unlock()
+		w.signal() // only the handler makes room
 		select {
 		case <-ctx.Done():
 			return false
 		case <-w.room:
 		}
 	}
+	if wake {
+		w.signal()
+	}
+	return true
+}
+
+func (w *work) signal() {
 	select {
 	case w.wake <- struct{}{}:
 	default:
 	}
-	return true
 }
 
 // pop takes the next frame off the queue, or nil.
