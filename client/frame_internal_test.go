@@ -146,7 +146,9 @@ func TestFramesReadTogetherAreHandled(t *testing.T) {
 		frame := func(lsn string) string {
 			return `{"type":"txn","lsn":"` + lsn + `","end_lsn":"` + lsn + `","xid":1,"commit_time":"2026-11-29T06:00:00Z","changes":[{"shapes":["s"],"op":"insert","table":"public.t","new":{"id":"1"}}]}` + "\n"
 		}
-		go func() { _, _ = io.WriteString(pw, frame("0/100")+frame("0/200")+frame("0/300")+`{"type":"keepalive"}`+"\n") }()
+		go func() {
+			_, _ = io.WriteString(pw, frame("0/100")+frame("0/200")+frame("0/300")+`{"type":"keepalive"}`+"\n")
+		}()
 		synctest.Wait()
 		if want := []string{"0/100", "0/200", "0/300"}; !slices.Equal(handled, want) {
 			t.Errorf("handled %v while the reader waits, want %v", handled, want)
