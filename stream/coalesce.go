@@ -2,6 +2,7 @@ package stream
 
 import (
 	"net"
+	"sync/atomic"
 	"time"
 )
 
@@ -14,6 +15,13 @@ import (
 // traffic (a live, mostly idle stream) is read immediately: the delay only
 // ever applies to a stream that is already busy, and adds at most
 // coalesceDelay of latency to it.
+//
+// A stream that is behind (catching up on a backlog) also waits before
+// each read that follows a short one, whatever the gaps: on a loaded
+// machine the walsender, short of CPU, sends a few transactions at a time
+// with gaps longer than coalesceGap, and reading each handful as it comes
+// takes more of the CPU it lacks. How far behind the stream is comes from
+// the server (see backlogLag), so a live stream is never delayed this way.
 const (
 	coalesceDelay = 600 * time.Microsecond
 	// coalesceGap: a short read that follows the previous one by less than
@@ -27,6 +35,10 @@ const (
 	// buffer): reading through a larger buffer takes in everything that
 	// arrived during a delay with one system call.
 	readBufferBytes = 64 << 10
+	// backlogLag: a transaction the walsender sends more than this after
+	// its commit (both times from the server's clock) is part of a
+	// backlog.
+	backlogLag = time.Second
 )
 
 type coalescingConn struct {
@@ -39,6 +51,10 @@ type coalescingConn struct {
 	idle  func()
 	last  time.Time // when the previous read returned
 	dense int       // consecutive short reads at a short gap
+	short bool      // the previous read was short
+	// backlog: the stream is catching up (set by the session, see
+	// backlogLag).
+	backlog atomic.Bool
 	// now and sleep are time.Now and time.Sleep, replaced in tests.
 	now   func() time.Time
 	sleep func(time.Duration)
@@ -57,13 +73,14 @@ func (c *coalescingConn) Read(p []byte) (int, error) {
 	if c.idle != nil {
 		c.idle()
 	}
-	if c.dense >= coalesceAfter {
+	if c.dense >= coalesceAfter || c.short && c.backlog.Load() {
 		c.sleep(coalesceDelay)
 	}
 	n, err := c.Conn.Read(c.buf)
 	now := c.now()
+	c.short = n < len(c.buf)/2
 	switch {
-	case n >= len(c.buf)/2:
+	case !c.short:
 		c.dense = 0 // reads are already large
 	case now.Sub(c.last) < coalesceGap || c.dense >= coalesceAfter && now.Sub(c.last) < coalesceGap+coalesceDelay:
 		c.dense++

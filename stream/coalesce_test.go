@@ -116,3 +116,33 @@ func TestReadsTheConnectionOncePerBuffer(t *testing.T) {
 		}
 	}
 }
+
+// TestBacklogDelaysShortReads: while the stream is behind, a read that
+// follows a short one waits, however sparse the reads; a live stream
+// (not behind) and full reads never wait.
+func TestBacklogDelaysShortReads(t *testing.T) {
+	behind := &fakeTime{t: time.Unix(0, 0), step: time.Millisecond}
+	c := testConn(shortReads{}, behind)
+	c.backlog.Store(true)
+	reads(c, 101)
+	if behind.sleeps != 100 {
+		t.Errorf("behind: slept before %d of the 100 reads after a short one, want all", behind.sleeps)
+	}
+
+	live := &fakeTime{t: time.Unix(0, 0), step: time.Millisecond}
+	c = testConn(shortReads{}, live)
+	reads(c, 100)
+	if live.sleeps != 0 {
+		t.Errorf("live: delayed %d reads", live.sleeps)
+	}
+
+	full := &fakeTime{t: time.Unix(0, 0), step: time.Millisecond}
+	c = testConn(fullReads{}, full)
+	c.backlog.Store(true)
+	for range 100 {
+		_, _ = c.Read(make([]byte, readBufferBytes))
+	}
+	if full.sleeps != 0 {
+		t.Errorf("behind, full reads: delayed %d reads", full.sleeps)
+	}
+}

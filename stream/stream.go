@@ -27,9 +27,10 @@ type Stream struct {
 
 	// Owned by the Run goroutine (lent to the status timer while HandleTxn
 	// blocks, see handle).
-	lastHanded ledger.LSN // commit LSN of the last transaction HandleTxn accepted
-	sent       ledger.LSN // highest position confirmed to Postgres
-	started    bool       // a session passed its preflight: never create the slot again
+	lastHanded ledger.LSN      // commit LSN of the last transaction HandleTxn accepted
+	sent       ledger.LSN      // highest position confirmed to Postgres
+	started    bool            // a session passed its preflight: never create the slot again
+	coalescing *coalescingConn // the session's connection, told when the stream is behind
 
 	// Nudge: an ack moved the handler's flush position; the session sends a
 	// status update soon instead of at the next interval.
@@ -213,6 +214,9 @@ func (s *Stream) session(ctx context.Context) (streamed bool, err error) {
 	// is set only when the next status update time moves. Cancelling ctx
 	// moves it to the past to interrupt a blocked read.
 	netConn := conn.Conn()
+	// The coalescing connection under pgconn (not reachable under TLS,
+	// which then reads without the backlog hint).
+	s.coalescing, _ = netConn.(*coalescingConn)
 	stopWatch := context.AfterFunc(ctx, func() { _ = netConn.SetReadDeadline(time.Unix(1, 0)) })
 	defer stopWatch()
 	var rd readDeadliner = netConn
@@ -313,6 +317,15 @@ func (s *Stream) receive(ctx context.Context, conn *pgconn.PgConn, dec *Decoder,
 		txn, err := dec.Decode(xld.WALData)
 		if err != nil {
 			return false, fmt.Errorf("at %s: %w", xld.WALStart, err)
+		}
+		if c := s.coalescing; c != nil {
+			open := dec.txn
+			if open == nil {
+				open = txn
+			}
+			if open != nil {
+				c.backlog.Store(xld.ServerTime.Sub(open.CommitTime) > backlogLag)
+			}
 		}
 		if txn == nil {
 			return false, nil
