@@ -206,6 +206,9 @@ func FuzzDecode(f *testing.F) {
 			if err != nil && !errors.Is(err, stream.ErrDecode) {
 				t.Fatalf("error not wrapping ErrDecode: %v", err)
 			}
+			if err != nil && strings.Contains(err.Error(), "decoder panic") {
+				t.Fatalf("the decoder read past what checkLengths checked: %v", err)
+			}
 			if txn != nil && txn.EndLSN == 0 && txn.CommitLSN == 0 && len(txn.Changes) > 1<<20 {
 				t.Fatal("implausible transaction")
 			}

@@ -3,6 +3,7 @@ package stream
 import (
 	"encoding/binary"
 	"fmt"
+	"time"
 
 	"github.com/jackc/pglogrepl"
 
@@ -16,7 +17,8 @@ import (
 // one after a reconnect, since Postgres sends the relations again.
 //
 // Malformed input never panics: lengths are checked before the third-party
-// parser runs, and a panic inside it is turned into a *DecodeError.
+// parser (or the decoder's own reading of Begin, Commit and row changes)
+// runs, and a panic inside either is turned into a *DecodeError.
 type Decoder struct {
 	relations map[uint32]*relation
 	txn       *Txn
@@ -55,36 +57,16 @@ func (d *Decoder) InTxn() bool { return d.txn != nil }
 // skipped, see SkipThrough). Non-transactional logical messages are
 // ignored.
 func (d *Decoder) Decode(msg []byte) (*Txn, error) {
+	switch {
+	case len(msg) == 0:
+	case msg[0] == 'B' || msg[0] == 'C' || msg[0] == 'I' || msg[0] == 'U' || msg[0] == 'D':
+		return d.decodeRow(msg)
+	}
 	m, err := parse(msg)
 	if err != nil {
 		return nil, err
 	}
 	switch m := m.(type) {
-	case *pglogrepl.BeginMessage:
-		if d.txn != nil {
-			return nil, decodeErr(msg, "begin of xid %d inside open xid %d", m.Xid, d.txn.Xid)
-		}
-		d.txn = &Txn{Xid: m.Xid, CommitLSN: ledger.LSN(m.FinalLSN), CommitTime: m.CommitTime}
-		d.skip = d.SkipThrough != 0 && d.txn.CommitLSN <= d.SkipThrough
-		d.size, d.part = 0, 0
-		return nil, nil
-	case *pglogrepl.CommitMessage:
-		txn := d.txn
-		if txn == nil {
-			return nil, decodeErr(msg, "commit %s without begin", m.CommitLSN)
-		}
-		if ledger.LSN(m.CommitLSN) != txn.CommitLSN {
-			return nil, decodeErr(msg, "commit LSN %s does not match begin's final LSN %s", m.CommitLSN, txn.CommitLSN)
-		}
-		d.txn = nil
-		if d.skip {
-			d.skip = false
-			return nil, nil
-		}
-		txn.EndLSN = ledger.LSN(m.TransactionEndLSN)
-		txn.CommitTime = m.CommitTime
-		txn.Part = d.part + 1
-		return txn, nil
 	case *pglogrepl.RelationMessage:
 		rel := &relation{name: m.Namespace + "." + m.RelationName, columns: make([]string, len(m.Columns)),
 			key: make([]bool, len(m.Columns))}
@@ -97,12 +79,6 @@ func (d *Decoder) Decode(msg []byte) (*Txn, error) {
 			d.txn.Relations = append(d.txn.Relations, Relation{ID: m.RelationID, Table: rel.name, Columns: rel.columns})
 		}
 		return nil, nil
-	case *pglogrepl.InsertMessage:
-		return d.piece(d.change(msg, OpInsert, m.RelationID, m.Tuple, nil, 0))
-	case *pglogrepl.UpdateMessage:
-		return d.piece(d.change(msg, OpUpdate, m.RelationID, m.NewTuple, m.OldTuple, m.OldTupleType))
-	case *pglogrepl.DeleteMessage:
-		return d.piece(d.change(msg, OpDelete, m.RelationID, nil, m.OldTuple, m.OldTupleType))
 	case *pglogrepl.TruncateMessage:
 		if err := d.inTxn(msg); err != nil {
 			return nil, err
@@ -140,6 +116,84 @@ func (d *Decoder) Decode(msg []byte) (*Txn, error) {
 	}
 }
 
+// decodeRow decodes the messages of every transaction, Begin, Commit and
+// the row changes, straight from the bytes once checkLengths passed them,
+// rather than through pglogrepl's parser: that one allocates a message, a
+// tuple and each of its columns and values, about a dozen allocations for
+// a single-row transaction that need none. A panic (a message
+// checkLengths let through that it should not have) is an error, as with
+// the parser.
+func (d *Decoder) decodeRow(msg []byte) (txn *Txn, err error) {
+	if err := checkLengths(msg); err != nil {
+		return nil, err
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			txn, err = nil, decodeErr(msg, "decoder panic: %v", r)
+		}
+	}()
+	be := binary.BigEndian
+	switch msg[0] {
+	case 'B': // final LSN, commit time, xid
+		xid := be.Uint32(msg[17:])
+		if d.txn != nil {
+			return nil, decodeErr(msg, "begin of xid %d inside open xid %d", xid, d.txn.Xid)
+		}
+		d.txn = &Txn{Xid: xid, CommitLSN: ledger.LSN(be.Uint64(msg[1:])), CommitTime: pgTime(msg[9:])}
+		d.skip = d.SkipThrough != 0 && d.txn.CommitLSN <= d.SkipThrough
+		d.size, d.part = 0, 0
+		return nil, nil
+	case 'C': // flags, commit LSN, end LSN, commit time
+		commit := ledger.LSN(be.Uint64(msg[2:]))
+		txn := d.txn
+		if txn == nil {
+			return nil, decodeErr(msg, "commit %s without begin", commit)
+		}
+		if commit != txn.CommitLSN {
+			return nil, decodeErr(msg, "commit LSN %s does not match begin's final LSN %s", commit, txn.CommitLSN)
+		}
+		d.txn = nil
+		if d.skip {
+			d.skip = false
+			return nil, nil
+		}
+		txn.EndLSN = ledger.LSN(be.Uint64(msg[10:]))
+		txn.CommitTime = pgTime(msg[18:])
+		txn.Part = d.part + 1
+		return txn, nil
+	case 'I': // relation id, 'N', new tuple
+		return d.piece(d.change(msg, OpInsert, 6, 0, 0))
+	case 'U': // relation id, then 'K' or 'O' and the old tuple, then 'N' and the new tuple
+		if marker := msg[5]; marker == 'K' || marker == 'O' {
+			return d.piece(d.change(msg, OpUpdate, skipTuple(msg, 6)+1, 6, marker))
+		}
+		return d.piece(d.change(msg, OpUpdate, 6, 0, 0))
+	default: // 'D': relation id, 'K' or 'O', the old tuple
+		return d.piece(d.change(msg, OpDelete, 0, 6, msg[5]))
+	}
+}
+
+// pgTime is a Postgres timestamp (microseconds since 2000-01-01 UTC), as
+// pglogrepl reads it.
+func pgTime(b []byte) time.Time {
+	const y2k = 946684800 * 1000000 // microseconds from the Unix epoch
+	return time.Unix(0, (y2k+int64(binary.BigEndian.Uint64(b)))*1000)
+}
+
+// skipTuple returns the offset after the tuple at msg[off:].
+func skipTuple(msg []byte, off int) int {
+	n := int(binary.BigEndian.Uint16(msg[off:]))
+	off += 2
+	for range n {
+		kind := msg[off]
+		off++
+		if kind == 't' || kind == 'b' {
+			off += 4 + int(binary.BigEndian.Uint32(msg[off:]))
+		}
+	}
+	return off
+}
+
 // changeBytes is what a decoded change holds beside its names and values,
 // as counted against ChunkBytes.
 const changeBytes = 96
@@ -165,12 +219,15 @@ func (d *Decoder) inTxn(msg []byte) error {
 	return nil
 }
 
-// change appends a row change. oldType is the old tuple's marker: 'K' for
-// the key columns only, 'O' for the whole row, 0 for none.
-func (d *Decoder) change(msg []byte, op Op, relID uint32, newTup, oldTup *pglogrepl.TupleData, oldType uint8) error {
+// change appends a row change of the relation whose id follows the
+// message type. newAt and oldAt are the offsets of the new and old tuples
+// in msg, zero when absent; oldType is the old tuple's marker: 'K' for the
+// key columns only, 'O' for the whole row.
+func (d *Decoder) change(msg []byte, op Op, newAt, oldAt int, oldType uint8) error {
 	if err := d.inTxn(msg); err != nil {
 		return err
 	}
+	relID := binary.BigEndian.Uint32(msg[1:])
 	rel, ok := d.relations[relID]
 	if !ok {
 		return decodeErr(msg, "change of relation %d sent before its relation message", relID)
@@ -180,12 +237,16 @@ func (d *Decoder) change(msg []byte, op Op, relID uint32, newTup, oldTup *pglogr
 	}
 	c := Change{Op: op, Table: rel.name, RelID: relID}
 	var err error
-	if c.New, err = rel.row(msg, newTup, false); err != nil {
-		return err
+	if newAt > 0 {
+		if c.New, err = rel.row(msg, newAt, false); err != nil {
+			return err
+		}
 	}
 	keyOnly := oldType == pglogrepl.UpdateMessageTupleTypeKey
-	if c.Old, err = rel.row(msg, oldTup, keyOnly); err != nil {
-		return err
+	if oldAt > 0 {
+		if c.Old, err = rel.row(msg, oldAt, keyOnly); err != nil {
+			return err
+		}
 	}
 	switch {
 	case c.Old == nil:
@@ -207,30 +268,39 @@ func rowBytes(cols []Column) int {
 	return n
 }
 
-// row decodes a tuple in the relation's column order. In a key-only tuple
-// Postgres sends the columns outside the replica identity key as NULL
-// placeholders: they are left out of the row (absent, value unknown), so
-// nothing downstream mistakes them for a NULL the row holds (I1).
-func (r *relation) row(msg []byte, t *pglogrepl.TupleData, keyOnly bool) ([]Column, error) {
-	if t == nil {
-		return nil, nil
+// row decodes the tuple at msg[off:] in the relation's column order. In a
+// key-only tuple Postgres sends the columns outside the replica identity
+// key as NULL placeholders: they are left out of the row (absent, value
+// unknown), so nothing downstream mistakes them for a NULL the row holds
+// (I1). The values are substrings of one string, the tuple's bytes: one
+// allocation for all of them.
+func (r *relation) row(msg []byte, off int, keyOnly bool) ([]Column, error) {
+	be := binary.BigEndian
+	n := int(be.Uint16(msg[off:]))
+	if n != len(r.columns) {
+		return nil, decodeErr(msg, "tuple of %s has %d columns, its relation message %d", r.name, n, len(r.columns))
 	}
-	if len(t.Columns) != len(r.columns) {
-		return nil, decodeErr(msg, "tuple of %s has %d columns, its relation message %d", r.name, len(t.Columns), len(r.columns))
-	}
-	row := make([]Column, 0, len(t.Columns))
-	for i, c := range t.Columns {
+	start := off + 2
+	vals := string(msg[start:skipTuple(msg, off)])
+	row := make([]Column, 0, n)
+	p := 0 // in vals, and at start+p in msg
+	for i := range n {
+		kind := vals[p]
+		p++
 		col := Column{Name: r.columns[i]}
-		switch c.DataType {
-		case pglogrepl.TupleDataTypeText, pglogrepl.TupleDataTypeBinary:
+		switch kind {
+		case 't', 'b':
+			l := int(be.Uint32(msg[start+p:]))
+			p += 4
 			col.Kind = KindText
-			col.Value = string(c.Data)
-		case pglogrepl.TupleDataTypeNull:
+			col.Value = vals[p : p+l]
+			p += l
+		case 'n':
 			if keyOnly && !r.key[i] {
 				continue
 			}
 			col.Kind = KindNull
-		case pglogrepl.TupleDataTypeToast:
+		case 'u':
 			col.Kind = KindUnchanged
 		}
 		row = append(row, col)

@@ -97,3 +97,26 @@ func TestDecodeSkipThrough(t *testing.T) {
 		t.Errorf("after skipping 3 of %d: got %d starting at %s", len(commits), len(got), got[0].CommitLSN)
 	}
 }
+
+// TestDecodeTableWithoutColumns: a table may have no columns (CREATE TABLE
+// t ()), and an insert into it is a row change like any other, not a
+// malformed message that ends the session.
+func TestDecodeTableWithoutColumns(t *testing.T) {
+	be := binary.BigEndian
+	rel := append(be.AppendUint32([]byte{'R'}, 16385), "public\x00empty\x00d"...)
+	rel = be.AppendUint16(rel, 0)
+	begin := be.AppendUint32(be.AppendUint64(be.AppendUint64([]byte{'B'}, 0x100), 1), 7)
+	ins := be.AppendUint16(append(be.AppendUint32([]byte{'I'}, 16385), 'N'), 0)
+	commit := be.AppendUint64(be.AppendUint64(be.AppendUint64([]byte{'C', 0}, 0x100), 0x130), 1)
+	d := stream.NewDecoder()
+	var txn *stream.Txn
+	for _, m := range [][]byte{rel, begin, ins, commit} {
+		var err error
+		if txn, err = d.Decode(m); err != nil {
+			t.Fatalf("decoding %q: %v", m[0], err)
+		}
+	}
+	if txn == nil || len(txn.Changes) != 1 || txn.Changes[0].Op != stream.OpInsert || txn.Changes[0].Table != "public.empty" || len(txn.Changes[0].New) != 0 {
+		t.Fatalf("got %+v, want one insert into public.empty with no columns", txn)
+	}
+}
