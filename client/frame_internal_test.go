@@ -157,3 +157,32 @@ func TestFramesReadTogetherAreHandled(t *testing.T) {
 		pw.Close()
 	})
 }
+
+// BenchmarkStreamNext reads single-row txn frames, as the daemon writes
+// them, from an HTTP change stream.
+func BenchmarkStreamNext(b *testing.B) {
+	frames := 1 << 20 / len(daemonFrames[0])
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		for r.Context().Err() == nil {
+			if _, err := io.WriteString(w, strings.Repeat(daemonFrames[0], frames)); err != nil {
+				return
+			}
+		}
+	}))
+	defer srv.Close()
+	c, err := New(Config{URL: srv.URL})
+	if err != nil {
+		b.Fatal(err)
+	}
+	s, err := (&Consumer{c: c, id: "c", lease: "l"}).OpenStream(context.Background())
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.Close()
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, txn, err := s.Next(); err != nil || txn == nil {
+			b.Fatalf("Next: %v %v", txn, err)
+		}
+	}
+}
