@@ -24,6 +24,8 @@
 // it to a ticker that keeps status updates going, so backpressure never
 // trips wal_sender_timeout. While catching up on a backlog, reads are
 // coalesced (see coalesce.go) so the client's wake-ups do not take the CPU
-// the walsender needs. The Decoder is usable on its own; it never panics on
-// malformed input.
+// the walsender needs, and a Handler that is also a Batcher is told when
+// the stream has handed over everything it read, to do once per batch
+// what it would otherwise do per transaction. The Decoder is usable on its
+// own; it never panics on malformed input.
 package stream
