@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"slices"
 	"time"
 
 	"github.com/ledgerd/ledgerd/api/wire"
@@ -150,16 +151,32 @@ type Txn struct {
 	size int64 // bytes of its frame
 }
 
-// Shapes returns the shapes the transaction reaches, each once.
+// Shapes returns the shapes the transaction reaches, each once, in the
+// order they first appear.
 func (t *Txn) Shapes() []string {
-	seen := map[string]bool{}
+	// Run calls it for every transaction, which mostly reaches a shape or
+	// two: a map to find the repeats is built only past a few.
+	const few = 8
 	var out []string
+	var seen map[string]bool
 	for _, ch := range t.Changes {
 		for _, s := range ch.Shapes {
-			if !seen[s] {
+			switch {
+			case seen != nil:
+				if seen[s] {
+					continue
+				}
 				seen[s] = true
-				out = append(out, s)
+			case slices.Contains(out, s):
+				continue
+			case len(out) == few:
+				seen = make(map[string]bool, 2*few)
+				for _, o := range out {
+					seen[o] = true
+				}
+				seen[s] = true
 			}
+			out = append(out, s)
 		}
 	}
 	return out

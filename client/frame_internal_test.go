@@ -186,3 +186,21 @@ func BenchmarkStreamNext(b *testing.B) {
 		}
 	}
 }
+
+// TestTxnShapes: each shape once, in the order they first appear, however
+// many there are.
+func TestTxnShapes(t *testing.T) {
+	var changes []wire.Change
+	var want []string
+	for i := range 20 {
+		s := string(rune('a' + i))
+		changes = append(changes, wire.Change{Shapes: []string{s, "a", s}})
+		want = append(want, s)
+	}
+	if got := (&Txn{Changes: changes}).Shapes(); !slices.Equal(got, want) {
+		t.Errorf("Shapes() = %v, want %v", got, want)
+	}
+	if got := (&Txn{Changes: changes[:3]}).Shapes(); !slices.Equal(got, want[:3]) {
+		t.Errorf("Shapes() = %v, want %v", got, want[:3])
+	}
+}
