@@ -24,12 +24,12 @@ func shapeID(i int) string { return fmt.Sprintf("shape-%07d", i) }
 // pending transaction, so the heap holds every shape.
 func newTrackerWith(n int) (*tracker, [][]string, LSN) {
 	t := newTracker()
-	def := newInterner().def("public.items", 0, nil)
+	def := newInterner().def("public.items", 0, "")
 	ids := make([][]string, n)
 	for i := range n {
 		id := shapeID(i)
 		ids[i] = []string{id}
-		t.add(&shapeState{id: id, consumer: "consumer-1", shapeDef: def, heapIdx: -1})
+		t.add(&shapeState{id: id, consumer: "consumer-1", Def: def, heapIdx: -1})
 	}
 	lsn := LSN(1000)
 	for i := range n {
@@ -104,13 +104,13 @@ func buildLedgerFile(b *testing.B, path string, n int) Config {
 	}
 	now := time.Now().UnixNano()
 	const chunk = 100_000
-	def := newInterner().def("public.items", 0, nil)
+	def := newInterner().def("public.items", 0, "")
 	for lo := 0; lo < n; lo += chunk {
 		err := db.Update(func(tx *bolt.Tx) error {
 			bk := tx.Bucket(bucketShapes)
 			bk.FillPercent = 1.0
 			for i := lo; i < min(n, lo+chunk); i++ {
-				s := &shapeState{id: shapeID(i), consumer: "consumer-1", shapeDef: def, gen: 1,
+				s := &shapeState{id: shapeID(i), consumer: "consumer-1", Def: def, gen: 1,
 					start: 100, flushed: LSN(200 + i), created: now, lastAck: now}
 				if err := put(bk, []byte(s.id), encodeShape(s)); err != nil {
 					return err

@@ -58,7 +58,7 @@ func BuildFile(tb testing.TB, cfg Config, consumers []string, shapes func(yield 
 		batch = batch[:0]
 	}
 	for spec := range shapes {
-		batch = append(batch, &shapeState{id: spec.ID, consumer: spec.Consumer, shapeDef: in.def(spec.Table, spec.RelID, normFilter(spec.Filter)),
+		batch = append(batch, &shapeState{id: spec.ID, consumer: spec.Consumer, Def: in.def(spec.Table, spec.RelID, canonFilter(spec.Filter)),
 			gen: 1, start: 0x100, flushed: 0x100, created: now.UnixNano(), boundAt: spec.BoundAt})
 		if len(batch) == 100_000 {
 			flush()

@@ -22,13 +22,14 @@ type owned struct {
 	unflushed map[*shapeState]struct{}
 }
 
-// relUse holds the definitions of the live shapes bound to one relation
-// under one table name: the catalog check judges a table once, not each of
-// its shapes, and a definition's shapes are counted by its refs.
+// relUse counts the definitions of the live shapes bound to one relation
+// under one table name (the interner holds them): the catalog check judges
+// a table once, not each of its shapes, and a definition's shapes are
+// counted by its refs.
 type relUse struct {
-	defs   map[*shapeDef]struct{}
+	defs   int            // definitions with live shapes
 	cols   map[string]int // filter column -> definitions naming it
-	sets   map[string]int // filter column set (shapeDef.cols) -> shapes with it
+	sets   map[string]int // filter column set (colSet.key) -> shapes with it
 	shapes int
 }
 
@@ -83,18 +84,18 @@ func (t *tracker) indexRel(s *shapeState) {
 	k := relKey{s.relID, s.table}
 	u := t.rels[k]
 	if u == nil {
-		u = &relUse{defs: map[*shapeDef]struct{}{}, cols: map[string]int{}, sets: map[string]int{}}
+		u = &relUse{cols: map[string]int{}, sets: map[string]int{}}
 		t.rels[k] = u
 	}
 	u.shapes++
-	if s.shapeDef.cols != "" {
-		u.sets[s.shapeDef.cols]++
+	if s.cols != nil {
+		u.sets[s.cols.key]++
 	}
 	if s.refs++; s.refs > 1 {
 		return
 	}
-	u.defs[s.shapeDef] = struct{}{}
-	for c := range s.filter {
+	u.defs++
+	for _, c := range s.Columns() {
 		u.cols[c]++
 	}
 }
@@ -104,26 +105,26 @@ func (t *tracker) unindexRel(s *shapeState) {
 	u := t.rels[k]
 	if u != nil {
 		u.shapes--
-		if c := s.shapeDef.cols; c != "" {
-			if u.sets[c]--; u.sets[c] <= 0 {
-				delete(u.sets, c)
+		if s.cols != nil {
+			if u.sets[s.cols.key]--; u.sets[s.cols.key] <= 0 {
+				delete(u.sets, s.cols.key)
 			}
 		}
 	}
 	if s.refs--; s.refs > 0 {
 		return
 	}
-	t.defs.release(s.shapeDef)
+	t.defs.release(s.Def)
 	if u == nil {
 		return
 	}
-	delete(u.defs, s.shapeDef)
-	for c := range s.filter {
+	u.defs--
+	for _, c := range s.Columns() {
 		if u.cols[c]--; u.cols[c] <= 0 {
 			delete(u.cols, c)
 		}
 	}
-	if len(u.defs) == 0 {
+	if u.defs <= 0 {
 		delete(t.rels, k)
 	}
 }
@@ -561,14 +562,15 @@ func (l *Ledger) shapeChanged(id string) {
 }
 
 // ShapeSpecs returns the definitions of every live shape, in no order. It
-// copies no filter (see ShapeSpec.Filter) and sorts nothing: it is what a
-// reader that builds its own index of a million shapes at start needs.
+// builds no filter map (Filter is nil: read Def) and sorts nothing: it is
+// what a reader that builds its own index of a million shapes at start
+// needs.
 func (l *Ledger) ShapeSpecs() []ShapeSpec {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	out := make([]ShapeSpec, 0, len(l.t.shapes))
 	for _, s := range l.t.shapes {
-		out = append(out, ShapeSpec{ID: s.id, Consumer: s.consumer, Table: s.table, Filter: s.filter, RelID: s.relID, BoundAt: s.boundAt})
+		out = append(out, ShapeSpec{ID: s.id, Consumer: s.consumer, Table: s.table, RelID: s.relID, BoundAt: s.boundAt, Def: s.Def})
 	}
 	return out
 }

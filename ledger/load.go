@@ -42,7 +42,7 @@ func Load(path string) (*State, error) {
 			sort.Slice(st.Consumers, func(i, j int) bool { return st.Consumers[i].ID < st.Consumers[j].ID })
 			for _, s := range t.shapes {
 				st.Shapes = append(st.Shapes, Shape{
-					ShapeSpec:  ShapeSpec{ID: s.id, Consumer: s.consumer, Table: s.table, Filter: s.filter},
+					ShapeSpec:  ShapeSpec{ID: s.id, Consumer: s.consumer, Table: s.table, Filter: s.Filter()},
 					Generation: s.gen, StartLSN: s.start, FlushedLSN: s.flushed,
 					CreatedAt: fromNanos(s.created), LastAckAt: fromNanos(s.lastAck),
 				})

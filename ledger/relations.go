@@ -52,7 +52,7 @@ func (l *Ledger) BindShapes(ids []string, relID uint32, at LSN) error {
 				// Only the tail changes: the header keeps the stored
 				// positions, which move through group commits alone (I6).
 				nv := encodeShape(&shapeState{id: s.id, consumer: s.consumer, boundAt: at,
-					shapeDef: &shapeDef{table: s.table, relID: relID, filter: s.filter}})
+					Def: &Def{table: s.table, relID: relID, filter: s.filter}})
 				copy(nv[:shapeHeaderLen], v[:shapeHeaderLen])
 				if err := put(sb, []byte(s.id), nv); err != nil {
 					return err
@@ -69,7 +69,7 @@ func (l *Ledger) BindShapes(ids []string, relID uint32, at LSN) error {
 	for _, s := range todo {
 		if l.t.shapes[s.id] == s {
 			l.t.unindexRel(s)
-			s.shapeDef = l.t.defs.def(s.table, relID, s.filter)
+			s.Def = l.t.defs.def(s.table, relID, s.filter)
 			s.boundAt = at
 			l.t.indexRel(s)
 			l.shapeChanged(s.id)
@@ -88,7 +88,7 @@ func (s ShapeSpec) RelationChanged(table string, columns []string) string {
 		return fmt.Sprintf("table %s (relation %d) was renamed to %s", s.Table, s.RelID, table)
 	}
 	var missing []string
-	for _, col := range sortedKeys(s.Filter) {
+	for _, col := range s.columns() {
 		if !slices.Contains(columns, col) {
 			missing = append(missing, col)
 		}

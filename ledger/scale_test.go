@@ -3,8 +3,10 @@ package ledger_test
 import (
 	"context"
 	"fmt"
+	"os"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"syscall"
 	"testing"
 	"time"
@@ -28,15 +30,22 @@ const (
 	scaleRelBase   = 16384
 )
 
-func scaleShapes(n int) func(yield func(ledger.ShapeSpec) bool) {
+// scaleShapes yields n shapes; with distinct, shape j of consumer c filters
+// on a tenant of its own (c*per + j), as the daemon's BenchmarkScale does:
+// no two shapes share a definition.
+func scaleShapes(n int, distinct bool) func(yield func(ledger.ShapeSpec) bool) {
 	per := n / scaleConsumers
 	return func(yield func(ledger.ShapeSpec) bool) {
 		for c := range scaleConsumers {
 			for j := range per {
 				t := j % scaleTables
+				tenant := fmt.Sprintf("tenant-%03d", (j/scaleTables)%scaleTenants)
+				if distinct {
+					tenant = fmt.Sprintf("%d", c*per+j)
+				}
 				spec := ledger.ShapeSpec{ID: fmt.Sprintf("c%04d-s%06d", c, j), Consumer: fmt.Sprintf("c%04d", c),
 					Table: fmt.Sprintf("public.t%d", t), RelID: uint32(scaleRelBase + t), BoundAt: 0x80,
-					Filter: map[string][]string{"tenant": {fmt.Sprintf("tenant-%03d", (j/scaleTables)%scaleTenants)}}}
+					Filter: map[string][]string{"tenant": {tenant}}}
 				if !yield(spec) {
 					return
 				}
@@ -76,7 +85,7 @@ type scale struct {
 // openScale writes a file of n shapes, then opens it as ledgerd starts:
 // the ledger, the hub brought in step with it, a reconciler and its first
 // pass. It returns what the start took.
-func openScale(b *testing.B, n int) (*scale, time.Duration) {
+func openScale(b *testing.B, n int, distinct bool) (*scale, time.Duration) {
 	b.Helper()
 	cfg := ledger.Config{Path: filepath.Join(b.TempDir(), "ledger.db"), Logger: zerolog.Nop(),
 		Identity: ledger.Identity{SystemID: "7301234567890123456", Timeline: 1, Database: "app", Slot: "ledgerd"}}
@@ -84,7 +93,7 @@ func openScale(b *testing.B, n int) (*scale, time.Duration) {
 	for i := range consumers {
 		consumers[i] = fmt.Sprintf("c%04d", i)
 	}
-	ledger.BuildFile(b, cfg, consumers, scaleShapes(n))
+	ledger.BuildFile(b, cfg, consumers, scaleShapes(n, distinct))
 	runtime.GC()
 	began := time.Now()
 	l, err := ledger.Open(cfg)
@@ -120,20 +129,40 @@ func openScale(b *testing.B, n int) (*scale, time.Duration) {
 // BenchmarkScaleHeap1M reports the heap in use after GC per shape with a
 // million shapes live in the ledger, the router and the reconciler, and how
 // long the start (Open, the hub's first Sync, the first pass) took.
-func BenchmarkScaleHeap1M(b *testing.B) {
-	const n = 1_000_000
+func BenchmarkScaleHeap1M(b *testing.B) { benchScaleHeap(b, scaleN(b), false) }
+
+// BenchmarkScaleHeapDistinct1M is BenchmarkScaleHeap1M with every shape
+// filtering on a value of its own: nothing is shared between definitions,
+// as in the daemon's BenchmarkScale.
+func BenchmarkScaleHeapDistinct1M(b *testing.B) { benchScaleHeap(b, scaleN(b), true) }
+
+// scaleN is the number of shapes of the scale benchmarks: a million, or
+// LEDGERD_SCALE_SHAPES (a multiple of 1000) while iterating.
+func scaleN(b *testing.B) int {
+	v := os.Getenv("LEDGERD_SCALE_SHAPES")
+	if v == "" {
+		return 1_000_000
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < scaleConsumers || n%scaleConsumers != 0 {
+		b.Fatalf("LEDGERD_SCALE_SHAPES=%q: want a multiple of %d", v, scaleConsumers)
+	}
+	return n
+}
+
+func benchScaleHeap(b *testing.B, n int, distinct bool) {
 	for b.Loop() {
 		b.StopTimer()
 		runtime.GC()
 		var before, after runtime.MemStats
 		runtime.ReadMemStats(&before)
 		b.StartTimer()
-		s, took := openScale(b, n)
+		s, took := openScale(b, n, distinct)
 		b.StopTimer()
 		runtime.GC()
 		runtime.GC()
 		runtime.ReadMemStats(&after)
-		b.ReportMetric(float64(after.HeapInuse-before.HeapInuse)/n, "B/shape")
+		b.ReportMetric(float64(after.HeapInuse-before.HeapInuse)/float64(n), "B/shape")
 		b.ReportMetric(took.Seconds(), "s/start")
 		runtime.KeepAlive(s)
 		b.StartTimer()
@@ -152,8 +181,8 @@ func cpuTime(b *testing.B) time.Duration {
 // BenchmarkScalePass1M measures an idle reconcile pass (nothing changed,
 // nothing to evict) with a million shapes: the cost paid every interval.
 func BenchmarkScalePass1M(b *testing.B) {
-	const n = 1_000_000
-	s, _ := openScale(b, n)
+	n := scaleN(b)
+	s, _ := openScale(b, n, false)
 	ctx := context.Background()
 	cpu0 := cpuTime(b)
 	b.ResetTimer()

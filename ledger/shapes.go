@@ -82,9 +82,9 @@ func (l *Ledger) PutShapes(specs []ShapeSpec) ([]ShapeResult, error) {
 			res[i].Err = fmt.Errorf("%w: shape %q has no table", ErrInvalid, spec.ID)
 			continue
 		}
-		filter := normFilter(spec.Filter)
+		filter := canonFilter(spec.Filter)
 		same := func(s *shapeState) bool {
-			return s.consumer == spec.Consumer && s.table == spec.Table && equalFilter(s.filter, filter)
+			return s.consumer == spec.Consumer && s.table == spec.Table && s.filter == filter
 		}
 		if s := l.t.shapes[spec.ID]; s != nil {
 			if same(s) {
@@ -112,7 +112,7 @@ func (l *Ledger) PutShapes(specs []ShapeSpec) ([]ShapeResult, error) {
 			continue
 		}
 		s := &shapeState{
-			id: spec.ID, consumer: c.ID, shapeDef: l.t.defs.def(spec.Table, spec.RelID, filter),
+			id: spec.ID, consumer: c.ID, Def: l.t.defs.def(spec.Table, spec.RelID, filter),
 			start: start, flushed: start, created: now.UnixNano(), heapIdx: -1, boundAt: spec.BoundAt,
 		}
 		fresh = append(fresh, s)
@@ -201,20 +201,11 @@ func nextGeneration(tx *bolt.Tx, id string) (uint64, error) {
 	return g + 1, nil
 }
 
-func normFilter(f map[string][]string) map[string][]string {
-	f = cloneFilter(f)
-	for k, vs := range f {
-		slices.Sort(vs)
-		f[k] = slices.Compact(vs)
-	}
-	return f
-}
-
 // shapeView builds the public view. Caller holds mu.
 func (l *Ledger) shapeView(s *shapeState) Shape {
 	sh := Shape{
-		ShapeSpec: ShapeSpec{ID: s.id, Consumer: s.consumer, Table: s.table, Filter: s.filter,
-			RelID: s.relID, BoundAt: s.boundAt},
+		ShapeSpec: ShapeSpec{ID: s.id, Consumer: s.consumer, Table: s.table, Filter: s.Filter(),
+			RelID: s.relID, BoundAt: s.boundAt, Def: s.Def},
 		Generation: s.gen, StartLSN: s.start, FlushedLSN: s.flushed, LastSent: s.lastSent,
 		CreatedAt: fromNanos(s.created), LastAckAt: fromNanos(s.lastAck),
 	}

@@ -64,14 +64,8 @@ const (
 )
 
 func encodeShape(s *shapeState) []byte {
-	n := shapeHeaderLen + 2*binary.MaxVarintLen64 + len(s.consumer) + len(s.table) + binary.MaxVarintLen64 +
+	n := shapeHeaderLen + 2*binary.MaxVarintLen64 + len(s.consumer) + len(s.table) + 1 + len(s.filter) +
 		1 + 2*binary.MaxVarintLen64 // relation binding
-	for k, vs := range s.filter {
-		n += 2*binary.MaxVarintLen64 + len(k)
-		for _, v := range vs {
-			n += binary.MaxVarintLen64 + len(v)
-		}
-	}
 	b := make([]byte, shapeHeaderLen, n)
 	b[0] = shapeRecVersion
 	binary.BigEndian.PutUint64(b[offGen:], s.gen)
@@ -81,7 +75,7 @@ func encodeShape(s *shapeState) []byte {
 	binary.BigEndian.PutUint64(b[offLastAck:], uint64(s.lastAck))
 	b = appendString(b, s.consumer)
 	b = appendString(b, s.table)
-	b = appendFilter(b, s.filter)
+	b = appendDefFilter(b, s.filter)
 	if s.relID != 0 {
 		b = append(b, tagRelation)
 		b = binary.AppendUvarint(b, uint64(s.relID))
@@ -95,25 +89,15 @@ func encodeShape(s *shapeState) []byte {
 // uvarints). Records written before binding existed end after the filter.
 const tagRelation = 'R'
 
-func appendFilter(b []byte, f map[string][]string) []byte {
-	b = binary.AppendUvarint(b, uint64(len(f)))
-	for _, k := range sortedKeys(f) {
-		b = appendString(b, k)
-		b = binary.AppendUvarint(b, uint64(len(f[k])))
-		for _, v := range f[k] {
-			b = appendString(b, v)
-		}
-	}
-	return b
-}
-
 func appendString(b []byte, s string) []byte {
 	b = binary.AppendUvarint(b, uint64(len(s)))
 	return append(b, s...)
 }
 
 // decodeShape decodes a shape record; strings are copied out of the mmap.
-// intern deduplicates repeated strings (consumer ids, table names).
+// in deduplicates repeated strings (consumer ids, table names) and
+// definitions: a record whose definition was read before costs no
+// allocation but the shape and its id.
 func decodeShape(id string, v []byte, in *interner) (*shapeState, error) {
 	if len(v) < shapeHeaderLen || v[0] != shapeRecVersion {
 		return nil, fmt.Errorf("%w: shape %q: bad record header (%d bytes)", ErrCorrupt, id, len(v))
@@ -129,14 +113,15 @@ func decodeShape(id string, v []byte, in *interner) (*shapeState, error) {
 	}
 	r := reader{b: v[shapeHeaderLen:]}
 	s.consumer = in.str(r.bytes())
-	raw := r.b // table and filter, as a definition's key begins
-	// A first read only checks the definition and finds its end: most
-	// records share their definition with one read before.
-	r.bytes()
-	if _, err := readFilter(&r, false); err != nil {
+	table := r.bytes()
+	filter := r.b
+	if err := readFilter(&r); err != nil {
 		return nil, fmt.Errorf("%w: shape %q: %v", ErrCorrupt, id, err)
 	}
-	raw = raw[:len(raw)-len(r.b)]
+	filter = filter[:len(filter)-len(r.b)]
+	if n, _ := binary.Uvarint(filter); n == 0 {
+		filter = nil // no filter
+	}
 	var relID uint64
 	if r.err == nil && len(r.b) > 0 && r.b[0] == tagRelation {
 		r.b = r.b[1:]
@@ -152,58 +137,36 @@ func decodeShape(id string, v []byte, in *interner) (*shapeState, error) {
 	if r.err != nil {
 		return nil, fmt.Errorf("%w: shape %q: %v", ErrCorrupt, id, r.err)
 	}
-	in.buf = binary.AppendUvarint(append(in.buf[:0], raw...), relID)
-	if d := in.defs[string(in.buf)]; d != nil {
-		s.shapeDef = d
-		return s, nil
+	t := in.str(table)
+	if s.Def = in.lookup(t, uint32(relID), filter); s.Def == nil {
+		s.Def = in.def(t, uint32(relID), string(filter))
 	}
-	dr := reader{b: raw}
-	table := string(dr.bytes())
-	filter, _ := readFilter(&dr, true) // read once already
-	s.shapeDef = in.def(table, uint32(relID), filter)
 	return s, nil
 }
 
-// readFilter reads a filter as appendFilter writes it; with build it
-// returns it (nil for an empty one), without it only checks it.
-func readFilter(r *reader, build bool) (map[string][]string, error) {
+// readFilter checks a filter as appendFilter writes it and moves past it.
+// The definition keeps the filter in this encoding (Def).
+func readFilter(r *reader) error {
 	nf := r.uvarint()
 	if nf == 0 || r.err != nil {
-		return nil, r.err
+		return r.err
 	}
 	if nf > uint64(len(r.b)) {
 		r.err = fmt.Errorf("filter count %d exceeds record", nf)
-		return nil, r.err
-	}
-	var filter map[string][]string
-	if build {
-		filter = make(map[string][]string, nf)
+		return r.err
 	}
 	for i := uint64(0); i < nf && r.err == nil; i++ {
-		k := r.bytes()
+		r.bytes()
 		nv := r.uvarint()
 		if nv > uint64(len(r.b)) {
 			r.err = errors.New("value count exceeds record")
 			break
 		}
-		var vs []string
-		if build {
-			vs = make([]string, 0, nv)
-		}
 		for j := uint64(0); j < nv && r.err == nil; j++ {
-			v := r.bytes()
-			if build {
-				vs = append(vs, string(v))
-			}
-		}
-		if build {
-			filter[string(k)] = vs
+			r.bytes()
 		}
 	}
-	if r.err != nil {
-		return nil, r.err
-	}
-	return filter, nil
+	return r.err
 }
 
 // reader decodes length-prefixed fields, checking every length first.

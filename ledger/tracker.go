@@ -1,10 +1,5 @@
 package ledger
 
-import (
-	"encoding/binary"
-	"slices"
-)
-
 // The tracker is the in-memory half of the ledger: for every live shape a FIFO
 // of the commit LSNs handed to it and not yet acked, and an indexed min-heap of
 // the shapes that have any, keyed by their oldest pending commit LSN. The heap
@@ -26,7 +21,7 @@ type pendEntry struct {
 type shapeState struct {
 	id       string
 	consumer string // interned: the owner's id
-	*shapeDef
+	*Def
 
 	gen      uint64
 	start    LSN
@@ -46,28 +41,19 @@ type shapeState struct {
 	prev, next *shapeState // the owner's other shapes (tracker.owners)
 }
 
-// shapeDef is a shape's table, relation binding and filter, interned:
-// every shape with the same definition shares one, and so one copy of its
-// filter, whatever its owner. A million shapes over a few thousand
-// definitions hold a few thousand filters.
-type shapeDef struct {
-	table  string
-	relID  uint32 // relation OID of table, 0 while not bound
-	filter map[string][]string
-	key    string // the interner's key
-	cols   string // the filter's column names, sorted and NUL-joined, interned
-	refs   int    // live shapes using it (tracker.index)
-}
-
-// interner deduplicates strings and definitions.
+// interner deduplicates strings, filter column sets and definitions. A
+// definition is looked up by its relation and its canonical filter, which
+// it holds itself: a million distinct definitions cost one map entry each
+// and no copy of their key.
 type interner struct {
 	strs map[string]string
-	defs map[string]*shapeDef
+	cols map[string]*colSet
+	defs map[relKey]map[string]*Def
 	buf  []byte
 }
 
 func newInterner() *interner {
-	return &interner{strs: make(map[string]string), defs: make(map[string]*shapeDef)}
+	return &interner{strs: make(map[string]string), cols: make(map[string]*colSet), defs: make(map[relKey]map[string]*Def)}
 }
 
 func (in *interner) str(b []byte) string {
@@ -79,64 +65,62 @@ func (in *interner) str(b []byte) string {
 	return s
 }
 
-// defKey appends the definition's key: its table and filter as a shape
-// record holds them (encodeShape), then the relation OID.
-func defKey(b []byte, table string, relID uint32, filter map[string][]string) []byte {
-	b = appendString(b, table)
-	b = appendFilter(b, filter)
-	return binary.AppendUvarint(b, uint64(relID))
+// lookup returns the interned definition, if any; filter is canonical
+// (canonFilter, or a record's).
+func (in *interner) lookup(table string, relID uint32, filter []byte) *Def {
+	return in.defs[relKey{relID, table}][string(filter)]
 }
 
-// def returns the interned definition; filter must be normalised
-// (normFilter) and is not copied.
-func (in *interner) def(table string, relID uint32, filter map[string][]string) *shapeDef {
-	in.buf = defKey(in.buf[:0], table, relID, filter)
-	if d := in.defs[string(in.buf)]; d != nil {
+// def returns the interned definition of table, relID and the canonical
+// filter, made if new.
+func (in *interner) def(table string, relID uint32, filter string) *Def {
+	k := relKey{relID, table}
+	m := in.defs[k]
+	if d := m[filter]; d != nil {
 		return d
 	}
-	d := &shapeDef{table: in.str([]byte(table)), relID: relID, filter: in.filter(filter), key: string(in.buf)}
-	d.cols = in.colsKey(d.filter)
-	in.defs[d.key] = d
+	if m == nil {
+		m = make(map[string]*Def)
+		in.defs[k] = m
+	}
+	d := &Def{table: in.str([]byte(table)), relID: relID, filter: filter}
+	if filter != "" {
+		d.cols = in.colSet(d)
+	}
+	m[filter] = d
 	return d
 }
 
-// filter interns the filter's column names.
-func (in *interner) filter(f map[string][]string) map[string][]string {
-	if len(f) == 0 {
-		return nil
-	}
-	out := make(map[string][]string, len(f))
-	for k, vs := range f {
-		out[in.str([]byte(k))] = vs
-	}
-	return out
-}
-
-// colsKey interns the filter's column names, sorted and NUL-joined: the
-// few distinct column sets are what the replica-identity check judges.
-func (in *interner) colsKey(f map[string][]string) string {
-	if len(f) == 0 {
-		return ""
-	}
-	cols := make([]string, 0, len(f))
-	for c := range f {
-		cols = append(cols, c)
-	}
-	slices.Sort(cols)
+// colSet interns the definition's filter column names.
+func (in *interner) colSet(d *Def) *colSet {
 	in.buf = in.buf[:0]
-	for i, c := range cols {
+	i := 0
+	for col := range d.Each() {
 		if i > 0 {
 			in.buf = append(in.buf, 0)
 		}
-		in.buf = append(in.buf, c...)
+		in.buf = append(in.buf, col...)
+		i++
 	}
-	return in.str(in.buf)
+	if c := in.cols[string(in.buf)]; c != nil {
+		return c
+	}
+	c := &colSet{key: string(in.buf), names: make([]string, 0, i)}
+	for col := range d.Each() {
+		c.names = append(c.names, in.str([]byte(col)))
+	}
+	in.cols[c.key] = c
+	return c
 }
 
 // release forgets a definition no live shape uses.
-func (in *interner) release(d *shapeDef) {
-	if d.refs <= 0 && in.defs[d.key] == d {
-		delete(in.defs, d.key)
+func (in *interner) release(d *Def) {
+	k := relKey{d.relID, d.table}
+	if m := in.defs[k]; d.refs <= 0 && m[d.filter] == d {
+		delete(m, d.filter)
+		if len(m) == 0 {
+			delete(in.defs, k)
+		}
 	}
 }
 

@@ -78,6 +78,11 @@ type ShapeSpec struct {
 	// transaction that commits before it (a stream behind the catalog)
 	// cannot contradict it.
 	BoundAt LSN
+	// Def is the shape's definition as the ledger holds it (table,
+	// relation and filter), set in the shapes the ledger returns and
+	// ignored in a spec given to it. Views carry Filter as well; what
+	// ShapeSpecs returns carries only Def.
+	Def *Def
 }
 
 // Shape is a shape's durable record joined with its in-memory tracking state.

@@ -35,41 +35,18 @@ func newLease() string {
 	return hex.EncodeToString(b[:])
 }
 
-func cloneFilter(f map[string][]string) map[string][]string {
-	if len(f) == 0 {
-		return nil
-	}
-	out := make(map[string][]string, len(f))
-	for k, vs := range f {
-		out[k] = append([]string(nil), vs...)
-	}
-	return out
-}
-
 // SameDefinition reports whether o defines the same shape as s: the same
-// owner, table, filter (compared value by value) and relation binding. The
-// id is not compared.
+// owner, table, filter (compared in canonical form: the order of columns
+// and values, and duplicate values, do not count) and relation binding.
+// The id is not compared.
 func (s ShapeSpec) SameDefinition(o ShapeSpec) bool {
-	return s.Consumer == o.Consumer && s.Table == o.Table && equalFilter(s.Filter, o.Filter) &&
-		s.RelID == o.RelID && s.BoundAt == o.BoundAt
-}
-
-func equalFilter(a, b map[string][]string) bool {
-	if len(a) != len(b) {
+	if s.Consumer != o.Consumer || s.Table != o.Table || s.RelID != o.RelID || s.BoundAt != o.BoundAt {
 		return false
 	}
-	for k, va := range a {
-		vb, ok := b[k]
-		if !ok || len(va) != len(vb) {
-			return false
-		}
-		for i := range va {
-			if va[i] != vb[i] {
-				return false
-			}
-		}
+	if s.Def != nil && o.Def != nil {
+		return s.Def == o.Def || s.Def.filter == o.Def.filter
 	}
-	return true
+	return s.canonFilter() == o.canonFilter()
 }
 
 func jsonMarshal(v any) ([]byte, error) { return json.Marshal(v) }

@@ -2,10 +2,9 @@ package route
 
 import (
 	"iter"
-	"reflect"
+	"maps"
 	"slices"
 	"sort"
-	"strconv"
 	"sync"
 	"sync/atomic"
 
@@ -24,6 +23,10 @@ type Shape struct {
 	// unbound one (0) the changes of the table named Table.
 	RelID   uint32
 	BoundAt ledger.LSN // WAL position of the binding
+	// Def is the shape's definition as the ledger holds it; the router
+	// indexes it instead of a copy. A Shape without one (built by hand)
+	// gets one made of Table, RelID and Filter.
+	Def *ledger.Def
 }
 
 // relKey indexes shapes by relation identity: the OID for bound shapes,
@@ -31,13 +34,6 @@ type Shape struct {
 type relKey struct {
 	id   uint32
 	name string
-}
-
-func keyOf(s Shape) relKey {
-	if s.RelID != 0 {
-		return relKey{id: s.RelID}
-	}
-	return relKey{name: s.Table}
 }
 
 // Result is the routing of one transaction.
@@ -56,37 +52,53 @@ type Result struct {
 	Absent [][]string
 }
 
-// entry is an indexed shape: 48 bytes, its definition shared.
+// entry is an indexed shape: 64 bytes, its definition the ledger's own.
+// Most filters are one column allowing one value: such a shape is in the
+// list of that value (columnIndex.heads), linked through prev and next, so
+// a million distinct filters cost one map entry each in the index.
 type entry struct {
 	id, consumer string
 	boundAt      ledger.LSN
-	*compiled
+	def          *ledger.Def
+	prev, next   *entry
 }
 
 func (e *entry) shape() Shape {
-	return Shape{ID: e.id, Consumer: e.consumer, Table: e.table, Filter: e.filter, RelID: e.relID, BoundAt: e.boundAt}
+	return Shape{ID: e.id, Consumer: e.consumer, Table: e.def.Table(), Filter: e.def.Filter(), RelID: e.def.RelID(),
+		BoundAt: e.boundAt, Def: e.def}
 }
 
-// compiled is a shape definition (table, relation, filter) with its filter
-// compiled to sets. Shapes with the same definition share one
-// (Router.filters), so a million shapes over a few thousand definitions hold
-// a few thousand of them.
-type compiled struct {
-	table  string
-	relID  uint32
-	filter map[string][]string
-	cols   []string                       // filter columns, most selective first
-	sets   map[string]map[string]struct{} // column -> allowed values
-	key    string                         // Router.filters key
-	refs   int                            // entries using it
-}
-
-// rel is the index key of the definition's relation.
-func (c *compiled) rel() relKey {
-	if c.relID != 0 {
-		return relKey{id: c.relID}
+// rel is the index key of the shape's relation.
+func (e *entry) rel() relKey {
+	if id := e.def.RelID(); id != 0 {
+		return relKey{id: id}
 	}
-	return relKey{name: c.table}
+	return relKey{name: e.def.Table()}
+}
+
+// compiled is a filter of several columns, or of one column allowing many
+// values, compiled to sets. Shapes sharing a definition share one
+// (Router.compiled). A filter of one column allowing a few values, the
+// common case, is read from its definition as it is.
+type compiled struct {
+	cols []string                       // filter columns, most selective first
+	sets map[string]map[string]struct{} // column -> allowed values
+	refs int                            // entries using it
+}
+
+// simpleValues is the most values a one-column filter is matched against
+// by a scan of its definition rather than compiled to a set.
+const simpleValues = 8
+
+// needsCompile reports whether a definition's filter is compiled.
+func needsCompile(d *ledger.Def) bool {
+	if len(d.Columns()) > 1 {
+		return true
+	}
+	for _, vals := range d.Each() {
+		return vals.Len() > simpleValues
+	}
+	return false
 }
 
 // set is a set of indexed shapes.
@@ -101,26 +113,43 @@ type tableIndex struct {
 
 // columnIndex indexes filtered shapes by the allowed values of one column.
 type columnIndex struct {
-	n       int            // shapes indexed on this column
-	byValue map[string]set // value -> shapes allowing it
-	none    set            // shapes allowing no value of it (nil until one does)
+	n     int               // shapes indexed on this column
+	heads map[string]*entry // value -> list of the shapes allowing that value alone
+	multi map[string]set    // value -> shapes allowing it among others (nil until one does)
+	none  set               // shapes allowing no value of it (nil until one does)
 }
 
 // each calls f with every shape indexed on the column, once each.
 func (ci *columnIndex) each(f func(*entry)) {
-	seen := make(set, ci.n)
-	visit := func(m set) {
-		for e := range m {
-			if _, ok := seen[e]; !ok {
-				seen[e] = struct{}{}
-				f(e)
+	for _, e := range ci.heads {
+		for ; e != nil; e = e.next {
+			f(e)
+		}
+	}
+	if len(ci.multi) > 0 {
+		seen := make(set)
+		for _, m := range ci.multi {
+			for e := range m {
+				if _, ok := seen[e]; !ok {
+					seen[e] = struct{}{}
+					f(e)
+				}
 			}
 		}
 	}
-	for _, m := range ci.byValue {
-		visit(m)
+	for e := range ci.none {
+		f(e)
 	}
-	visit(ci.none)
+}
+
+// with calls f with every shape indexed on the column that allows v.
+func (ci *columnIndex) with(v string, f func(*entry)) {
+	for e := ci.heads[v]; e != nil; e = e.next {
+		f(e)
+	}
+	for e := range ci.multi[v] {
+		f(e)
+	}
 }
 
 // each calls f with every shape on the table, once each.
@@ -135,116 +164,114 @@ func (t *tableIndex) each(f func(*entry)) {
 
 // Router maps transactions to shapes. The zero value is not usable; call New.
 type Router struct {
-	mu      sync.RWMutex
-	shapes  map[string]*entry
-	filters map[string]*compiled // interned compiled filters, by filterKey
-	tables  map[relKey]*tableIndex
-	probes  atomic.Uint64 // column comparisons made by Route, for tests and benchmarks
+	mu       sync.RWMutex
+	shapes   map[string]*entry
+	compiled map[*ledger.Def]*compiled // the filters that are compiled (needsCompile)
+	tables   map[relKey]*tableIndex
+	probes   atomic.Uint64 // column comparisons made by Route, for tests and benchmarks
 }
 
 // New returns an empty router.
 func New() *Router {
-	return &Router{shapes: map[string]*entry{}, filters: map[string]*compiled{}, tables: map[relKey]*tableIndex{}}
+	return &Router{shapes: map[string]*entry{}, compiled: map[*ledger.Def]*compiled{}, tables: map[relKey]*tableIndex{}}
 }
 
 // Put adds a shape or replaces the one with the same id.
 func (r *Router) Put(s Shape) {
-	key := defKey(s.Table, s.RelID, filterKey(s.Filter))
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.putLocked(s, key)
+	r.putLocked(s)
 }
 
-// defKey is the key of a definition in Router.filters.
-func defKey(table string, relID uint32, filter string) string {
-	return strconv.FormatUint(uint64(relID), 10) + ":" + strconv.Itoa(len(table)) + ":" + table + filter
-}
-
-func (r *Router) putLocked(s Shape, key string) {
+func (r *Router) putLocked(s Shape) {
+	d := s.Def
+	if d == nil {
+		d = ledger.NewDef(s.Table, s.RelID, s.Filter)
+	}
 	r.removeLocked(s.ID)
-	r.putCompiled(s, r.compiled(s, key))
-}
-
-// compiled returns the interned definition of key, made from s if new.
-func (r *Router) compiled(s Shape, key string) *compiled {
-	c := r.filters[key]
-	if c == nil {
-		c = compile(s.Filter)
-		c.table, c.relID, c.filter, c.key = s.Table, s.RelID, s.Filter, key
-		r.filters[key] = c
-	}
-	return c
-}
-
-// putCompiled indexes s, whose id is not routed, with its definition c.
-func (r *Router) putCompiled(s Shape, c *compiled) {
-	if c.refs == 0 {
-		r.filters[c.key] = c // a removal just before may have forgotten it
-	}
-	c.refs++
-	e := &entry{id: s.ID, consumer: s.Consumer, boundAt: s.BoundAt, compiled: c}
+	e := &entry{id: s.ID, consumer: s.Consumer, boundAt: s.BoundAt, def: d}
 	r.shapes[s.ID] = e
-	t := r.tables[keyOf(s)]
+	k := e.rel()
+	t := r.tables[k]
 	if t == nil {
 		t = &tableIndex{unfiltered: set{}, byCol: map[string]*columnIndex{}}
-		r.tables[keyOf(s)] = t
+		r.tables[k] = t
 	}
 	t.n++
-	if len(e.cols) == 0 {
+	if !d.Filtered() {
 		t.unfiltered[e] = struct{}{}
 		return
 	}
-	col := e.cols[0]
+	col, vals := r.first(e, true)
 	ci := t.byCol[col]
 	if ci == nil {
-		ci = &columnIndex{byValue: map[string]set{}}
+		ci = &columnIndex{heads: map[string]*entry{}}
 		t.byCol[col] = ci
 	}
 	ci.n++
-	if len(e.sets[col]) == 0 {
+	switch {
+	case len(vals) == 0:
 		if ci.none == nil {
 			ci.none = set{}
 		}
 		ci.none[e] = struct{}{}
-	}
-	for v := range e.sets[col] {
-		m := ci.byValue[v]
-		if m == nil {
-			m = set{}
-			ci.byValue[v] = m
+	case len(vals) == 1:
+		if h := ci.heads[vals[0]]; h != nil {
+			e.next, h.prev = h, e
 		}
-		m[e] = struct{}{}
+		ci.heads[vals[0]] = e
+	default:
+		if ci.multi == nil {
+			ci.multi = map[string]set{}
+		}
+		for _, v := range vals {
+			m := ci.multi[v]
+			if m == nil {
+				m = set{}
+				ci.multi[v] = m
+			}
+			m[e] = struct{}{}
+		}
 	}
 }
 
-// PutAll adds shapes under one lock, as at start: each distinct definition
-// is compiled once. An id already routed is replaced.
-func (r *Router) PutAll(n int, shapes iter.Seq[Shape]) {
-	// Shapes from the ledger share their filter maps: a definition is
-	// looked up once per map, table and relation.
-	type seen struct {
-		filter uintptr
-		table  string
-		relID  uint32
+// first returns the column a filtered shape is indexed on and the values
+// it allows; with add, a filter that is compiled gets a reference.
+func (r *Router) first(e *entry, add bool) (string, []string) {
+	var buf [1]string
+	if !needsCompile(e.def) {
+		for col, vals := range e.def.Each() {
+			if vals.Len() == 1 {
+				for v := range vals.All() {
+					buf[0] = v
+				}
+				return col, buf[:]
+			}
+			return col, slices.Collect(vals.All())
+		}
 	}
-	defs := map[seen]*compiled{}
+	c := r.compiled[e.def]
+	if c == nil {
+		c = compile(e.def)
+		r.compiled[e.def] = c
+	}
+	if add {
+		c.refs++
+	}
+	col := c.cols[0]
+	return col, slices.Collect(maps.Keys(c.sets[col]))
+}
+
+// PutAll adds shapes under one lock, as at start. An id already routed is
+// replaced.
+func (r *Router) PutAll(n int, shapes iter.Seq[Shape]) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if len(r.shapes) == 0 && n > 0 {
 		r.shapes = make(map[string]*entry, n)
 	}
 	for s := range shapes {
-		k := seen{table: s.Table, relID: s.RelID}
-		if len(s.Filter) > 0 {
-			k.filter = reflect.ValueOf(s.Filter).Pointer()
-		}
-		c, ok := defs[k]
-		if !ok {
-			c = r.compiled(s, defKey(s.Table, s.RelID, filterKey(s.Filter)))
-			defs[k] = c
-		}
-		r.removeLocked(s.ID)
-		r.putCompiled(s, c)
+		r.putLocked(s)
 	}
 }
 
@@ -261,21 +288,41 @@ func (r *Router) removeLocked(id string) {
 		return
 	}
 	delete(r.shapes, id)
-	if e.refs--; e.refs <= 0 {
-		delete(r.filters, e.key)
-	}
-	t := r.tables[e.rel()]
+	k := e.rel()
+	t := r.tables[k]
 	t.n--
-	delete(t.unfiltered, e)
-	if len(e.cols) > 0 {
-		col := e.cols[0]
+	if !e.def.Filtered() {
+		delete(t.unfiltered, e)
+	} else {
+		col, vals := r.first(e, false)
+		if c := r.compiled[e.def]; c != nil {
+			if c.refs--; c.refs <= 0 {
+				delete(r.compiled, e.def)
+			}
+		}
 		ci := t.byCol[col]
 		ci.n--
-		delete(ci.none, e)
-		for v := range e.sets[col] {
-			delete(ci.byValue[v], e)
-			if len(ci.byValue[v]) == 0 {
-				delete(ci.byValue, v)
+		switch {
+		case len(vals) == 0:
+			delete(ci.none, e)
+		case len(vals) == 1:
+			if e.prev != nil {
+				e.prev.next = e.next
+			} else if e.next != nil {
+				ci.heads[vals[0]] = e.next
+			} else {
+				delete(ci.heads, vals[0])
+			}
+			if e.next != nil {
+				e.next.prev = e.prev
+			}
+			e.prev, e.next = nil, nil
+		default:
+			for _, v := range vals {
+				delete(ci.multi[v], e)
+				if len(ci.multi[v]) == 0 {
+					delete(ci.multi, v)
+				}
 			}
 		}
 		if ci.n == 0 {
@@ -283,7 +330,7 @@ func (r *Router) removeLocked(id string) {
 		}
 	}
 	if t.n == 0 {
-		delete(r.tables, e.rel())
+		delete(r.tables, k)
 	}
 }
 
@@ -362,11 +409,11 @@ func (r *Router) Route(txn *stream.Txn) Result {
 		var ids, absent []string
 		if ch.RelID != 0 {
 			if t := r.tables[relKey{id: ch.RelID}]; t != nil {
-				ids, absent = t.match(ch, &probes)
+				ids, absent = t.match(ch, r.compiled, &probes)
 			}
 		}
 		if t := r.tables[relKey{name: ch.Table}]; t != nil {
-			more, moreAbsent := t.match(ch, &probes)
+			more, moreAbsent := t.match(ch, r.compiled, &probes)
 			ids, absent = append(ids, more...), append(absent, moreAbsent...)
 		}
 		if len(ids) == 0 {
@@ -398,7 +445,7 @@ func (r *Router) Route(txn *stream.Txn) Result {
 // match returns the ids of the table's shapes that the change reaches and,
 // among them, those reached only through an absent filter column. probes
 // counts the column comparisons made.
-func (t *tableIndex) match(ch *stream.Change, probes *uint64) (ids, absent []string) {
+func (t *tableIndex) match(ch *stream.Change, comp map[*ledger.Def]*compiled, probes *uint64) (ids, absent []string) {
 	if ch.Op == stream.OpTruncate {
 		ids := make([]string, 0, t.n)
 		t.each(func(e *entry) { ids = append(ids, e.id) })
@@ -430,7 +477,7 @@ func (t *tableIndex) match(ch *stream.Change, probes *uint64) (ids, absent []str
 				if seen[e.id] {
 					return
 				}
-				if ok, whole := e.matches(tup); ok {
+				if ok, whole := e.matches(tup, comp); ok {
 					seen[e.id] = whole
 				}
 			}
@@ -438,9 +485,7 @@ func (t *tableIndex) match(ch *stream.Change, probes *uint64) (ids, absent []str
 			case !present:
 				ci.each(try) // every shape on the column may match
 			case v.Kind != stream.KindNull: // NULL equals no listed value
-				for e := range ci.byValue[v.Value] {
-					try(e)
-				}
+				ci.with(v.Value, try)
 			}
 		}
 		for id, whole := range seen {
@@ -501,25 +546,39 @@ func (r *row) lookup(name string) (stream.Column, bool) {
 // than the row is checked by walking the row against the filter's column
 // map, so a filter listing thousands of columns costs no more than the
 // row's width; such a row always lacks a filter column.
-func (e *entry) matches(tup *row) (ok, whole bool) {
-	if len(e.cols) > len(tup.cols) {
-		for _, c := range tup.cols {
-			*tup.probes++
-			set, ok := e.sets[c.Name]
-			if !ok || c.Kind == stream.KindUnchanged {
-				continue
-			}
-			if c.Kind == stream.KindNull {
+func (e *entry) matches(tup *row, comp map[*ledger.Def]*compiled) (ok, whole bool) {
+	c := comp[e.def]
+	if c == nil { // one column, a few values: read from the definition
+		for col, vals := range e.def.Each() {
+			v, present := tup.lookup(col)
+			switch {
+			case !present:
+				return true, false
+			case v.Kind == stream.KindNull:
 				return false, false
 			}
-			if _, ok := set[c.Value]; !ok {
+			return vals.Contains(v.Value), true
+		}
+		return true, true
+	}
+	if len(c.cols) > len(tup.cols) {
+		for _, col := range tup.cols {
+			*tup.probes++
+			set, ok := c.sets[col.Name]
+			if !ok || col.Kind == stream.KindUnchanged {
+				continue
+			}
+			if col.Kind == stream.KindNull {
+				return false, false
+			}
+			if _, ok := set[col.Value]; !ok {
 				return false, false
 			}
 		}
 		return true, false
 	}
 	whole = true
-	for _, col := range e.cols {
+	for _, col := range c.cols {
 		v, present := tup.lookup(col)
 		if !present {
 			whole = false
@@ -528,57 +587,26 @@ func (e *entry) matches(tup *row) (ok, whole bool) {
 		if v.Kind == stream.KindNull {
 			return false, false
 		}
-		if _, ok := e.sets[col][v.Value]; !ok {
+		if _, ok := c.sets[col][v.Value]; !ok {
 			return false, false
 		}
 	}
 	return true, whole
 }
 
-// filterKey is a filter's canonical form: its columns sorted, each with its
-// values sorted.
-func filterKey(f map[string][]string) string {
-	if len(f) == 0 {
-		return ""
-	}
-	cols := make([]string, 0, len(f))
-	for c := range f {
-		cols = append(cols, c)
-	}
-	sort.Strings(cols)
-	var b []byte
-	for _, c := range cols {
-		vs := f[c]
-		if !slices.IsSorted(vs) {
-			vs = slices.Sorted(slices.Values(vs))
-		}
-		b = strconv.AppendInt(b, int64(len(c)), 10)
-		b = append(b, ':')
-		b = append(b, c...)
-		b = strconv.AppendInt(b, int64(len(vs)), 10)
-		for _, v := range vs {
-			b = append(b, ',')
-			b = strconv.AppendInt(b, int64(len(v)), 10)
-			b = append(b, ':')
-			b = append(b, v...)
-		}
-		b = append(b, ';')
-	}
-	return string(b)
-}
-
-func compile(f map[string][]string) *compiled {
-	e := &compiled{sets: map[string]map[string]struct{}{}}
-	for col, vals := range f {
-		set := make(map[string]struct{}, len(vals))
-		for _, v := range vals {
+// compile compiles a definition's filter to sets.
+func compile(d *ledger.Def) *compiled {
+	c := &compiled{sets: map[string]map[string]struct{}{}}
+	for col, vals := range d.Each() {
+		set := make(map[string]struct{}, vals.Len())
+		for v := range vals.All() {
 			set[v] = struct{}{}
 		}
-		e.sets[col] = set
-		e.cols = append(e.cols, col)
+		c.sets[col] = set
+		c.cols = append(c.cols, col)
 	}
-	slices.Sort(e.cols)
-	// Index on the most selective column: the one allowing the fewest values.
-	slices.SortStableFunc(e.cols, func(a, b string) int { return len(e.sets[a]) - len(e.sets[b]) })
-	return e
+	// Index on the most selective column: the one allowing the fewest
+	// values (the columns come sorted, and the sort is stable).
+	slices.SortStableFunc(c.cols, func(a, b string) int { return len(c.sets[a]) - len(c.sets[b]) })
+	return c
 }
