@@ -41,6 +41,11 @@ type batch struct {
 	err       error           // set before done is closed
 }
 
+// tag is the batch's mark in shapeState.dirty: never 0, and other than
+// the tag of the batch before or after it. A shape's mark is always the
+// filling batch's or the committing one's, so 32 bits tell them apart.
+func (b *batch) tag() uint32 { return uint32(b.id) | 1<<31 }
+
 func newBatch(id uint64) *batch {
 	return &batch{id: id, done: make(chan struct{})}
 }
@@ -68,10 +73,10 @@ func (l *Ledger) queued() {
 
 // markShape queues s's new flushed LSN. Caller holds mu.
 func (l *Ledger) markShape(s *shapeState) {
-	if s.dirty == l.fill.id {
+	if s.dirty == l.fill.tag() {
 		return
 	}
-	s.dirty = l.fill.id
+	s.dirty = l.fill.tag()
 	l.fill.shapes = append(l.fill.shapes, s)
 	l.queued()
 }
@@ -188,7 +193,7 @@ func (l *Ledger) commitOnce() (bool, error) {
 			s.ackEvent = nowNs
 			l.ackEvCount++
 		}
-		if s.dirty == b.id {
+		if s.dirty == b.tag() {
 			s.dirty = 0
 		}
 		writes = append(writes, w)

@@ -33,8 +33,7 @@ type shapeState struct {
 
 	q       *pendQueue // nil until something is handed to it
 	heapIdx int32      // position in tracker.heap, -1 when nothing is pending
-
-	dirty uint64 // id of the group-commit batch that carries its flushed LSN, 0 if none
+	dirty   uint32     // tag of the group-commit batch that carries its flushed LSN (batch.tag), 0 if none
 
 	boundAt LSN // WAL position of the relation binding (ShapeSpec.BoundAt)
 

@@ -356,3 +356,33 @@ func BenchmarkRoute1000Shapes(b *testing.B) {
 	}
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "txns/s")
 }
+
+// TestSharedValueRemoval: shapes allowing the same single value share one
+// list in the index; removing the first, a middle and the last of them
+// leaves the others routed, and removing every one leaves nothing behind.
+func TestSharedValueRemoval(t *testing.T) {
+	r := route.New()
+	var ids []string
+	for i := range 5 {
+		id := fmt.Sprintf("s%d", i)
+		ids = append(ids, id)
+		r.Put(route.Shape{ID: id, Consumer: "c", Table: "public.t", Filter: map[string][]string{"tenant": {"a"}}})
+	}
+	txn := &stream.Txn{Changes: []stream.Change{{Op: stream.OpInsert, Table: "public.t", New: []stream.Column{col("tenant", "a")}}}}
+	for _, id := range []string{"s4", "s2", "s0"} { // s4 went in last: the list's head
+		r.Remove(id)
+		ids = slices.DeleteFunc(ids, func(s string) bool { return s == id })
+		if got := r.Route(txn).Shapes; !slices.Equal(got, ids) {
+			t.Fatalf("after removing %s the row reaches %v, want %v", id, got, ids)
+		}
+	}
+	r.Put(route.Shape{ID: "s1", Consumer: "c", Table: "public.t", Filter: map[string][]string{"tenant": {"b"}}})
+	if got := r.Route(txn).Shapes; !slices.Equal(got, []string{"s3"}) {
+		t.Fatalf("after redefining s1 the row reaches %v, want [s3]", got)
+	}
+	r.Remove("s1")
+	r.Remove("s3")
+	if got := r.Route(txn).Shapes; len(got) != 0 || r.Len() != 0 {
+		t.Fatalf("with every shape removed the row reaches %v, %d routed", got, r.Len())
+	}
+}
