@@ -52,7 +52,7 @@ func BenchmarkTrackerAck(b *testing.B) {
 			for b.Loop() {
 				lsn += 16
 				t.track(lsn, lsn+8, ids[i], 2)
-				s := t.shapes[ids[i][0]]
+				s := t.shapes.Get(ids[i][0])
 				t.ack(s, s.firstPending().lsn)
 				if i++; i == n {
 					i = 0
@@ -142,7 +142,7 @@ func BenchmarkOpen1M(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		if got := len(l.t.shapes); got != n {
+		if got := l.t.shapes.Len(); got != n {
 			b.Fatalf("%d shapes loaded", got)
 		}
 		b.StopTimer()

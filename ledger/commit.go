@@ -185,12 +185,20 @@ func (l *Ledger) commitOnce() (bool, error) {
 	nowNs := now.UnixNano()
 	if nowNs-l.ackEvWindow >= int64(ackEventEvery) {
 		l.ackEvWindow, l.ackEvCount = nowNs, 0
+		for s, at := range l.ackEvents {
+			if nowNs-at >= int64(ackEventEvery) {
+				delete(l.ackEvents, s)
+			}
+		}
 	}
 	for _, s := range b.shapes {
 		w := shapeWrite{id: s.id, gen: s.gen, flushed: s.flushed, lastAck: s.lastAck}
-		if l.ackEvCount < ackEventsPerWindow && nowNs-s.ackEvent >= int64(ackEventEvery) {
+		if at, ok := l.ackEvents[s]; l.ackEvCount < ackEventsPerWindow && (!ok || nowNs-at >= int64(ackEventEvery)) {
 			w.event = true
-			s.ackEvent = nowNs
+			if l.ackEvents == nil {
+				l.ackEvents = map[*shapeState]int64{}
+			}
+			l.ackEvents[s] = nowNs
 			l.ackEvCount++
 		}
 		if s.dirty == b.tag() {
@@ -244,7 +252,7 @@ func (l *Ledger) commitOnce() (bool, error) {
 		// Requeue: the changes are still in memory and must reach the file,
 		// and so must the positions and tick the batch carried.
 		for _, w := range writes {
-			if s := l.t.shapes[w.id]; s != nil && s.gen == w.gen {
+			if s := l.t.shapes.Get(w.id); s != nil && s.gen == w.gen {
 				l.markShape(s)
 			}
 		}

@@ -212,7 +212,7 @@ type ShapeAck struct {
 func (l *Ledger) LiveShapes() int {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	return len(l.t.shapes)
+	return l.t.shapes.Len()
 }
 
 // Owners returns the ids of every consumer and of every owner of a live
@@ -289,7 +289,7 @@ func (l *Ledger) Relations() []RelationUse {
 func (l *Ledger) ShapesOn(relID uint32, table string) []Shape {
 	l.mu.Lock()
 	var out []Shape
-	for _, s := range l.t.shapes {
+	for s := range l.t.shapes.All() {
 		if s.relID == relID && s.table == table {
 			out = append(out, l.shapeView(s))
 		}
@@ -568,8 +568,8 @@ func (l *Ledger) shapeChanged(id string) {
 func (l *Ledger) ShapeSpecs() []ShapeSpec {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	out := make([]ShapeSpec, 0, len(l.t.shapes))
-	for _, s := range l.t.shapes {
+	out := make([]ShapeSpec, 0, l.t.shapes.Len())
+	for s := range l.t.shapes.All() {
 		out = append(out, ShapeSpec{ID: s.id, Consumer: s.consumer, Table: s.table, RelID: s.relID, BoundAt: s.boundAt, Def: s.Def})
 	}
 	return out

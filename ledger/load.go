@@ -40,7 +40,7 @@ func Load(path string) (*State, error) {
 				st.Consumers = append(st.Consumers, cloneConsumer(c))
 			}
 			sort.Slice(st.Consumers, func(i, j int) bool { return st.Consumers[i].ID < st.Consumers[j].ID })
-			for _, s := range t.shapes {
+			for s := range t.shapes.All() {
 				st.Shapes = append(st.Shapes, Shape{
 					ShapeSpec:  ShapeSpec{ID: s.id, Consumer: s.consumer, Table: s.table, Filter: s.Filter()},
 					Generation: s.gen, StartLSN: s.start, FlushedLSN: s.flushed,

@@ -30,7 +30,7 @@ func (l *Ledger) BindShapes(ids []string, relID uint32, at LSN) error {
 	}
 	var todo []*shapeState
 	for _, id := range ids {
-		if s := l.t.shapes[id]; s != nil && s.relID == 0 {
+		if s := l.t.shapes.Get(id); s != nil && s.relID == 0 {
 			todo = append(todo, s)
 		}
 	}
@@ -67,7 +67,7 @@ func (l *Ledger) BindShapes(ids []string, relID uint32, at LSN) error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	for _, s := range todo {
-		if l.t.shapes[s.id] == s {
+		if l.t.shapes.Get(s.id) == s {
 			l.t.unindexRel(s)
 			s.Def = l.t.defs.def(s.table, relID, s.filter)
 			s.boundAt = at

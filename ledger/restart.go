@@ -6,6 +6,8 @@ import (
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+
+	"github.com/ledgerd/ledgerd/internal/idmap"
 )
 
 // load reads the file into memory. It writes nothing, so a foreign, newer or
@@ -91,10 +93,10 @@ func loadState(tx *bolt.Tx, sealed bool, consumers map[string]*Consumer, t *trac
 		in.strs[id] = id
 	}
 	sb := tx.Bucket(bucketShapes)
-	if len(t.shapes) == 0 {
+	if t.shapes.Len() == 0 {
 		// Sized once: growing a map of a million entries rehashes it
 		// twenty times.
-		t.shapes = make(map[string]*shapeState, sb.Stats().KeyN)
+		t.shapes = idmap.New(idOf, sb.Stats().KeyN)
 	}
 	c := sb.Cursor()
 	for k, v := c.First(); k != nil; k, v = c.Next() {

@@ -199,3 +199,53 @@ func BenchmarkScalePass1M(b *testing.B) {
 		b.Fatalf("%d shapes left after idle passes", got)
 	}
 }
+
+// BenchmarkScaleRegisterDistinct1M creates the shapes of
+// BenchmarkScaleHeapDistinct1M as the API does, through the hub (one call
+// of each consumer's shapes, one group commit each), and reports the heap
+// in use after GC per shape: what a daemon that registered them holds,
+// where BenchmarkScaleHeapDistinct1M is what one that restarted holds.
+func BenchmarkScaleRegisterDistinct1M(b *testing.B) {
+	n := scaleN(b)
+	for b.Loop() {
+		b.StopTimer()
+		runtime.GC()
+		var before, after runtime.MemStats
+		runtime.ReadMemStats(&before)
+		cfg := ledger.Config{Path: filepath.Join(b.TempDir(), "ledger.db"), Logger: zerolog.Nop(),
+			Identity: ledger.Identity{SystemID: "7301234567890123456", Timeline: 1, Database: "app", Slot: "ledgerd"}}
+		l, err := ledger.Open(cfg)
+		if err != nil {
+			b.Fatal(err)
+		}
+		hub := deliver.New(deliver.Config{Ledger: l, Logger: zerolog.Nop()})
+		hub.Sync()
+		specs := make([][]ledger.ShapeSpec, scaleConsumers)
+		for spec := range scaleShapes(n, true) {
+			c, _ := strconv.Atoi(spec.Consumer[1:])
+			specs[c] = append(specs[c], spec)
+		}
+		b.StartTimer()
+		for c, batch := range specs {
+			if _, err := l.Register(ledger.ConsumerSpec{ID: fmt.Sprintf("c%04d", c), TTL: time.Hour}); err != nil {
+				b.Fatal(err)
+			}
+			res, err := hub.CreateShapes(batch)
+			if err != nil || res[len(res)-1].Err != nil {
+				b.Fatal(err, res[len(res)-1].Err)
+			}
+			specs[c] = nil
+		}
+		b.StopTimer()
+		specs = nil
+		runtime.GC()
+		runtime.GC()
+		runtime.ReadMemStats(&after)
+		b.ReportMetric(float64(after.HeapInuse-before.HeapInuse)/float64(n), "B/shape")
+		hub.Close()
+		if err := l.Close(); err != nil {
+			b.Error(err)
+		}
+		b.StartTimer()
+	}
+}

@@ -86,7 +86,7 @@ func (l *Ledger) PutShapes(specs []ShapeSpec) ([]ShapeResult, error) {
 		same := func(s *shapeState) bool {
 			return s.consumer == spec.Consumer && s.table == spec.Table && s.filter == filter
 		}
-		if s := l.t.shapes[spec.ID]; s != nil {
+		if s := l.t.shapes.Get(spec.ID); s != nil {
 			if same(s) {
 				res[i].Shape = l.shapeView(s)
 			} else {
@@ -220,7 +220,7 @@ func (l *Ledger) shapeView(s *shapeState) Shape {
 func (l *Ledger) Shape(id string) (Shape, bool) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	s := l.t.shapes[id]
+	s := l.t.shapes.Get(id)
 	if s == nil {
 		return Shape{}, false
 	}
@@ -236,7 +236,7 @@ func (l *Ledger) SettledShape(id string) (Shape, bool) {
 	defer l.mu.Unlock()
 	for l.waitShape(id) {
 	}
-	s := l.t.shapes[id]
+	s := l.t.shapes.Get(id)
 	if s == nil {
 		return Shape{}, false
 	}
@@ -246,8 +246,8 @@ func (l *Ledger) SettledShape(id string) (Shape, bool) {
 // Shapes returns every live shape, ordered by id.
 func (l *Ledger) Shapes() []Shape {
 	l.mu.Lock()
-	out := make([]Shape, 0, len(l.t.shapes))
-	for _, s := range l.t.shapes {
+	out := make([]Shape, 0, l.t.shapes.Len())
+	for s := range l.t.shapes.All() {
 		out = append(out, l.shapeView(s))
 	}
 	l.mu.Unlock()
@@ -309,7 +309,7 @@ func (l *Ledger) evict(id string, gen uint64, still func(Shape, Consumer) bool, 
 		l.mu.Unlock()
 		return Tombstone{}, ErrClosed
 	}
-	s := l.t.shapes[id]
+	s := l.t.shapes.Get(id)
 	if s == nil {
 		err := l.goneOrNotFound(id)
 		l.mu.Unlock()
@@ -398,7 +398,7 @@ func detail(evidence, actor string) string {
 // dropShape forgets an evicted shape. Caller holds mu, after the tombstone
 // committed.
 func (l *Ledger) dropShape(s *shapeState, ts Tombstone) {
-	if cur := l.t.shapes[s.id]; cur == s {
+	if cur := l.t.shapes.Get(s.id); cur == s {
 		l.t.remove(s)
 	}
 	l.tombs[s.id] = ts

@@ -16,13 +16,13 @@ func (l *Ledger) checkSlot(fresh bool) *SlotError {
 		return nil
 	}
 	e := &SlotError{Path: l.cfg.Path, Slot: l.cfg.Identity.Slot, SlotConfirmed: s.ConfirmedFlush,
-		FileFlush: l.meta.LastFlush, LiveShapes: len(l.t.shapes)}
+		FileFlush: l.meta.LastFlush, LiveShapes: l.t.shapes.Len()}
 	switch {
 	case s.Exists && fresh:
 		e.Mismatch = SlotNewFile
 	case s.Exists && s.ConfirmedFlush > l.meta.LastFlush:
 		e.Mismatch = SlotFileBehind
-	case !s.Exists && !fresh && len(l.t.shapes) > 0:
+	case !s.Exists && !fresh && l.t.shapes.Len() > 0:
 		e.Mismatch = SlotMissing
 	default:
 		return nil

@@ -43,7 +43,7 @@ func (l *Ledger) Stats() Stats {
 			st.LiveConsumers++
 		}
 	}
-	st.Shapes, st.Pending, st.Tombstones = len(l.t.shapes), len(l.t.heap), len(l.tombs)
+	st.Shapes, st.Pending, st.Tombstones = l.t.shapes.Len(), len(l.t.heap), len(l.tombs)
 	st.SafeLSN, st.FlushLSN, st.Position = l.t.safe(), l.persistedFlush, l.t.position
 	st.Evictions = make(map[Reason]uint64, len(l.evictions))
 	for r, n := range l.evictions {

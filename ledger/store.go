@@ -137,10 +137,7 @@ func decodeShape(id string, v []byte, in *interner) (*shapeState, error) {
 	if r.err != nil {
 		return nil, fmt.Errorf("%w: shape %q: %v", ErrCorrupt, id, r.err)
 	}
-	t := in.str(table)
-	if s.Def = in.lookup(t, uint32(relID), filter); s.Def == nil {
-		s.Def = in.def(t, uint32(relID), string(filter))
-	}
+	s.Def = in.def(in.str(table), uint32(relID), string(filter))
 	return s, nil
 }
 

@@ -1,5 +1,7 @@
 package ledger
 
+import "github.com/ledgerd/ledgerd/internal/idmap"
+
 // The tracker is the in-memory half of the ledger: for every live shape a FIFO
 // of the commit LSNs handed to it and not yet acked, and an indexed min-heap of
 // the shapes that have any, keyed by their oldest pending commit LSN. The heap
@@ -16,8 +18,8 @@ type pendEntry struct {
 }
 
 // shapeState is a live shape: its durable record and its tracking state.
-// It is kept small on purpose: a million of them must fit in a few hundred
-// megabytes.
+// It is kept small on purpose, 128 bytes (a size class of the allocator):
+// a million of them must fit in a few hundred megabytes.
 type shapeState struct {
 	id       string
 	consumer string // interned: the owner's id
@@ -29,7 +31,6 @@ type shapeState struct {
 	lastSent LSN
 	created  int64 // unix nanoseconds
 	lastAck  int64 // unix nanoseconds
-	ackEvent int64 // unix nanoseconds of the last "acked" journal event
 
 	q       *pendQueue // nil until something is handed to it
 	heapIdx int32      // position in tracker.heap, -1 when nothing is pending
@@ -47,12 +48,12 @@ type shapeState struct {
 type interner struct {
 	strs map[string]string
 	cols map[string]*colSet
-	defs map[relKey]map[string]*Def
+	defs map[relKey]*idmap.Map[Def] // by relation, then canonical filter
 	buf  []byte
 }
 
 func newInterner() *interner {
-	return &interner{strs: make(map[string]string), cols: make(map[string]*colSet), defs: make(map[relKey]map[string]*Def)}
+	return &interner{strs: make(map[string]string), cols: make(map[string]*colSet), defs: make(map[relKey]*idmap.Map[Def])}
 }
 
 func (in *interner) str(b []byte) string {
@@ -64,29 +65,24 @@ func (in *interner) str(b []byte) string {
 	return s
 }
 
-// lookup returns the interned definition, if any; filter is canonical
-// (canonFilter, or a record's).
-func (in *interner) lookup(table string, relID uint32, filter []byte) *Def {
-	return in.defs[relKey{relID, table}][string(filter)]
-}
+func filterOf(d *Def) string { return d.filter }
 
 // def returns the interned definition of table, relID and the canonical
-// filter, made if new.
+// filter (canonFilter's, or a record's), made if new.
 func (in *interner) def(table string, relID uint32, filter string) *Def {
 	k := relKey{relID, table}
 	m := in.defs[k]
-	if d := m[filter]; d != nil {
-		return d
-	}
 	if m == nil {
-		m = make(map[string]*Def)
+		m = idmap.New(filterOf, 0)
 		in.defs[k] = m
+	} else if d := m.Get(filter); d != nil {
+		return d
 	}
 	d := &Def{table: in.str([]byte(table)), relID: relID, filter: filter}
 	if filter != "" {
 		d.cols = in.colSet(d)
 	}
-	m[filter] = d
+	m.Put(d)
 	return d
 }
 
@@ -115,9 +111,9 @@ func (in *interner) colSet(d *Def) *colSet {
 // release forgets a definition no live shape uses.
 func (in *interner) release(d *Def) {
 	k := relKey{d.relID, d.table}
-	if m := in.defs[k]; d.refs <= 0 && m[d.filter] == d {
-		delete(m, d.filter)
-		if len(m) == 0 {
+	if m := in.defs[k]; d.refs <= 0 && m != nil && m.Get(d.filter) == d {
+		m.Delete(d.filter)
+		if m.Len() == 0 {
 			delete(in.defs, k)
 		}
 	}
@@ -137,23 +133,25 @@ func (s *shapeState) firstPending() pendEntry { return s.q.pend[s.q.head] }
 
 // tracker holds the live shapes and the min-heap over their first pending LSN.
 type tracker struct {
-	shapes   map[string]*shapeState
-	defs     *interner          // the definitions shapes share
-	owners   map[string]*owned  // shapes by owner (index.go)
-	rels     map[relKey]*relUse // shapes by relation (index.go)
+	shapes   *idmap.Map[shapeState] // by id
+	defs     *interner              // the definitions shapes share
+	owners   map[string]*owned      // shapes by owner (index.go)
+	rels     map[relKey]*relUse     // shapes by relation (index.go)
 	heap     []*shapeState
 	position LSN // end LSN of the last processed transaction, or idle WAL end
 	open     LSN // commit LSN of a transaction tracked in pieces whose last piece is not in yet (TrackOpen)
 }
 
 func newTracker() *tracker {
-	return &tracker{shapes: make(map[string]*shapeState), defs: newInterner(), owners: make(map[string]*owned), rels: make(map[relKey]*relUse)}
+	return &tracker{shapes: idmap.New(idOf, 0), defs: newInterner(), owners: make(map[string]*owned), rels: make(map[relKey]*relUse)}
 }
+
+func idOf(s *shapeState) string { return s.id }
 
 // add starts tracking a live shape.
 func (t *tracker) add(s *shapeState) {
 	s.heapIdx = -1
-	t.shapes[s.id] = s
+	t.shapes.Put(s)
 	t.index(s)
 }
 
@@ -165,7 +163,7 @@ func (t *tracker) remove(s *shapeState) {
 		t.heapRemove(int(s.heapIdx))
 	}
 	s.q = nil
-	delete(t.shapes, s.id)
+	t.shapes.Delete(s.id)
 	t.unindex(s)
 }
 
@@ -176,7 +174,7 @@ func (t *tracker) remove(s *shapeState) {
 func (t *tracker) track(commit, end LSN, ids []string, now int64) []string {
 	out, copied := ids, false
 	for i, id := range ids {
-		s := t.shapes[id]
+		s := t.shapes.Get(id)
 		if s == nil || s.flushed >= commit {
 			if !copied {
 				out, copied = append(make([]string, 0, len(ids)), ids[:i]...), true

@@ -70,7 +70,7 @@ func (l *Ledger) Ack(shape string, lsn LSN) error {
 	if l.closed {
 		return ErrClosed
 	}
-	s := l.t.shapes[shape]
+	s := l.t.shapes.Get(shape)
 	if s == nil {
 		return l.goneOrNotFound(shape)
 	}

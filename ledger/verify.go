@@ -98,7 +98,8 @@ func Verify(path string) ([]Problem, error) {
 			_, jprobs, _ := readEvents(tx, sealed, 0, 0)
 			probs = append(probs, jprobs...)
 
-			for id, s := range t.shapes {
+			for s := range t.shapes.All() {
+				id := s.id
 				c := consumers[s.consumer]
 				switch {
 				case c == nil:

@@ -8,6 +8,7 @@ import (
 	"sync"
 	"sync/atomic"
 
+	"github.com/ledgerd/ledgerd/internal/idmap"
 	"github.com/ledgerd/ledgerd/ledger"
 	"github.com/ledgerd/ledgerd/stream"
 )
@@ -63,6 +64,8 @@ type entry struct {
 	prev, next   *entry
 }
 
+func entryID(e *entry) string { return e.id }
+
 func (e *entry) shape() Shape {
 	return Shape{ID: e.id, Consumer: e.consumer, Table: e.def.Table(), Filter: e.def.Filter(), RelID: e.def.RelID(),
 		BoundAt: e.boundAt, Def: e.def}
@@ -114,14 +117,14 @@ type tableIndex struct {
 // columnIndex indexes filtered shapes by the allowed values of one column.
 type columnIndex struct {
 	n     int               // shapes indexed on this column
-	heads map[string]*entry // value -> list of the shapes allowing that value alone
-	multi map[string]set    // value -> shapes allowing it among others (nil until one does)
+	heads *idmap.Map[entry] // the first shape of the list of each value, keyed by it (onlyValue)
+	multi map[string]set    // value -> shapes of a compiled filter, or allowing the value among others (nil until one does)
 	none  set               // shapes allowing no value of it (nil until one does)
 }
 
 // each calls f with every shape indexed on the column, once each.
 func (ci *columnIndex) each(f func(*entry)) {
-	for _, e := range ci.heads {
+	for e := range ci.heads.All() {
 		for ; e != nil; e = e.next {
 			f(e)
 		}
@@ -144,7 +147,7 @@ func (ci *columnIndex) each(f func(*entry)) {
 
 // with calls f with every shape indexed on the column that allows v.
 func (ci *columnIndex) with(v string, f func(*entry)) {
-	for e := ci.heads[v]; e != nil; e = e.next {
+	for e := ci.heads.Get(v); e != nil; e = e.next {
 		f(e)
 	}
 	for e := range ci.multi[v] {
@@ -165,7 +168,7 @@ func (t *tableIndex) each(f func(*entry)) {
 // Router maps transactions to shapes. The zero value is not usable; call New.
 type Router struct {
 	mu       sync.RWMutex
-	shapes   map[string]*entry
+	shapes   *idmap.Map[entry]         // by id
 	compiled map[*ledger.Def]*compiled // the filters that are compiled (needsCompile)
 	tables   map[relKey]*tableIndex
 	probes   atomic.Uint64 // column comparisons made by Route, for tests and benchmarks
@@ -173,7 +176,7 @@ type Router struct {
 
 // New returns an empty router.
 func New() *Router {
-	return &Router{shapes: map[string]*entry{}, compiled: map[*ledger.Def]*compiled{}, tables: map[relKey]*tableIndex{}}
+	return &Router{shapes: idmap.New(entryID, 0), compiled: map[*ledger.Def]*compiled{}, tables: map[relKey]*tableIndex{}}
 }
 
 // Put adds a shape or replaces the one with the same id.
@@ -190,7 +193,7 @@ func (r *Router) putLocked(s Shape) {
 	}
 	r.removeLocked(s.ID)
 	e := &entry{id: s.ID, consumer: s.Consumer, boundAt: s.BoundAt, def: d}
-	r.shapes[s.ID] = e
+	r.shapes.Put(e)
 	k := e.rel()
 	t := r.tables[k]
 	if t == nil {
@@ -202,10 +205,10 @@ func (r *Router) putLocked(s Shape) {
 		t.unfiltered[e] = struct{}{}
 		return
 	}
-	col, vals := r.first(e, true)
+	col, vals, comp := r.first(e, true)
 	ci := t.byCol[col]
 	if ci == nil {
-		ci = &columnIndex{heads: map[string]*entry{}}
+		ci = &columnIndex{heads: idmap.New(onlyValue, 0)}
 		t.byCol[col] = ci
 	}
 	ci.n++
@@ -215,11 +218,10 @@ func (r *Router) putLocked(s Shape) {
 			ci.none = set{}
 		}
 		ci.none[e] = struct{}{}
-	case len(vals) == 1:
-		if h := ci.heads[vals[0]]; h != nil {
+	case len(vals) == 1 && !comp:
+		if h := ci.heads.Put(e); h != nil {
 			e.next, h.prev = h, e
 		}
-		ci.heads[vals[0]] = e
 	default:
 		if ci.multi == nil {
 			ci.multi = map[string]set{}
@@ -235,19 +237,29 @@ func (r *Router) putLocked(s Shape) {
 	}
 }
 
-// first returns the column a filtered shape is indexed on and the values
-// it allows; with add, a filter that is compiled gets a reference.
-func (r *Router) first(e *entry, add bool) (string, []string) {
+// onlyValue is the value a shape in a value list allows: the one value of
+// its filter's one column.
+func onlyValue(e *entry) string {
+	for _, vals := range e.def.Each() {
+		for v := range vals.All() {
+			return v
+		}
+	}
+	return ""
+}
+
+// first returns the column a filtered shape is indexed on, the values it
+// allows and whether its filter is compiled; with add, a compiled filter
+// gets a reference.
+func (r *Router) first(e *entry, add bool) (string, []string, bool) {
 	var buf [1]string
 	if !needsCompile(e.def) {
 		for col, vals := range e.def.Each() {
 			if vals.Len() == 1 {
-				for v := range vals.All() {
-					buf[0] = v
-				}
-				return col, buf[:]
+				buf[0] = onlyValue(e)
+				return col, buf[:], false
 			}
-			return col, slices.Collect(vals.All())
+			return col, slices.Collect(vals.All()), false
 		}
 	}
 	c := r.compiled[e.def]
@@ -259,7 +271,7 @@ func (r *Router) first(e *entry, add bool) (string, []string) {
 		c.refs++
 	}
 	col := c.cols[0]
-	return col, slices.Collect(maps.Keys(c.sets[col]))
+	return col, slices.Collect(maps.Keys(c.sets[col])), true
 }
 
 // PutAll adds shapes under one lock, as at start. An id already routed is
@@ -267,8 +279,8 @@ func (r *Router) first(e *entry, add bool) (string, []string) {
 func (r *Router) PutAll(n int, shapes iter.Seq[Shape]) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if len(r.shapes) == 0 && n > 0 {
-		r.shapes = make(map[string]*entry, n)
+	if r.shapes.Len() == 0 && n > 0 {
+		r.shapes = idmap.New(entryID, n)
 	}
 	for s := range shapes {
 		r.putLocked(s)
@@ -283,18 +295,17 @@ func (r *Router) Remove(id string) {
 }
 
 func (r *Router) removeLocked(id string) {
-	e, ok := r.shapes[id]
-	if !ok {
+	e := r.shapes.Delete(id)
+	if e == nil {
 		return
 	}
-	delete(r.shapes, id)
 	k := e.rel()
 	t := r.tables[k]
 	t.n--
 	if !e.def.Filtered() {
 		delete(t.unfiltered, e)
 	} else {
-		col, vals := r.first(e, false)
+		col, vals, comp := r.first(e, false)
 		if c := r.compiled[e.def]; c != nil {
 			if c.refs--; c.refs <= 0 {
 				delete(r.compiled, e.def)
@@ -305,13 +316,13 @@ func (r *Router) removeLocked(id string) {
 		switch {
 		case len(vals) == 0:
 			delete(ci.none, e)
-		case len(vals) == 1:
+		case len(vals) == 1 && !comp:
 			if e.prev != nil {
 				e.prev.next = e.next
 			} else if e.next != nil {
-				ci.heads[vals[0]] = e.next
+				ci.heads.Put(e.next)
 			} else {
-				delete(ci.heads, vals[0])
+				ci.heads.Delete(vals[0])
 			}
 			if e.next != nil {
 				e.next.prev = e.prev
@@ -338,8 +349,8 @@ func (r *Router) removeLocked(id string) {
 func (r *Router) Shape(id string) (Shape, bool) {
 	r.mu.RLock()
 	defer r.mu.RUnlock()
-	e, ok := r.shapes[id]
-	if !ok {
+	e := r.shapes.Get(id)
+	if e == nil {
 		return Shape{}, false
 	}
 	return e.shape(), true
@@ -363,7 +374,7 @@ func (r *Router) Bound(relID uint32) []Shape {
 func (r *Router) Consumer(id string) string {
 	r.mu.RLock()
 	defer r.mu.RUnlock()
-	if e, ok := r.shapes[id]; ok {
+	if e := r.shapes.Get(id); e != nil {
 		return e.consumer
 	}
 	return ""
@@ -373,9 +384,9 @@ func (r *Router) Consumer(id string) string {
 func (r *Router) IDs() []string {
 	r.mu.RLock()
 	defer r.mu.RUnlock()
-	ids := make([]string, 0, len(r.shapes))
-	for id := range r.shapes {
-		ids = append(ids, id)
+	ids := make([]string, 0, r.shapes.Len())
+	for e := range r.shapes.All() {
+		ids = append(ids, e.id)
 	}
 	sort.Strings(ids)
 	return ids
@@ -385,7 +396,7 @@ func (r *Router) IDs() []string {
 func (r *Router) Len() int {
 	r.mu.RLock()
 	defer r.mu.RUnlock()
-	return len(r.shapes)
+	return r.shapes.Len()
 }
 
 // Route returns the shapes each change of txn reaches and their union.
