@@ -186,13 +186,10 @@ func (h *Hub) load() {
 	}
 	h.routeMu.Lock()
 	defer h.routeMu.Unlock()
-	specs := h.l.ShapeSpecs()
-	h.router.PutAll(len(specs), func(yield func(route.Shape) bool) {
-		for _, sp := range specs {
-			if !yield(route.Shape(sp)) {
-				return
-			}
-		}
+	// The router is filled under the ledger's lock (the router calls
+	// nothing back): at start nothing waits for it yet.
+	h.router.PutAll(h.l.LiveShapes(), func(yield func(route.Shape) bool) {
+		h.l.EachShapeSpec(func(sp ledger.ShapeSpec) bool { return yield(route.Shape(sp)) })
 	})
 }
 

@@ -101,6 +101,21 @@ func (d *Def) Each() iter.Seq2[string, Values] {
 	}
 }
 
+// Only returns the column and value of a filter of one column allowing
+// one value, the common case, with ok; read without walking the filter.
+func (d *Def) Only() (col, value string, ok bool) {
+	f := d.filter
+	if len(f) < 4 || f[0] != 1 {
+		return "", "", false
+	}
+	col, f = stringOf(f[1:])
+	if len(f) < 2 || f[0] != 1 {
+		return "", "", false
+	}
+	value, _ = stringOf(f[1:])
+	return col, value, true
+}
+
 // Values are the values a filter column allows, in order.
 type Values struct {
 	n   int

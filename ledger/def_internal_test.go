@@ -72,3 +72,27 @@ func TestSameDefinitionCanonical(t *testing.T) {
 		t.Fatal("another filter is the same definition")
 	}
 }
+
+// TestDefOnly: Only reads the column and value of a filter of one column
+// allowing one value, and refuses every other filter.
+func TestDefOnly(t *testing.T) {
+	long := string(make([]byte, 300)) // a length of two varint bytes
+	for _, tc := range []struct {
+		f        map[string][]string
+		col, val string
+		ok       bool
+	}{
+		{map[string][]string{"tenant": {"42"}}, "tenant", "42", true},
+		{map[string][]string{"tenant": {long}}, "tenant", long, true},
+		{map[string][]string{long: {""}}, long, "", true},
+		{map[string][]string{"tenant": {"a", "b"}}, "", "", false},
+		{map[string][]string{"tenant": {}}, "", "", false},
+		{map[string][]string{"a": {"1"}, "b": {"2"}}, "", "", false},
+		{nil, "", "", false},
+	} {
+		col, val, ok := NewDef("public.t", 0, tc.f).Only()
+		if col != tc.col || val != tc.val || ok != tc.ok {
+			t.Errorf("Only() of %v = %q, %q, %v; want %q, %q, %v", tc.f, col, val, ok, tc.col, tc.val, tc.ok)
+		}
+	}
+}

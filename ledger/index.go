@@ -575,6 +575,21 @@ func (l *Ledger) ShapeSpecs() []ShapeSpec {
 	return out
 }
 
+// EachShapeSpec calls f with the definition of every live shape, in no
+// order, until f returns false, as ShapeSpecs returns them, without
+// copying them into a slice: at start, a million of them would be 80 MB of
+// garbage. f runs under the ledger's lock: it must not call the Ledger,
+// and it holds up every ack while it runs.
+func (l *Ledger) EachShapeSpec(f func(ShapeSpec) bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for s := range l.t.shapes.All() {
+		if !f(ShapeSpec{ID: s.id, Consumer: s.consumer, Table: s.table, RelID: s.relID, BoundAt: s.boundAt, Def: s.Def}) {
+			return
+		}
+	}
+}
+
 // ShapesNotIn returns the live shapes of the consumer created before
 // createdBefore whose ids held does not list, ordered by id: what a
 // heartbeat's shape list leaves out. Only those are copied out, so judging

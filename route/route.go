@@ -26,7 +26,10 @@ type Shape struct {
 	BoundAt ledger.LSN // WAL position of the binding
 	// Def is the shape's definition as the ledger holds it; the router
 	// indexes it instead of a copy. A Shape without one (built by hand)
-	// gets one made of Table, RelID and Filter.
+	// gets one made of Table, RelID and Filter. The shapes the router
+	// returns carry Def and leave Filter nil: the hub compares a million
+	// of them with the ledger's after a burst of changes, and a map each
+	// would be garbage.
 	Def *ledger.Def
 }
 
@@ -67,8 +70,7 @@ type entry struct {
 func entryID(e *entry) string { return e.id }
 
 func (e *entry) shape() Shape {
-	return Shape{ID: e.id, Consumer: e.consumer, Table: e.def.Table(), Filter: e.def.Filter(), RelID: e.def.RelID(),
-		BoundAt: e.boundAt, Def: e.def}
+	return Shape{ID: e.id, Consumer: e.consumer, Table: e.def.Table(), RelID: e.def.RelID(), BoundAt: e.boundAt, Def: e.def}
 }
 
 // rel is the index key of the shape's relation.
@@ -191,9 +193,10 @@ func (r *Router) putLocked(s Shape) {
 	if d == nil {
 		d = ledger.NewDef(s.Table, s.RelID, s.Filter)
 	}
-	r.removeLocked(s.ID)
 	e := &entry{id: s.ID, consumer: s.Consumer, boundAt: s.BoundAt, def: d}
-	r.shapes.Put(e)
+	if old := r.shapes.Put(e); old != nil {
+		r.unindex(old)
+	}
 	k := e.rel()
 	t := r.tables[k]
 	if t == nil {
@@ -240,12 +243,8 @@ func (r *Router) putLocked(s Shape) {
 // onlyValue is the value a shape in a value list allows: the one value of
 // its filter's one column.
 func onlyValue(e *entry) string {
-	for _, vals := range e.def.Each() {
-		for v := range vals.All() {
-			return v
-		}
-	}
-	return ""
+	_, v, _ := e.def.Only()
+	return v
 }
 
 // first returns the column a filtered shape is indexed on, the values it
@@ -253,6 +252,10 @@ func onlyValue(e *entry) string {
 // gets a reference.
 func (r *Router) first(e *entry, add bool) (string, []string, bool) {
 	var buf [1]string
+	if col, v, ok := e.def.Only(); ok {
+		buf[0] = v
+		return col, buf[:], false
+	}
 	if !needsCompile(e.def) {
 		for col, vals := range e.def.Each() {
 			if vals.Len() == 1 {
@@ -295,10 +298,13 @@ func (r *Router) Remove(id string) {
 }
 
 func (r *Router) removeLocked(id string) {
-	e := r.shapes.Delete(id)
-	if e == nil {
-		return
+	if e := r.shapes.Delete(id); e != nil {
+		r.unindex(e)
 	}
+}
+
+// unindex drops e, no longer in Router.shapes, from the index.
+func (r *Router) unindex(e *entry) {
 	k := e.rel()
 	t := r.tables[k]
 	t.n--
@@ -558,6 +564,16 @@ func (r *row) lookup(name string) (stream.Column, bool) {
 // map, so a filter listing thousands of columns costs no more than the
 // row's width; such a row always lacks a filter column.
 func (e *entry) matches(tup *row, comp map[*ledger.Def]*compiled) (ok, whole bool) {
+	if col, val, only := e.def.Only(); only {
+		v, present := tup.lookup(col)
+		switch {
+		case !present:
+			return true, false
+		case v.Kind == stream.KindNull:
+			return false, false
+		}
+		return v.Value == val, true
+	}
 	c := comp[e.def]
 	if c == nil { // one column, a few values: read from the definition
 		for col, vals := range e.def.Each() {
