@@ -27,6 +27,7 @@ type owned struct {
 // a table once, not each of its shapes, and a definition's shapes are
 // counted by its refs.
 type relUse struct {
+	key    relKey
 	defs   int            // definitions with live shapes
 	cols   map[string]int // filter column -> definitions naming it
 	sets   map[string]int // filter column set (colSet.key) -> shapes with it
@@ -82,10 +83,13 @@ func (t *tracker) unindex(s *shapeState) {
 // distinct filters.
 func (t *tracker) indexRel(s *shapeState) {
 	k := relKey{s.relID, s.table}
-	u := t.rels[k]
-	if u == nil {
-		u = &relUse{cols: map[string]int{}, sets: map[string]int{}}
-		t.rels[k] = u
+	u := t.lastRel
+	if u == nil || u.key != k {
+		if u = t.rels[k]; u == nil {
+			u = &relUse{key: k, cols: map[string]int{}, sets: map[string]int{}}
+			t.rels[k] = u
+		}
+		t.lastRel = u
 	}
 	u.shapes++
 	if s.cols != nil {
@@ -126,6 +130,9 @@ func (t *tracker) unindexRel(s *shapeState) {
 	}
 	if u.defs <= 0 {
 		delete(t.rels, k)
+		if t.lastRel == u {
+			t.lastRel = nil
+		}
 	}
 }
 
@@ -579,13 +586,17 @@ func (l *Ledger) ShapeSpecs() []ShapeSpec {
 // order, until f returns false, as ShapeSpecs returns them, without
 // copying them into a slice: at start, a million of them would be 80 MB of
 // garbage. f runs under the ledger's lock: it must not call the Ledger,
-// and it holds up every ack while it runs.
+// and it holds up every ack while it runs. The shapes come owner by
+// owner: those read from the file together lie together in memory, and
+// mostly share a table.
 func (l *Ledger) EachShapeSpec(f func(ShapeSpec) bool) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	for s := range l.t.shapes.All() {
-		if !f(ShapeSpec{ID: s.id, Consumer: s.consumer, Table: s.table, RelID: s.relID, BoundAt: s.boundAt, Def: s.Def}) {
-			return
+	for _, o := range l.t.owners {
+		for s := o.head; s != nil; s = s.next {
+			if !f(ShapeSpec{ID: s.id, Consumer: s.consumer, Table: s.table, RelID: s.relID, BoundAt: s.boundAt, Def: s.Def}) {
+				return
+			}
 		}
 	}
 }

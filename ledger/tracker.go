@@ -50,6 +50,12 @@ type interner struct {
 	cols map[string]*colSet
 	defs map[relKey]*idmap.Map[Def] // by relation, then canonical filter
 	buf  []byte
+
+	// The relation and strings looked up last: a file read in key order
+	// holds a consumer's shapes together, mostly on a few tables.
+	lastRel  relKey
+	lastDefs *idmap.Map[Def]
+	last     [2]string
 }
 
 func newInterner() *interner {
@@ -57,11 +63,18 @@ func newInterner() *interner {
 }
 
 func (in *interner) str(b []byte) string {
+	for _, s := range in.last {
+		if s == string(b) && s != "" {
+			return s
+		}
+	}
 	if s, ok := in.strs[string(b)]; ok {
+		in.last[1], in.last[0] = in.last[0], s
 		return s
 	}
 	s := string(b)
 	in.strs[s] = s
+	in.last[1], in.last[0] = in.last[0], s
 	return s
 }
 
@@ -71,11 +84,15 @@ func filterOf(d *Def) string { return d.filter }
 // filter (canonFilter's, or a record's), made if new.
 func (in *interner) def(table string, relID uint32, filter string) *Def {
 	k := relKey{relID, table}
-	m := in.defs[k]
-	if m == nil {
-		m = idmap.New(filterOf, 0)
-		in.defs[k] = m
-	} else if d := m.Get(filter); d != nil {
+	m := in.lastDefs
+	if m == nil || in.lastRel != k {
+		if m = in.defs[k]; m == nil {
+			m = idmap.New(filterOf, 0)
+			in.defs[k] = m
+		}
+		in.lastRel, in.lastDefs = k, m
+	}
+	if d := m.Get(filter); d != nil {
 		return d
 	}
 	d := &Def{table: in.str([]byte(table)), relID: relID, filter: filter}
@@ -115,6 +132,9 @@ func (in *interner) release(d *Def) {
 		m.Delete(d.filter)
 		if m.Len() == 0 {
 			delete(in.defs, k)
+			if in.lastDefs == m {
+				in.lastDefs = nil
+			}
 		}
 	}
 }
@@ -137,6 +157,7 @@ type tracker struct {
 	defs     *interner              // the definitions shapes share
 	owners   map[string]*owned      // shapes by owner (index.go)
 	rels     map[relKey]*relUse     // shapes by relation (index.go)
+	lastRel  *relUse                // the relation indexed last (indexRel)
 	heap     []*shapeState
 	position LSN // end LSN of the last processed transaction, or idle WAL end
 	open     LSN // commit LSN of a transaction tracked in pieces whose last piece is not in yet (TrackOpen)

@@ -172,13 +172,39 @@ type Router struct {
 	mu       sync.RWMutex
 	shapes   *idmap.Map[entry]         // by id
 	compiled map[*ledger.Def]*compiled // the filters that are compiled (needsCompile)
-	tables   map[relKey]*tableIndex
-	probes   atomic.Uint64 // column comparisons made by Route, for tests and benchmarks
+	bound    map[uint32]*tableIndex    // shapes bound to a relation, by OID
+	named    map[string]*tableIndex    // shapes not bound yet, by table name
+	probes   atomic.Uint64             // column comparisons made by Route, for tests and benchmarks
 }
 
 // New returns an empty router.
 func New() *Router {
-	return &Router{shapes: idmap.New(entryID, 0), compiled: map[*ledger.Def]*compiled{}, tables: map[relKey]*tableIndex{}}
+	return &Router{shapes: idmap.New(entryID, 0), compiled: map[*ledger.Def]*compiled{},
+		bound: map[uint32]*tableIndex{}, named: map[string]*tableIndex{}}
+}
+
+// table returns the index of the relation k, nil if it has no shape.
+func (r *Router) table(k relKey) *tableIndex {
+	if k.id != 0 {
+		return r.bound[k.id]
+	}
+	return r.named[k.name]
+}
+
+func (r *Router) setTable(k relKey, t *tableIndex) {
+	if k.id != 0 {
+		r.bound[k.id] = t
+	} else {
+		r.named[k.name] = t
+	}
+}
+
+func (r *Router) deleteTable(k relKey) {
+	if k.id != 0 {
+		delete(r.bound, k.id)
+	} else {
+		delete(r.named, k.name)
+	}
 }
 
 // Put adds a shape or replaces the one with the same id.
@@ -198,10 +224,10 @@ func (r *Router) putLocked(s Shape) {
 		r.unindex(old)
 	}
 	k := e.rel()
-	t := r.tables[k]
+	t := r.table(k)
 	if t == nil {
 		t = &tableIndex{unfiltered: set{}, byCol: map[string]*columnIndex{}}
-		r.tables[k] = t
+		r.setTable(k, t)
 	}
 	t.n++
 	if !d.Filtered() {
@@ -306,7 +332,7 @@ func (r *Router) removeLocked(id string) {
 // unindex drops e, no longer in Router.shapes, from the index.
 func (r *Router) unindex(e *entry) {
 	k := e.rel()
-	t := r.tables[k]
+	t := r.table(k)
 	t.n--
 	if !e.def.Filtered() {
 		delete(t.unfiltered, e)
@@ -347,7 +373,7 @@ func (r *Router) unindex(e *entry) {
 		}
 	}
 	if t.n == 0 {
-		delete(r.tables, k)
+		r.deleteTable(k)
 	}
 }
 
@@ -366,7 +392,7 @@ func (r *Router) Shape(id string) (Shape, bool) {
 func (r *Router) Bound(relID uint32) []Shape {
 	r.mu.RLock()
 	defer r.mu.RUnlock()
-	t := r.tables[relKey{id: relID}]
+	t := r.bound[relID]
 	if t == nil {
 		return nil
 	}
@@ -415,7 +441,7 @@ func (r *Router) Route(txn *stream.Txn) Result {
 	res := Result{Changes: make([][]string, len(txn.Changes))}
 	r.mu.RLock()
 	defer r.mu.RUnlock()
-	if len(r.tables) == 0 {
+	if len(r.bound) == 0 && len(r.named) == 0 {
 		return res
 	}
 	var probes uint64
@@ -425,11 +451,11 @@ func (r *Router) Route(txn *stream.Txn) Result {
 		ch := &txn.Changes[i]
 		var ids, absent []string
 		if ch.RelID != 0 {
-			if t := r.tables[relKey{id: ch.RelID}]; t != nil {
+			if t := r.bound[ch.RelID]; t != nil {
 				ids, absent = t.match(ch, r.compiled, &probes)
 			}
 		}
-		if t := r.tables[relKey{name: ch.Table}]; t != nil {
+		if t := r.named[ch.Table]; t != nil {
 			more, moreAbsent := t.match(ch, r.compiled, &probes)
 			ids, absent = append(ids, more...), append(absent, moreAbsent...)
 		}

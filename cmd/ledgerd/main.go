@@ -222,6 +222,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	scfg.CreateSlot = false // created below, once the ledger file is open and locked
 	sys := setup.System
 	notReady("opening the ledger file " + cfg.DB)
+	resumeGC := pauseGC() // until the router is filled
+	defer resumeGC()
 	// The ledger file is opened and locked before the slot is created, and
 	// refused when it does not hold the slot's history (I1, I4).
 	led, err := ledger.Open(ledger.Config{Path: cfg.DB, DefaultTTL: cfg.TTL, ConsumerRetention: cfg.ConsumerRetention, Logger: log,
@@ -252,6 +254,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	hub := deliver.New(deliver.Config{Ledger: led, OutboxBytes: int64(cfg.OutboxBytes),
 		SlowConsumerTimeout: cfg.SlowConsumerTimeout, Logger: log, FragmentBytes: int64(cfg.FragmentBytes)})
 	hub.Sync()
+	resumeGC()
 
 	pg, err := api.NewPG(ctx, cfg.PGURL, cfg.Slot, cfg.Publication)
 	if err != nil {
