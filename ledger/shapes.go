@@ -27,12 +27,19 @@ func (l *Ledger) PutShape(spec ShapeSpec) (Shape, bool, error) {
 	if err != nil {
 		return Shape{}, false, err
 	}
-	return res[0].Shape, res[0].Created, res[0].Err
+	sh := res[0].Shape
+	if sh.Def != nil {
+		sh.Filter = sh.Def.Filter()
+	}
+	return sh, res[0].Created, res[0].Err
 }
 
 // ShapeResult is PutShapes' answer for one ShapeSpec: the shape and whether
 // this call created it, or why it was refused.
 type ShapeResult struct {
+	// Shape carries its definition in Def and leaves Filter nil: a
+	// million shapes created in batches would otherwise each leave a map
+	// behind as garbage.
 	Shape   Shape
 	Created bool
 	Err     error // ErrInvalid, ErrShapeConflict, ErrNotFound (consumer), *GoneError, or the commit's error
@@ -73,6 +80,7 @@ func (l *Ledger) PutShapes(specs []ShapeSpec) ([]ShapeResult, error) {
 	var fresh []*shapeState
 	waiting := make(map[int]*shapeState) // answers that need the commit: index in specs -> new shape
 	inBatch := make(map[string]*shapeState)
+	l.t.defs.collect = true
 	for i, spec := range specs {
 		if err := validID("shape", spec.ID); err != nil {
 			res[i].Err = err
@@ -88,7 +96,7 @@ func (l *Ledger) PutShapes(specs []ShapeSpec) ([]ShapeResult, error) {
 		}
 		if s := l.t.shapes.Get(spec.ID); s != nil {
 			if same(s) {
-				res[i].Shape = l.shapeView(s)
+				res[i].Shape = l.specView(s)
 			} else {
 				res[i].Err = fmt.Errorf("%w: shape %q is owned by %q on table %s", ErrShapeConflict, spec.ID, s.consumer, s.table)
 			}
@@ -120,6 +128,7 @@ func (l *Ledger) PutShapes(specs []ShapeSpec) ([]ShapeResult, error) {
 		waiting[i] = s
 		res[i].Created = true
 	}
+	l.t.defs.pack(fresh)
 	if len(fresh) == 0 {
 		l.mu.Unlock()
 		return res, nil
@@ -141,7 +150,7 @@ func (l *Ledger) PutShapes(specs []ShapeSpec) ([]ShapeResult, error) {
 			res[i] = ShapeResult{Err: fmt.Errorf("creating shape %q: %w", s.id, b.err)}
 			continue
 		}
-		res[i].Shape = l.shapeView(s)
+		res[i].Shape = l.specView(s)
 	}
 	return res, nil
 }
@@ -203,9 +212,16 @@ func nextGeneration(tx *bolt.Tx, id string) (uint64, error) {
 
 // shapeView builds the public view. Caller holds mu.
 func (l *Ledger) shapeView(s *shapeState) Shape {
+	sh := l.specView(s)
+	sh.Filter = s.Filter()
+	return sh
+}
+
+// specView is shapeView without the filter map (ShapeResult). Caller holds
+// mu.
+func (l *Ledger) specView(s *shapeState) Shape {
 	sh := Shape{
-		ShapeSpec: ShapeSpec{ID: s.id, Consumer: s.consumer, Table: s.table, Filter: s.Filter(),
-			RelID: s.relID, BoundAt: s.boundAt, Def: s.Def},
+		ShapeSpec:  ShapeSpec{ID: s.id, Consumer: s.consumer, Table: s.table, RelID: s.relID, BoundAt: s.boundAt, Def: s.Def},
 		Generation: s.gen, StartLSN: s.start, FlushedLSN: s.flushed, LastSent: s.lastSent,
 		CreatedAt: fromNanos(s.created), LastAckAt: fromNanos(s.lastAck),
 	}

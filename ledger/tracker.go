@@ -1,6 +1,10 @@
 package ledger
 
-import "github.com/ledgerd/ledgerd/internal/idmap"
+import (
+	"strings"
+
+	"github.com/ledgerd/ledgerd/internal/idmap"
+)
 
 // The tracker is the in-memory half of the ledger: for every live shape a FIFO
 // of the commit LSNs handed to it and not yet acked, and an indexed min-heap of
@@ -56,6 +60,11 @@ type interner struct {
 	lastRel  relKey
 	lastDefs *idmap.Map[Def]
 	last     [2]string
+
+	// made collects the definitions def makes while collect is set
+	// (PutShapes, for pack).
+	made    []*Def
+	collect bool
 }
 
 func newInterner() *interner {
@@ -100,7 +109,46 @@ func (in *interner) def(table string, relID uint32, filter string) *Def {
 		d.cols = in.colSet(d)
 	}
 	m.Put(d)
+	if in.collect {
+		in.made = append(in.made, d)
+	}
 	return d
+}
+
+// pack copies the ids of shapes created together, and the filters of the
+// definitions made for them (made), into one string they then share. They
+// stay as long as the shapes do; each copied on its own, among the garbage
+// of the request that named them, would keep a little of that garbage's
+// memory in use with it.
+func (in *interner) pack(fresh []*shapeState) {
+	n := 0
+	for _, s := range fresh {
+		n += len(s.id)
+	}
+	for _, d := range in.made {
+		n += len(d.filter)
+	}
+	var b strings.Builder
+	b.Grow(n)
+	for _, s := range fresh {
+		b.WriteString(s.id)
+	}
+	for _, d := range in.made {
+		b.WriteString(d.filter)
+	}
+	all, off := b.String(), 0
+	take := func(s string) string {
+		s, off = all[off:off+len(s)], off+len(s)
+		return s
+	}
+	for _, s := range fresh {
+		s.id = take(s.id)
+	}
+	for _, d := range in.made {
+		d.filter = take(d.filter) // the same key: the interner finds it as before
+	}
+	clear(in.made)
+	in.made, in.collect = in.made[:0], false
 }
 
 // colSet interns the definition's filter column names.
