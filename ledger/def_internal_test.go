@@ -51,6 +51,9 @@ func TestDefFilterEncoding(t *testing.T) {
 	if enc := encodeShape(s); string(enc) != string(rec) {
 		t.Fatalf("re-encoded record differs:\n%q\n%q", enc, rec)
 	}
+	if s, err := decodeShape("s", noFilterLong(), in); err != nil || s.Filtered() || s.Filter() != nil {
+		t.Fatalf("a filter count of zero in two bytes: %v, filtered %v", err, err == nil && s.Filtered())
+	}
 }
 
 // TestSameDefinitionCanonical: filters that differ only in the order of

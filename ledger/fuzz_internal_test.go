@@ -55,7 +55,18 @@ func shapeSeeds() [][]byte {
 			canonFilter(map[string][]string{"tenant": {"a", "b"}, "region": {"eu"}, "": {""}})),
 			gen: math.MaxUint64, start: LSN(math.MaxUint64), flushed: LSN(math.MaxUint64), created: math.MinInt64, lastAck: math.MaxInt64,
 			boundAt: LSN(math.MaxUint64)}),
+		// The common filter: one column, one value (Def.Only).
+		encodeShape(&shapeState{consumer: "c7", Def: in.def("public.t3", 16387,
+			canonFilter(map[string][]string{"tenant": {"424242"}})), gen: 1, start: 0x100, flushed: 0x100, boundAt: 0x80}),
+		// A filter count of zero written in two bytes: no filter.
+		noFilterLong(),
 	}
+}
+
+// noFilterLong is a record whose filter count, zero, takes two bytes.
+func noFilterLong() []byte {
+	rec := encodeShape(&shapeState{consumer: "c", Def: &Def{table: "public.t"}, gen: 1})
+	return append(rec[:len(rec)-1], 0x80, 0)
 }
 
 // FuzzDecodeShape: a shape record decodes or fails with ErrCorrupt, never
