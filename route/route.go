@@ -215,14 +215,24 @@ func (r *Router) Put(s Shape) {
 }
 
 func (r *Router) putLocked(s Shape) {
+	e := newEntry(s)
+	if old := r.shapes.Put(e); old != nil {
+		r.unindex(old)
+	}
+	r.index(e)
+}
+
+func newEntry(s Shape) *entry {
 	d := s.Def
 	if d == nil {
 		d = ledger.NewDef(s.Table, s.RelID, s.Filter)
 	}
-	e := &entry{id: s.ID, consumer: s.Consumer, boundAt: s.BoundAt, def: d}
-	if old := r.shapes.Put(e); old != nil {
-		r.unindex(old)
-	}
+	return &entry{id: s.ID, consumer: s.Consumer, boundAt: s.BoundAt, def: d}
+}
+
+// index adds e, in Router.shapes already, to the index of its table.
+func (r *Router) index(e *entry) {
+	d := e.def
 	k := e.rel()
 	t := r.table(k)
 	if t == nil {

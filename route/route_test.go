@@ -386,3 +386,56 @@ func TestSharedValueRemoval(t *testing.T) {
 		t.Fatalf("with every shape removed the row reaches %v, %d routed", got, r.Len())
 	}
 }
+
+// TestPutAllLarge: a large fill (as at start), with ids given twice (the
+// second definition wins) and filters of every kind, routes as the plain
+// rule says, and removals from it leave the rest routed.
+func TestPutAllLarge(t *testing.T) {
+	const n = 40_000
+	rng := rand.New(rand.NewPCG(3, 4))
+	shape := func(i int) route.Shape {
+		s := route.Shape{ID: fmt.Sprintf("s%05d", i%(n-1000)), Consumer: fmt.Sprintf("c%d", i%7), Table: fmt.Sprintf("public.t%d", i%3)}
+		switch rng.IntN(5) {
+		case 0: // no filter
+		case 1:
+			s.Filter = map[string][]string{"k": {fmt.Sprint(rng.IntN(50)), fmt.Sprint(rng.IntN(50))}}
+		case 2:
+			s.Filter = map[string][]string{"k": {fmt.Sprint(rng.IntN(50))}, "j": {"x"}}
+		default:
+			s.Filter = map[string][]string{"k": {fmt.Sprint(rng.IntN(50))}}
+		}
+		return s
+	}
+	final := map[string]route.Shape{}
+	var all []route.Shape
+	for i := range n {
+		s := shape(i)
+		all = append(all, s)
+		final[s.ID] = s
+	}
+	r := route.New()
+	r.PutAll(n, slices.Values(all))
+	if r.Len() != len(final) {
+		t.Fatalf("%d shapes routed, want %d", r.Len(), len(final))
+	}
+	var live []route.Shape
+	for _, s := range final {
+		live = append(live, s)
+	}
+	for v := range 50 {
+		for _, j := range []string{"x", "y"} {
+			ch := stream.Change{Op: stream.OpInsert, Table: "public.t1",
+				New: []stream.Column{col("k", fmt.Sprint(v)), col("j", j)}}
+			want := reference(live, ch)
+			if got := r.Route(&stream.Txn{Changes: []stream.Change{ch}}).Changes[0]; !slices.Equal(got, want) {
+				t.Fatalf("k=%d j=%s reaches %d shapes, the plain rule %d", v, j, len(got), len(want))
+			}
+		}
+	}
+	for _, s := range live[:100] {
+		r.Remove(s.ID)
+	}
+	if r.Len() != len(final)-100 {
+		t.Fatalf("%d shapes routed after removing 100, want %d", r.Len(), len(final)-100)
+	}
+}
