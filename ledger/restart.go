@@ -3,6 +3,7 @@ package ledger
 import (
 	"encoding/binary"
 	"fmt"
+	"strings"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -98,13 +99,46 @@ func loadState(tx *bolt.Tx, sealed bool, consumers map[string]*Consumer, t *trac
 		// twenty times.
 		t.shapes = idmap.New(idOf, sb.Stats().KeyN)
 	}
+	// The ids of a run of records are copied into one string they share:
+	// a million ids allocated one by one cost a million small objects.
+	const run = 1024
+	keys, vals := make([][]byte, 0, run), make([][]byte, 0, run)
+	flush := func() error {
+		n := 0
+		for _, k := range keys {
+			n += len(k)
+		}
+		var ids strings.Builder
+		ids.Grow(n)
+		for _, k := range keys {
+			ids.Write(k)
+		}
+		all, off := ids.String(), 0
+		for i, k := range keys {
+			id := all[off : off+len(k)]
+			off += len(k)
+			s, err := readShape(id, k, vals[i], sealed, in)
+			if err != nil {
+				return err
+			}
+			t.add(s)
+		}
+		clear(keys)
+		clear(vals)
+		keys, vals = keys[:0], vals[:0]
+		return nil
+	}
 	c := sb.Cursor()
 	for k, v := c.First(); k != nil; k, v = c.Next() {
-		s, err := readShape(k, v, sealed, in)
-		if err != nil {
-			return err
+		keys, vals = append(keys, k), append(vals, v)
+		if len(keys) == run {
+			if err := flush(); err != nil {
+				return err
+			}
 		}
-		t.add(s)
+	}
+	if err := flush(); err != nil {
+		return err
 	}
 	return tx.Bucket(bucketTombstones).ForEach(func(k, v []byte) error {
 		ts, err := readTomb(k, v, sealed)
@@ -126,7 +160,8 @@ func readConsumer(k, v []byte, sealed bool) (*Consumer, error) {
 	return decodeConsumer(k, rec)
 }
 
-func readShape(k, v []byte, sealed bool, in *interner) (*shapeState, error) {
+// readShape reads the record of shape id (key k).
+func readShape(id string, k, v []byte, sealed bool, in *interner) (*shapeState, error) {
 	if v == nil {
 		return nil, fmt.Errorf("%w: nested bucket %q among shapes", ErrCorrupt, k)
 	}
@@ -134,7 +169,7 @@ func readShape(k, v []byte, sealed bool, in *interner) (*shapeState, error) {
 	if err != nil {
 		return nil, fmt.Errorf("shape %q: %w", k, err)
 	}
-	return decodeShape(string(k), rec, in)
+	return decodeShape(id, rec, in)
 }
 
 // start initialises a fresh file or applies the restart rules to a loaded

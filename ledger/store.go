@@ -137,7 +137,11 @@ func decodeShape(id string, v []byte, in *interner) (*shapeState, error) {
 	if r.err != nil {
 		return nil, fmt.Errorf("%w: shape %q: %v", ErrCorrupt, id, r.err)
 	}
-	s.Def = in.def(in.str(table), uint32(relID), string(filter))
+	if filter == nil {
+		s.Def = in.def(in.str(table), uint32(relID), "")
+	} else {
+		s.Def = in.defBytes(in.str(table), uint32(relID), filter)
+	}
 	return s, nil
 }
 

@@ -92,6 +92,17 @@ func filterOf(d *Def) string { return d.filter }
 // def returns the interned definition of table, relID and the canonical
 // filter (canonFilter's, or a record's), made if new.
 func (in *interner) def(table string, relID uint32, filter string) *Def {
+	return in.defOf(table, relID, filter, nil)
+}
+
+// defBytes is def of a filter read from a record: only a definition not
+// seen before copies it.
+func (in *interner) defBytes(table string, relID uint32, filter []byte) *Def {
+	return in.defOf(table, relID, "", filter)
+}
+
+// defOf is def of filter, or of raw when raw is not nil.
+func (in *interner) defOf(table string, relID uint32, filter string, raw []byte) *Def {
 	k := relKey{relID, table}
 	m := in.lastDefs
 	if m == nil || in.lastRel != k {
@@ -101,7 +112,12 @@ func (in *interner) def(table string, relID uint32, filter string) *Def {
 		}
 		in.lastRel, in.lastDefs = k, m
 	}
-	if d := m.Get(filter); d != nil {
+	if raw != nil {
+		if d := m.GetBytes(raw); d != nil {
+			return d
+		}
+		filter = string(raw)
+	} else if d := m.Get(filter); d != nil {
 		return d
 	}
 	d := &Def{table: in.str([]byte(table)), relID: relID, filter: filter}

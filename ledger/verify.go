@@ -66,7 +66,7 @@ func Verify(path string) ([]Problem, error) {
 			t := newTracker()
 			in := newInterner()
 			_ = tx.Bucket(bucketShapes).ForEach(func(k, v []byte) error {
-				if s, err := readShape(k, v, sealed, in); err != nil {
+				if s, err := readShape(string(k), k, v, sealed, in); err != nil {
 					bad(string(k), err)
 				} else {
 					t.add(s)

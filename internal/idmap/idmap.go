@@ -78,6 +78,23 @@ func (m *Map[T]) Get(k string) *T {
 	}
 }
 
+// GetBytes is Get of the key string(k), without making that string.
+func (m *Map[T]) GetBytes(k []byte) *T {
+	mask := len(m.slots) - 1
+	h := maphash.Bytes(m.seed, k) // the hash of string(k): maphash hashes bytes and strings alike
+	i, tag := int(h&uint64(mask)), tagOf(h)
+	for ; ; i = (i + 1) & mask {
+		switch m.tags[i] {
+		case 0:
+			return nil
+		case tag:
+			if e := m.slots[i]; m.key(e) == string(k) {
+				return e
+			}
+		}
+	}
+}
+
 // Put adds v, replacing the element with the same key; it returns the
 // element replaced, or nil.
 func (m *Map[T]) Put(v *T) *T {

@@ -72,7 +72,13 @@ func check(t *testing.T, m *Map[item], want map[string]*item) {
 	if n != len(want) {
 		t.Fatalf("All() yields %d elements, want %d", n, len(want))
 	}
-	if m.Get("absent") != nil {
+	for id, it := range want {
+		if got := m.GetBytes([]byte(id)); got != it {
+			t.Fatalf("GetBytes(%s) = %v, want %v", id, got, it)
+		}
+		break
+	}
+	if m.Get("absent") != nil || m.GetBytes([]byte("absent")) != nil {
 		t.Fatal("Get of an absent key found something")
 	}
 }
