@@ -13,10 +13,11 @@ import (
 // record holds it. Shapes with the same definition share one Def, and the
 // router indexes that same Def instead of a copy, so a million shapes with
 // a million distinct filters hold a million short strings, not a million
-// maps. A Def never changes once made: read it from any goroutine.
+// maps. Its table, binding and filter never change once made: read them
+// from any goroutine.
 type Def struct {
 	table  string  // interned
-	filter string  // appendFilter's encoding without the column count's zero: "" for no filter
+	filter string  // as a shape record holds it (canonFilter); "" for no filter
 	cols   *colSet // the filter's columns, interned; nil for no filter
 	relID  uint32
 	refs   int32 // live shapes using it (tracker.index); guarded by Ledger.mu
@@ -149,8 +150,8 @@ func (v Values) Contains(s string) bool {
 	return false
 }
 
-// uvarintString and stringOf read what appendFilter wrote into a string
-// known to be well formed (canonFilter's output, or a record readFilter
+// uvarintString and stringOf read a filter's encoding from a string known
+// to be well formed (canonFilter's output, or a record readFilter
 // checked).
 func uvarintString(s string) (uint64, string) {
 	var v uint64
@@ -171,9 +172,11 @@ func stringOf(s string) (string, string) {
 	return s[:n], s[n:]
 }
 
-// canonFilter is the canonical encoding of a filter: its columns sorted,
-// each with its values sorted and without duplicates, as appendFilter
-// writes them; "" for no filter. The map is not changed.
+// canonFilter is the canonical encoding of a filter, as a shape record
+// holds it: the number of columns, then the columns sorted, each
+// length-prefixed and followed by the number of its values and the values,
+// sorted, without duplicates and length-prefixed (uvarints); "" for no
+// filter. The map is not changed.
 func canonFilter(f map[string][]string) string {
 	if len(f) == 0 {
 		return ""

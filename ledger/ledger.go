@@ -77,14 +77,15 @@ type Ledger struct {
 	stats          Stats
 	ackEvWindow    int64 // unix nanoseconds when the current ack-event window began
 	ackEvCount     int   // ack events journaled in the current window
+	kick           chan struct{}
+	full           chan struct{}
+	stop           chan struct{}
+	done           chan struct{}
+
 	// ackEvents are the shapes given an ack event within the last
 	// ackEventEvery, and when: at most two windows' worth, kept here
 	// rather than in each of a million shapes.
 	ackEvents map[*shapeState]int64
-	kick      chan struct{}
-	full      chan struct{}
-	stop      chan struct{}
-	done      chan struct{}
 
 	failure commitFailure // the current run of failed group commits (see commit.go)
 	fault   func() error  // tests only: fails writes as a full disk would; guarded by mu

@@ -145,7 +145,7 @@ func decodeShape(id string, v []byte, in *interner) (*shapeState, error) {
 	return s, nil
 }
 
-// readFilter checks a filter as appendFilter writes it and moves past it.
+// readFilter checks a filter as canonFilter encodes it and moves past it.
 // The definition keeps the filter in this encoding (Def).
 func readFilter(r *reader) error {
 	nf := r.uvarint()

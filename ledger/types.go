@@ -80,8 +80,9 @@ type ShapeSpec struct {
 	BoundAt LSN
 	// Def is the shape's definition as the ledger holds it (table,
 	// relation and filter), set in the shapes the ledger returns and
-	// ignored in a spec given to it. Views carry Filter as well; what
-	// ShapeSpecs returns carries only Def.
+	// ignored in a spec given to it. Views (Shape, Shapes, ShapesOf...)
+	// carry Filter as well; ShapeSpecs, EachShapeSpec and the answers of
+	// PutShapes carry only Def, whose Filter builds the map.
 	Def *Def
 }
 
