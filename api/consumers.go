@@ -106,7 +106,7 @@ func (s *Server) evictedOf(c ledger.Consumer) []wire.ShapeReason {
 		if ts.Consumer != c.ID || ts.At.Before(c.RegisteredAt) {
 			continue
 		}
-		if sh, ok := s.l.Shape(ts.Shape); ok && sh.Generation > ts.Generation {
+		if sh, ok := s.l.ShapeDef(ts.Shape); ok && sh.Generation > ts.Generation {
 			continue
 		}
 		out = append(out, wire.ShapeReason{Shape: ts.Shape, Reason: string(ts.Reason)})
@@ -206,7 +206,7 @@ func (s *Server) ack(w http.ResponseWriter, r *http.Request) {
 	switch {
 	case req.Defer != nil:
 		for _, sh := range req.Defer {
-			if x, ok := s.l.Shape(sh); !ok || x.Consumer != id {
+			if x, ok := s.l.ShapeDef(sh); !ok || x.Consumer != id {
 				writeError(w, errorf(http.StatusNotFound, wire.CodeShapeNotFound, "shape %s is not a shape of consumer %s", sh, id))
 				return
 			}

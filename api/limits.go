@@ -192,7 +192,7 @@ func (s *Server) admitConsumer(id string) (func(), *apiError) {
 // admitShape admits a new shape while its consumer owns fewer than
 // MaxShapesPerConsumer; the same shape put again is not new.
 func (s *Server) admitShape(id, consumer string) (func(), *apiError) {
-	if _, ok := s.l.Shape(id); ok {
+	if _, ok := s.l.ShapeDef(id); ok {
 		return func() {}, nil
 	}
 	n, release, ok := s.admitted.admit(consumer, s.limits.MaxShapesPerConsumer, func() int { return s.l.ShapeCount(consumer) })
@@ -229,6 +229,6 @@ func (s *Server) knownConsumer(id string) bool {
 }
 
 func (s *Server) knownShape(id string) bool {
-	_, ok := s.l.Shape(id)
+	_, ok := s.l.ShapeDef(id)
 	return ok
 }

@@ -37,7 +37,7 @@ func (h *Hub) Ack(ctx context.Context, consumer string, acks map[string]ledger.L
 	valid := make(map[string]ledger.LSN, len(acks))
 	for _, id := range ids {
 		lsn := acks[id]
-		sh, ok := h.l.Shape(id)
+		sh, ok := h.l.ShapeDef(id)
 		if !ok || sh.Consumer != consumer {
 			if ts, ok := h.l.Tombstone(id); ok && ts.Consumer == consumer {
 				res.Gone[id] = ts.Reason

@@ -61,7 +61,7 @@ func (h *Hub) removeShape(id string, reason ledger.Reason, onlyIfGone bool) {
 	h.routeMu.Lock()
 	sh, ok := h.router.Shape(id)
 	if ok && onlyIfGone {
-		if _, live := h.l.Shape(id); live {
+		if _, live := h.l.ShapeDef(id); live {
 			ok = false
 		}
 	}
@@ -125,7 +125,7 @@ func (h *Hub) Sync() {
 		syncHook()
 	}
 	for _, id := range ch.Shapes {
-		sh, live := h.l.Shape(id)
+		sh, live := h.l.ShapeDef(id)
 		cur, routed := h.router.Shape(id)
 		switch {
 		case live && (!routed || !ledger.ShapeSpec(cur).SameDefinition(sh.ShapeSpec)):
@@ -219,7 +219,7 @@ var syncHook func()
 func (h *Hub) syncShape(id string) {
 	h.routeMu.Lock()
 	defer h.routeMu.Unlock()
-	sh, ok := h.l.Shape(id)
+	sh, ok := h.l.ShapeDef(id)
 	if !ok {
 		return // evicted since: the next Sync removes it
 	}

@@ -243,6 +243,19 @@ func (l *Ledger) Shape(id string) (Shape, bool) {
 	return l.shapeView(s), true
 }
 
+// ShapeDef is Shape without the filter map: the shape's Def carries its
+// filter. It is for the paths that look a shape up on every ack or change
+// and never read the filter, which a map built for each would only slow.
+func (l *Ledger) ShapeDef(id string) (Shape, bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	s := l.t.shapes.Get(id)
+	if s == nil {
+		return Shape{}, false
+	}
+	return l.specView(s), true
+}
+
 // SettledShape is Shape once an eviction of the shape that is being
 // committed is over: a caller that changed what the eviction was judged on
 // (see EvictIf) and then looks learns whether its change came in time. It
