@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"reflect"
 	"testing"
 	"time"
 
@@ -116,5 +117,32 @@ func BenchmarkPutShapes(b *testing.B) {
 				}
 			}
 		})
+	}
+}
+
+// TestShapeDefIsShapeWithoutMap: ShapeDef answers what Shape answers but
+// the filter map, which its Def builds; PutShapes' answers are the same.
+func TestShapeDefIsShapeWithoutMap(t *testing.T) {
+	l, _, _ := newLedger(t)
+	mustRegister(t, l, "c", time.Hour)
+	spec := ledger.ShapeSpec{ID: "s", Consumer: "c", Table: "public.t", Filter: map[string][]string{"tenant": {"b", "a"}}}
+	res, err := l.PutShapes([]ledger.ShapeSpec{spec})
+	if err != nil || res[0].Err != nil {
+		t.Fatal(err, res[0].Err)
+	}
+	sh, _ := l.Shape("s")
+	def, ok := l.ShapeDef("s")
+	if !ok || def.Filter != nil || res[0].Shape.Filter != nil {
+		t.Fatalf("ShapeDef %v (filter %v), PutShapes answer filter %v: want no map", ok, def.Filter, res[0].Shape.Filter)
+	}
+	if !reflect.DeepEqual(def.Def.Filter(), sh.Filter) || !reflect.DeepEqual(sh.Filter, map[string][]string{"tenant": {"a", "b"}}) {
+		t.Fatalf("Def.Filter() %v, Shape's filter %v", def.Def.Filter(), sh.Filter)
+	}
+	def.Filter = sh.Filter
+	if !reflect.DeepEqual(def, sh) || !reflect.DeepEqual(res[0].Shape.Def, sh.Def) {
+		t.Fatalf("ShapeDef %+v differs from Shape %+v", def, sh)
+	}
+	if _, ok := l.ShapeDef("none"); ok {
+		t.Fatal("ShapeDef found a shape never created")
 	}
 }
