@@ -592,6 +592,20 @@ func (r *row) lookup(name string) (stream.Column, bool) {
 	return r.cols[i], true
 }
 
+// value reads a one-column filter's column from the tuple. decided is true
+// when the answer does not depend on the filter's values: an absent column
+// matches (ok), a NULL matches nothing.
+func (r *row) value(col string) (v string, decided, ok bool) {
+	c, present := r.lookup(col)
+	switch {
+	case !present:
+		return "", true, true
+	case c.Kind == stream.KindNull:
+		return "", true, false
+	}
+	return c.Value, false, false
+}
+
 // matches reports whether the tuple satisfies every filter column; absent
 // columns match (over-delivery, never under-delivery: a key-only old tuple
 // lacks the non-key columns, I1). whole is false when a filter column was
@@ -601,26 +615,20 @@ func (r *row) lookup(name string) (stream.Column, bool) {
 // row's width; such a row always lacks a filter column.
 func (e *entry) matches(tup *row, comp map[*ledger.Def]*compiled) (ok, whole bool) {
 	if col, val, only := e.def.Only(); only {
-		v, present := tup.lookup(col)
-		switch {
-		case !present:
-			return true, false
-		case v.Kind == stream.KindNull:
-			return false, false
+		v, decided, ok := tup.value(col)
+		if decided {
+			return ok, false
 		}
-		return v.Value == val, true
+		return v == val, true
 	}
 	c := comp[e.def]
 	if c == nil { // one column, a few values: read from the definition
 		for col, vals := range e.def.Each() {
-			v, present := tup.lookup(col)
-			switch {
-			case !present:
-				return true, false
-			case v.Kind == stream.KindNull:
-				return false, false
+			v, decided, ok := tup.value(col)
+			if decided {
+				return ok, false
 			}
-			return vals.Contains(v.Value), true
+			return vals.Contains(v), true
 		}
 		return true, true
 	}
