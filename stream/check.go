@@ -10,6 +10,7 @@ import (
 	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5/pgconn"
 
+	"github.com/ledgerd/ledgerd/internal/rawsock"
 	"github.com/ledgerd/ledgerd/ledger"
 )
 
@@ -47,7 +48,10 @@ func (s *Stream) connect(ctx context.Context) (*pgconn.PgConn, error) {
 		if err != nil {
 			return nil, err
 		}
-		cc := newCoalescingConn(c)
+		// Raw reads and writes (internal/rawsock): under live traffic the
+		// connection is read for every transaction and keepalive, each
+		// after an idle moment.
+		cc := newCoalescingConn(rawsock.Wrap(c))
 		if b, ok := s.h.(Batcher); ok {
 			cc.idle = b.EndBatch
 		}

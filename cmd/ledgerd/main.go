@@ -159,7 +159,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	gate := api.NewGate(api.GateConfig{Token: token, AdminToken: adminToken, Version: version.String()})
 	httpSrv := newHTTPServer(ctx, gate, limits)
 	httpDone := make(chan error, 1)
-	go func() { httpDone <- httpSrv.Serve(limitListener(ln, limits.MaxConns)) }()
+	go func() { httpDone <- httpSrv.Serve(limitListener(rawListener{ln}, limits.MaxConns)) }()
 	defer httpSrv.Close()
 	log.Info().Str("listen", cfg.Listen).Str("version", version.String()).Msg("ledgerd listening; checking Postgres")
 

@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/rs/zerolog"
+
+	"github.com/ledgerd/ledgerd/internal/rawsock"
 )
 
 // API server limits. Without them a connection that sends headers and
@@ -69,6 +71,20 @@ func connCap(configured int, log zerolog.Logger) int {
 	log.Warn().Int("max_connections", configured).Int64("fd_limit", limit).Int("effective", n).
 		Msg("-max-connections lowered to leave descriptors for the ledger and Postgres; raise the file limit (ulimit -n) to allow more")
 	return n
+}
+
+// rawListener makes each accepted connection's reads and writes raw
+// non-blocking system calls (internal/rawsock): the API's small requests and
+// the change streams' frames then do not wake the Go runtime's monitor
+// thread each time the daemon was idle.
+type rawListener struct{ net.Listener }
+
+func (l rawListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	return rawsock.Wrap(c), nil
 }
 
 // limitListener accepts at most n connections open at once; Accept waits
