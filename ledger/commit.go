@@ -54,6 +54,13 @@ func (b *batch) empty() bool {
 	return len(b.shapes) == 0 && len(b.consumers) == 0 && len(b.events) == 0 && len(b.created) == 0 && b.tick.IsZero() && b.wantFlush == 0 && !b.force && !b.retry
 }
 
+// flushOnly reports whether the batch does nothing but record a flush
+// position.
+func (b *batch) flushOnly() bool {
+	return b.wantFlush != 0 && len(b.shapes) == 0 && len(b.consumers) == 0 && len(b.events) == 0 &&
+		len(b.created) == 0 && b.tick.IsZero() && !b.force && !b.retry
+}
+
 func (b *batch) ops() int { return len(b.shapes) + len(b.consumers) + len(b.events) + len(b.created) }
 
 // queued signals the committer after an operation was added to the fill
@@ -105,6 +112,10 @@ const (
 // run is the committer goroutine.
 func (l *Ledger) run() {
 	defer close(l.done)
+	// One timer for the life of the committer, not one per batch.
+	t := time.NewTimer(time.Hour)
+	t.Stop()
+	defer t.Stop()
 	for {
 		select {
 		case <-l.kick:
@@ -112,21 +123,15 @@ func (l *Ledger) run() {
 			l.commitOnce()
 			return
 		}
-		l.mu.Lock()
-		full := l.fill.ops() >= l.cfg.MaxBatch
-		l.mu.Unlock()
-		if !full {
-			t := time.NewTimer(l.cfg.CommitDelay)
-			select {
-			case <-t.C:
-			case <-l.full:
-			case <-l.stop:
-			}
-			t.Stop()
-		}
+		l.wait(t)
 		// Whatever accumulated while a batch was being written has waited
-		// long enough: commit it straight away, unless commits are failing.
-		for {
+		// long enough: commit it straight away, unless commits are failing
+		// or it only records a flush position (its kick is pending: it
+		// waits for FlushRecordGap).
+		for first := true; ; first = false {
+			if !first && l.holdFlushOnly() {
+				break
+			}
 			done, err := l.commitOnce()
 			if !done {
 				break
@@ -138,6 +143,51 @@ func (l *Ledger) run() {
 			}
 		}
 	}
+}
+
+// wait lets the fill batch gather more changes before it is committed:
+// CommitDelay, or not at all once it is full. A batch that only records a
+// new flush position (flushOnly) waits until FlushRecordGap has passed since
+// the previous commit; a change that joins it meanwhile ends that longer
+// wait.
+func (l *Ledger) wait(t *time.Timer) {
+	for {
+		l.mu.Lock()
+		full := l.fill.ops() >= l.cfg.MaxBatch
+		flushOnly := l.fill.flushOnly()
+		d := l.cfg.CommitDelay
+		if flushOnly {
+			d = max(d, l.lastCommit.Add(l.cfg.FlushRecordGap).Sub(time.Now()))
+		}
+		l.mu.Unlock()
+		if full {
+			return
+		}
+		var kick <-chan struct{}
+		if flushOnly {
+			kick = l.kick
+		}
+		t.Reset(d)
+		select {
+		case <-t.C:
+			return
+		case <-l.full:
+		case <-l.stop:
+		case <-kick:
+			t.Stop()
+			continue
+		}
+		t.Stop()
+		return
+	}
+}
+
+// holdFlushOnly reports whether the fill batch only records a flush
+// position and FlushRecordGap has not passed since the last commit.
+func (l *Ledger) holdFlushOnly() bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.fill.flushOnly() && time.Since(l.lastCommit) < l.cfg.FlushRecordGap
 }
 
 // backoff waits before the next attempt after a failed commit. It returns
@@ -230,6 +280,7 @@ func (l *Ledger) commitOnce() (bool, error) {
 
 	l.mu.Lock()
 	l.inflight = nil
+	l.lastCommit = time.Now()
 	l.stats.Commits++
 	l.stats.LastCommitDuration = took
 	l.stats.LastBatchOps = len(writes) + len(cons) + len(events) + len(b.created)
@@ -449,8 +500,13 @@ func (l *Ledger) FlushLSN() LSN {
 		cand = max(cand, l.t.safe())
 	}
 	if cand > l.persistedFlush && cand > l.fill.wantFlush && !l.closed {
+		// The committer was told when the batch first wanted a flush
+		// recorded; it records the latest position when it commits.
+		first := l.fill.wantFlush == 0
 		l.fill.wantFlush = cand
-		l.queued()
+		if first {
+			l.queued()
+		}
 	}
 	return l.persistedFlush
 }

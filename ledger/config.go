@@ -10,6 +10,7 @@ import (
 const (
 	DefaultTTL                = 10 * time.Second
 	DefaultCommitDelay        = time.Millisecond
+	DefaultFlushRecordGap     = 100 * time.Millisecond
 	DefaultMaxBatch           = 10000
 	DefaultTombstoneRetention = 7 * 24 * time.Hour
 	DefaultJournalMaxEvents   = 100000
@@ -75,6 +76,14 @@ type Config struct {
 	// an idle period, for more changes to share the bbolt transaction. Under
 	// load a batch is cut as soon as the previous one is written. Default 1ms.
 	CommitDelay time.Duration
+	// FlushRecordGap is the least time between two commits made only to
+	// record a new flush position (FlushLSN's idle path: transactions that
+	// reach no shape, the WAL end of an idle stream). Under traffic no
+	// shape follows, the safe position moves with every transaction; each
+	// move need not cost a commit and an fsync, as long as the position
+	// reaches Postgres within a status interval (I3). Acks are not held by
+	// it. Default 100ms.
+	FlushRecordGap time.Duration
 	// MaxBatch is the most records written in one bbolt transaction; a batch
 	// that reaches it is committed at once, a larger one (queued while the
 	// previous was written) is split. Default 10000.
@@ -128,6 +137,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.CommitDelay <= 0 {
 		c.CommitDelay = DefaultCommitDelay
+	}
+	if c.FlushRecordGap <= 0 {
+		c.FlushRecordGap = DefaultFlushRecordGap
 	}
 	if c.MaxBatch <= 0 {
 		c.MaxBatch = DefaultMaxBatch

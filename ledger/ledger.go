@@ -72,8 +72,9 @@ type Ledger struct {
 	// group commit (see commit.go)
 	fill           *batch
 	inflight       *batch
-	durableSafe    LSN // safe LSN of the last committed batch cut (I6)
-	persistedFlush LSN // meta.LastFlush as committed; what FlushLSN reports
+	durableSafe    LSN       // safe LSN of the last committed batch cut (I6)
+	persistedFlush LSN       // meta.LastFlush as committed; what FlushLSN reports
+	lastCommit     time.Time // when the last group commit ended (FlushRecordGap)
 	stats          Stats
 	ackEvWindow    int64 // unix nanoseconds when the current ack-event window began
 	ackEvCount     int   // ack events journaled in the current window
