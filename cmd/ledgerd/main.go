@@ -21,6 +21,7 @@ import (
 
 	"github.com/ledgerd/ledgerd/api"
 	"github.com/ledgerd/ledgerd/deliver"
+	"github.com/ledgerd/ledgerd/internal/procs"
 	"github.com/ledgerd/ledgerd/internal/sdnotify"
 	"github.com/ledgerd/ledgerd/internal/version"
 	"github.com/ledgerd/ledgerd/ledger"
@@ -171,6 +172,20 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		stale := max(3*cfg.ReconcileInterval, period)
 		go sdnotify.Watchdog(wdCtx, period, func() bool { return loop.healthy(stale) },
 			func() { notifyOrWarn(notify, "WATCHDOG=1", log) })
+	}
+	if getenv("GOMAXPROCS") == "" {
+		// One P while the daemon is quiet, all of them when it is busy
+		// (internal/procs); an operator's GOMAXPROCS is left alone.
+		procsCtx, stopProcs := context.WithCancel(ctx)
+		procsDone := make(chan struct{})
+		go func() {
+			defer close(procsDone)
+			procs.Run(procsCtx, procs.Config{Logger: log.With().Str("component", "procs").Logger()})
+		}()
+		defer func() {
+			stopProcs()
+			<-procsDone
+		}()
 	}
 	notReady := func(reason string) {
 		gate.NotReady(reason)
