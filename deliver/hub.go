@@ -45,7 +45,8 @@ type Config struct {
 	OutboxBytes int64
 	// SlowConsumerTimeout is how long a full outbox may pause the stream
 	// before the consumer's change stream is closed. It also bounds a single
-	// write to a consumer that does not read. Default 30s.
+	// write to a consumer that does not read (each write has at least nine
+	// tenths of it). Default 30s.
 	SlowConsumerTimeout time.Duration
 	// KeepaliveInterval is the longest a change stream stays silent; a
 	// keepalive frame is written when nothing else was. Default 5s.
