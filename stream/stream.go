@@ -90,8 +90,13 @@ type readDeadliner interface{ SetReadDeadline(time.Time) error }
 // one), rather than at the next StatusInterval: the Handler's FlushLSN
 // moved, typically after an ack, and an idle database would otherwise wait
 // the whole interval (or a server keepalive) to see the slot advance. It is
-// safe for concurrent use and never blocks.
+// safe for concurrent use and never blocks. When FlushLSN is not past what
+// was confirmed already (the ack moved a shape, not the slot's position),
+// it does nothing: the session is not woken for nothing.
 func (s *Stream) Nudge() {
+	if s.h.FlushLSN() <= ledger.LSN(s.stats.confirmed.Load()) {
+		return
+	}
 	s.nudged.Store(true)
 	select {
 	case s.nudgeC <- struct{}{}:
