@@ -490,8 +490,9 @@ func (l *Ledger) Sync(ctx context.Context) error {
 // exceeds the safe LSN of committed state (I6).
 //
 // When no ack is queued or being written, the in-memory safe LSN is backed by
-// committed state; if it is ahead, FlushLSN asks for it to be recorded and the
-// next call (a commit later, about CommitDelay) reports it.
+// committed state; if it is ahead, FlushLSN asks for it to be recorded and a
+// later call reports it: a commit later, at most FlushRecordGap after the
+// previous commit.
 func (l *Ledger) FlushLSN() LSN {
 	l.mu.Lock()
 	defer l.mu.Unlock()
