@@ -27,7 +27,10 @@ func (h *Hub) evictChangedRelations(txn *stream.Txn) error {
 	var evicted []string
 	h.routeMu.Lock() // no CreateShape between the check and the eviction
 	for _, rel := range txn.Relations {
-		for _, sh := range h.router.Bound(rel.ID) {
+		// Only the shapes the message no longer fits: a table's shapes
+		// can number hundreds of thousands, and this runs on the stream's
+		// path for the first transaction of every table after a start.
+		for _, sh := range h.router.Misfits(rel.ID, rel.Table, rel.Columns) {
 			if txn.CommitLSN < sh.BoundAt {
 				continue
 			}

@@ -1,7 +1,10 @@
 package deliver_test
 
 import (
+	"fmt"
+	"runtime"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -78,5 +81,47 @@ func TestRelationMessageEvictsBeforeRouting(t *testing.T) {
 			}
 			delivered = true
 		}
+	}
+}
+
+// TestRelationMessageBuildsNothingForFittingShapes: a relation message is
+// checked against every shape bound to its relation, and after a start every
+// table's first transaction carries one. With tens of thousands of shapes
+// on the table and none affected, the check must not build a copy of each
+// shape (and sort them) on the stream's path: it allocates next to nothing
+// per shape.
+func TestRelationMessageBuildsNothingForFittingShapes(t *testing.T) {
+	const n = 20_000
+	e := newEnv(t, deliver.Config{})
+	e.consumer("c")
+	specs := make([]ledger.ShapeSpec, n)
+	for i := range specs {
+		specs[i] = ledger.ShapeSpec{ID: fmt.Sprintf("s%05d", i), Consumer: "c", Table: "public.t", RelID: 7, BoundAt: 0x500,
+			Filter: map[string][]string{"tenant": {strconv.Itoa(i)}}}
+	}
+	res, err := e.l.PutShapes(specs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range res {
+		if r.Err != nil {
+			t.Fatal(r.Err)
+		}
+		e.hub.PutShape(r.Shape)
+	}
+	e.handle(txn(0x1000, insert("public.t", "id", "0", "tenant", "none")))
+
+	tx := txn(0x2000, insert("public.t", "id", "1", "tenant", "none"))
+	tx.Changes[0].RelID = 7
+	tx.Relations = []stream.Relation{{ID: 7, Table: "public.t", Columns: []string{"id", "tenant"}}}
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	e.handle(tx)
+	runtime.ReadMemStats(&after)
+	if got, limit := after.TotalAlloc-before.TotalAlloc, uint64(n*8); got > limit {
+		t.Errorf("handling a relation message over %d fitting shapes allocated %d bytes, want under %d (8 a shape)", n, got, limit)
+	}
+	if _, ok := e.l.Shape("s00000"); !ok {
+		t.Error("a shape whose filter still fits its relation was evicted")
 	}
 }

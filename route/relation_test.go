@@ -49,3 +49,42 @@ func TestRouteByRelationIdentity(t *testing.T) {
 		t.Errorf("after Remove routed to %v, want [unbound]", res.Shapes)
 	}
 }
+
+// TestMisfits: of the shapes bound to a relation, Misfits returns, ordered
+// by id, exactly those a relation message no longer fits: all of them when
+// the relation was renamed, those filtering on a column it lacks
+// otherwise, whichever of their filter's columns that is. Shapes of other
+// relations are never named.
+func TestMisfits(t *testing.T) {
+	r := route.New()
+	r.Put(route.Shape{ID: "b-tenant", Consumer: "c", Table: "public.t", RelID: 7, Filter: map[string][]string{"tenant": {"a"}}})
+	r.Put(route.Shape{ID: "a-tenant", Consumer: "c", Table: "public.t", RelID: 7, Filter: map[string][]string{"tenant": {"b"}}})
+	r.Put(route.Shape{ID: "region-tenant", Consumer: "c", Table: "public.t", RelID: 7, Filter: map[string][]string{"tenant": {"a"}, "region": {"eu"}}})
+	r.Put(route.Shape{ID: "all", Consumer: "c", Table: "public.t", RelID: 7})
+	r.Put(route.Shape{ID: "other", Consumer: "c", Table: "public.u", RelID: 8, Filter: map[string][]string{"tenant": {"a"}}})
+	ids := func(shs []route.Shape) []string {
+		var out []string
+		for _, sh := range shs {
+			out = append(out, sh.ID)
+		}
+		return out
+	}
+	for _, tc := range []struct {
+		name    string
+		table   string
+		columns []string
+		want    []string
+	}{
+		{"unchanged", "public.t", []string{"id", "tenant", "region"}, nil},
+		{"renamed", "public.t2", []string{"id", "tenant", "region"}, []string{"a-tenant", "all", "b-tenant", "region-tenant"}},
+		{"tenant dropped", "public.t", []string{"id", "region"}, []string{"a-tenant", "b-tenant", "region-tenant"}},
+		{"region dropped", "public.t", []string{"id", "tenant"}, []string{"region-tenant"}},
+	} {
+		if got := ids(r.Misfits(7, tc.table, tc.columns)); !slices.Equal(got, tc.want) {
+			t.Errorf("%s: Misfits = %v, want %v", tc.name, got, tc.want)
+		}
+	}
+	if got := r.Misfits(9, "public.t", nil); got != nil {
+		t.Errorf("Misfits of a relation without shapes = %v", got)
+	}
+}

@@ -412,6 +412,48 @@ func (r *Router) Bound(relID uint32) []Shape {
 	return out
 }
 
+// Misfits returns the shapes bound to relation relID that a relation
+// message describing it as table with columns no longer fits: bound under
+// another table name, or filtering on a column it lacks. Ordered by id.
+// Unlike Bound it copies only those: after a start every table's first
+// transaction carries a relation message, and a table may hold hundreds of
+// thousands of shapes that all still fit.
+func (r *Router) Misfits(relID uint32, table string, columns []string) []Shape {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	t := r.bound[relID]
+	if t == nil {
+		return nil
+	}
+	var out []Shape
+	var last *ledger.Def // shapes sharing a definition are judged once
+	lastFits := false
+	t.each(func(e *entry) {
+		if e.def != last {
+			last, lastFits = e.def, fits(e.def, table, columns)
+		}
+		if !lastFits {
+			out = append(out, e.shape())
+		}
+	})
+	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
+	return out
+}
+
+// fits reports whether a relation named table with columns still serves
+// the definition: same name, and every column its filter names.
+func fits(d *ledger.Def, table string, columns []string) bool {
+	if d.Table() != table {
+		return false
+	}
+	for _, col := range d.Columns() {
+		if !slices.Contains(columns, col) {
+			return false
+		}
+	}
+	return true
+}
+
 // Consumer returns the owner of a shape, or "" for an unknown shape.
 func (r *Router) Consumer(id string) string {
 	r.mu.RLock()
