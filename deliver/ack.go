@@ -91,6 +91,16 @@ func (h *Hub) AckAll(ctx context.Context, consumer string, lsn ledger.LSN) (AckR
 
 func (h *Hub) apply(ctx context.Context, o *outbox, consumer string, ids []string, acks map[string]ledger.LSN, res AckResult) (AckResult, error) {
 	var high ledger.LSN
+	// The outbox is pruned of what the ledger took in one pass, also when
+	// a later ack of the call is refused, and before waitWrites below.
+	acked := make(map[string]ledger.LSN, len(ids))
+	prune := func() {
+		if o != nil && len(acked) > 0 {
+			o.mu.Lock()
+			h.pruneAckedLocked(o, acked)
+			o.mu.Unlock()
+		}
+	}
 	for _, id := range ids {
 		lsn := acks[id]
 		high = max(high, lsn)
@@ -103,16 +113,15 @@ func (h *Hub) apply(ctx context.Context, o *outbox, consumer string, ids []strin
 			res.Gone[id] = gone.Reason
 			continue
 		case errors.Is(err, ledger.ErrAckBeyondSent):
+			prune()
 			return res, &BeyondError{Consumer: consumer, Shape: id, LSN: lsn, Delivered: sentOf(err)}
 		default:
+			prune()
 			return res, fmt.Errorf("acking shape %s at %s: %w", id, lsn, err)
 		}
-		if o != nil {
-			o.mu.Lock()
-			h.pruneLocked(o, lsn, false, id)
-			o.mu.Unlock()
-		}
+		acked[id] = lsn
 	}
+	prune()
 	// A reconnected stream may have taken an acked transaction from the
 	// outbox before the prune and still be resending it: the ack is
 	// answered only once that write is over, so the transaction is never

@@ -611,6 +611,81 @@ func (h *Hub) pruneLocked(o *outbox, upTo ledger.LSN, all bool, shape string) {
 		}
 		kept = append(kept, e)
 	}
+	h.keepLocked(o, kept, freed)
+}
+
+// pruneAckedLocked is pruneLocked for every shape of one ack call at once
+// (acked: shape -> the position it acked): one pass over the outbox however
+// many shapes the call names. An ack of a consumer's thousand shapes would
+// otherwise walk its outbox a thousand times, on the path every ack takes.
+// Called with o.mu held.
+func (h *Hub) pruneAckedLocked(o *outbox, acked map[string]ledger.LSN) {
+	if len(acked) == 0 {
+		return
+	}
+	var high ledger.LSN
+	for _, lsn := range acked {
+		high = max(high, lsn)
+	}
+	kept := o.entries[:0]
+	var freed int64
+	for _, e := range o.entries {
+		if e.commit <= high {
+			e.pending = withoutAcked(e.pending, e.commit, acked)
+		}
+		if len(e.pending) == 0 {
+			freed += e.size
+			if e.last {
+				o.unspill(e.commit) // acked whole: nothing of it is needed again
+			}
+			continue
+		}
+		kept = append(kept, e)
+	}
+	h.keepLocked(o, kept, freed)
+}
+
+// withoutAcked returns pending (sorted) without the shapes that acked
+// commit or later; pending itself when there are none. pending is never
+// changed in place: a new slice replaces it, as in pruneLocked.
+func withoutAcked(pending []string, commit ledger.LSN, acked map[string]ledger.LSN) []string {
+	drop := func(id string) bool {
+		lsn, ok := acked[id]
+		return ok && commit <= lsn
+	}
+	n := 0
+	if len(acked) < len(pending) {
+		for id, lsn := range acked {
+			if commit <= lsn {
+				if _, ok := slices.BinarySearch(pending, id); ok {
+					n++
+				}
+			}
+		}
+	} else {
+		for _, id := range pending {
+			if drop(id) {
+				n++
+			}
+		}
+	}
+	if n == 0 {
+		return pending
+	}
+	p := make([]string, 0, len(pending)-n)
+	for _, id := range pending {
+		if !drop(id) {
+			p = append(p, id)
+		}
+	}
+	return p
+}
+
+// keepLocked makes kept (a prefix of o.entries' array) the outbox, freed
+// being the bytes of the entries it no longer holds. It wakes a HandleTxn
+// waiting for room and, once an overflowed outbox is half empty, asks for
+// a replay from the slot. Called with o.mu held.
+func (h *Hub) keepLocked(o *outbox, kept []*entry, freed int64) {
 	clear(o.entries[len(kept):])
 	o.entries = kept
 	if freed > 0 {
