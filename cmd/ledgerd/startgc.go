@@ -1,6 +1,7 @@
 package main
 
 import (
+	"runtime"
 	"runtime/debug"
 	"sync"
 )
@@ -10,9 +11,51 @@ import (
 // it back on (safe to call more than once). Nearly all the start
 // allocates stays live: with a million shapes the collector would mark a
 // heap of hundreds of megabytes several times over as it grows, a third of
-// the start's CPU time, and free next to nothing. The collection that
-// follows runs while the stream starts.
+// the start's CPU time, and free next to nothing.
+//
+// For the same reason the resume does not collect at once, as setting the
+// percentage back would (the last heap marked is the empty one before the
+// start): that collection would mark the whole start heap while the stream
+// delivers what waited in the slot, half a core for most of a second at a
+// million shapes, and free next to nothing. The collector stays off under a
+// soft memory limit that leaves the heap room to grow by the GC percentage
+// of what the start built, the goal it would have had were that heap
+// marked; once that first collection has run, the percentage and the limit
+// are back as they were. A lower limit set by GOMEMLIMIT is kept.
 func pauseGC() func() {
 	old := debug.SetGCPercent(-1)
-	return sync.OnceFunc(func() { debug.SetGCPercent(old) })
+	return sync.OnceFunc(func() { resumeGC(old) })
+}
+
+// gcSentinel is collected by the first collection after the resume; its
+// cleanup sets the collector back. Large enough to have its own slot.
+type gcSentinel struct {
+	_ *byte
+	_ [16]byte
+}
+
+func resumeGC(old int) {
+	if old < 0 {
+		debug.SetGCPercent(old) // off before the pause: off it stays
+		return
+	}
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	prevLimit := debug.SetMemoryLimit(-1)
+	// The memory limit counts all the runtime holds, not only the heap.
+	limit := int64(ms.Sys-ms.HeapReleased) + int64(float64(ms.HeapAlloc)*float64(old)/100)
+	if limit >= prevLimit {
+		debug.SetGCPercent(old)
+		return
+	}
+	debug.SetMemoryLimit(limit)
+	runtime.AddCleanup(new(gcSentinel), func(struct{}) {
+		// Leave what something else set meanwhile as it is.
+		if pct := debug.SetGCPercent(old); pct != -1 {
+			debug.SetGCPercent(pct)
+		}
+		if cur := debug.SetMemoryLimit(prevLimit); cur != limit {
+			debug.SetMemoryLimit(cur)
+		}
+	}, struct{}{})
 }

@@ -1,8 +1,12 @@
 package main
 
 import (
+	"math"
+	"runtime"
 	"runtime/debug"
+	"runtime/metrics"
 	"testing"
+	"time"
 )
 
 // TestPauseGC: the collector is off between pauseGC and its resume, and
@@ -21,4 +25,72 @@ func TestPauseGC(t *testing.T) {
 	if got := debug.SetGCPercent(150); got != 80 {
 		t.Fatalf("GC percent %d after a second resume, want 80", got)
 	}
+	// The resume's memory limit lasts until the next collection.
+	runtime.GC()
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(time.Millisecond) {
+		pct, limit := gcSettings()
+		if limit == math.MaxInt64 {
+			if pct != 150 {
+				t.Fatalf("GC percent %d after the first collection, want 150 as set", pct)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("memory limit %d after the first collection, want none", limit)
+		}
+	}
+}
+
+var gcSink []byte
+
+// TestResumeGCDefersTheFirstCollection: the heap the start built is nearly
+// all live, so resuming does not collect at once (the last heap marked being
+// the empty one before the start): the first collection comes once the heap
+// has grown by the GC percentage of the start's heap, as it would had that
+// heap been marked, and after it the percentage and memory limit are back.
+func TestResumeGCDefersTheFirstCollection(t *testing.T) {
+	was := debug.SetGCPercent(100)
+	defer debug.SetGCPercent(was)
+	runtime.GC()
+	resume := pauseGC()
+	live := make([][]byte, 0, 64)
+	for range cap(live) {
+		live = append(live, make([]byte, 1<<20)) // 64 MiB, as a loaded ledger
+	}
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	before := ms.NumGC
+	resume()
+	for range 16 {
+		gcSink = make([]byte, 1<<20)
+	}
+	runtime.ReadMemStats(&ms)
+	if ms.NumGC != before {
+		t.Fatalf("%d collections after the resume and 16 MiB of garbage over a 64 MiB start heap, want none yet", ms.NumGC-before)
+	}
+	for range 160 {
+		gcSink = make([]byte, 1<<20)
+	}
+	runtime.ReadMemStats(&ms)
+	if ms.NumGC == before {
+		t.Fatal("no collection once the heap grew past twice the start's")
+	}
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(time.Millisecond) {
+		pct, limit := gcSettings()
+		if pct == 100 && limit == math.MaxInt64 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after the first collection: GC percent %d, memory limit %d; want 100 and none", pct, limit)
+		}
+	}
+	runtime.KeepAlive(live)
+}
+
+// gcSettings reads the GC percentage and the memory limit without setting
+// them.
+func gcSettings() (percent, limit int64) {
+	ss := []metrics.Sample{{Name: "/gc/gogc:percent"}, {Name: "/gc/gomemlimit:bytes"}}
+	metrics.Read(ss)
+	return int64(ss[0].Value.Uint64()), int64(ss[1].Value.Uint64())
 }
