@@ -6,6 +6,7 @@ import (
 	"slices"
 	"testing"
 
+	"github.com/ledgerd/ledgerd/ledger"
 	"github.com/ledgerd/ledgerd/route"
 	"github.com/ledgerd/ledgerd/stream"
 )
@@ -437,5 +438,26 @@ func TestPutAllLarge(t *testing.T) {
 	}
 	if r.Len() != len(final)-100 {
 		t.Fatalf("%d shapes routed after removing 100, want %d", r.Len(), len(final)-100)
+	}
+}
+
+// BenchmarkPutAll1M fills an empty router with a million shapes as the
+// daemon's start does: ten tables, every shape filtering on a tenant of its
+// own, definitions made beforehand (the ledger's). Run it with GOGC=off, as
+// the start runs.
+func BenchmarkPutAll1M(b *testing.B) {
+	const n = 1_000_000
+	all := make([]route.Shape, n)
+	for k := range all {
+		table := fmt.Sprintf("public.t%d", k%10)
+		all[k] = route.Shape{ID: fmt.Sprintf("c%d:s%07d", k%1000, k), Consumer: fmt.Sprintf("c%d", k%1000), Table: table,
+			Def: ledger.NewDef(table, 0, map[string][]string{"tenant": {fmt.Sprint(k / 10)}})}
+	}
+	for b.Loop() {
+		r := route.New()
+		r.PutAll(n, slices.Values(all))
+		if r.Len() != n {
+			b.Fatalf("%d routed", r.Len())
+		}
 	}
 }
