@@ -37,14 +37,22 @@ func (l *Ledger) load() (fresh bool, err error) {
 			if err := checkBuckets(tx); err != nil {
 				return err
 			}
-			if err := checkPages(tx); err != nil {
-				return err
-			}
+			// bbolt's check reads the file in a transaction of its own
+			// while the state is loaded; it decides first: a damaged
+			// file is reported as such, whatever the load ran into.
+			checked := make(chan error, 1)
+			go func() {
+				checked <- guard(func() error { return l.db.View(checkPages) })
+			}()
 			l.meta = m
 			l.persistedFlush = m.LastFlush
 			l.durableSafe = m.LastFlush
 			l.startFloor = m.Position
-			if err := loadState(tx, m.SchemaVersion >= sealedSchema, l.consumers, l.t, l.tombs); err != nil {
+			err = guard(func() error { return loadState(tx, m.SchemaVersion >= sealedSchema, l.consumers, l.t, l.tombs) })
+			if cerr := <-checked; cerr != nil {
+				return cerr
+			}
+			if err != nil {
 				return err
 			}
 			l.tombCount = tx.Bucket(bucketTombstones).Stats().KeyN
