@@ -92,6 +92,7 @@ type Hub struct {
 		groups []consumerShapes
 	}
 	nudge atomic.Pointer[atomic.Pointer[stream.Stream]] // the Runner's current stream, told when an ack moved the flush
+	held  atomic.Pointer[chan struct{}]                 // HandleTxn waits until it is closed (HoldTxns)
 
 	// batched: the Hub is fed by a Runner's stream, which calls EndBatch
 	// after each batch it hands over; waking a consumer's writer then
@@ -249,6 +250,13 @@ func (h *Hub) outbox(id string, create bool) *outbox {
 // appended to its outbox as soon as it is full. A shape is pending on the
 // transaction from its first routed piece (ledger.TrackOpen, I1).
 func (h *Hub) HandleTxn(ctx context.Context, txn *stream.Txn) error {
+	if held := h.held.Load(); held != nil {
+		select {
+		case <-*held:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
 	if txn.First() {
 		if h.open != nil {
 			// The stream was cut before the last piece of the open
@@ -579,6 +587,21 @@ func (h *Hub) FlushLSN() ledger.LSN { return h.l.FlushLSN() }
 // next transaction begins a new pass over the slot, even when its commit
 // LSN is past every one handed before.
 func (h *Hub) streamRestarted() { h.restarted.Store(true) }
+
+// HoldTxns makes HandleTxn wait until release is called (safe to call more
+// than once), as it waits for room in an outbox: the stream keeps its
+// connection alive and confirms nothing new. A start holds the stream while
+// it fills the router, so that the replication connection is set up and
+// Postgres decodes meanwhile, and yet nothing is routed before the router
+// holds every shape (I1).
+func (h *Hub) HoldTxns() (release func()) {
+	ch := make(chan struct{})
+	h.held.Store(&ch)
+	return sync.OnceFunc(func() {
+		h.held.CompareAndSwap(&ch, nil)
+		close(ch)
+	})
+}
 
 // Replay delivers a value when an overflowed consumer has caught up and the
 // transactions it missed must be read from the slot again: the owner of the

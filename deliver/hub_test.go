@@ -878,3 +878,36 @@ func TestAckAtStreamPositionCoversShapesLastTxn(t *testing.T) {
 		t.Errorf("outbox holds %d transactions, want none", st.OutboxTxns)
 	}
 }
+
+// TestHoldTxns: a transaction handed over while the Hub is held (as at
+// start, while the router is filled) waits for the release and is then
+// routed with the shapes put meanwhile (I1): the shape is pending on it.
+// Another one after the release is not held; a held one gives up when its
+// context ends.
+func TestHoldTxns(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		e := newEnv(t, deliver.Config{})
+		e.consumer("c")
+		release := e.hub.HoldTxns()
+		handled := make(chan error, 1)
+		go func() { handled <- e.hub.HandleTxn(context.Background(), txn(0x1000, insert("public.t", "id", "1"))) }()
+		synctest.Wait() // HandleTxn is waiting, or done if nothing held it
+		e.shape("s", "c", "public.t", nil)
+		release()
+		if err := <-handled; err != nil {
+			t.Fatal(err)
+		}
+		if sh, ok := e.l.Shape("s"); !ok || sh.PendingLSN != 0x1000 {
+			t.Fatalf("shape s: live %v, pending %s; want it pending on the held transaction", ok, sh.PendingLSN)
+		}
+		release()
+		e.handle(txn(0x2000, insert("public.t", "id", "2")))
+
+		e.hub.HoldTxns()
+		ctx, cancel := context.WithCancel(context.Background())
+		cancel()
+		if err := e.hub.HandleTxn(ctx, txn(0x3000, insert("public.t", "id", "3"))); !errors.Is(err, context.Canceled) {
+			t.Fatalf("held HandleTxn with its context ended: %v, want context.Canceled", err)
+		}
+	})
+}
