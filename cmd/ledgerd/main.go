@@ -226,10 +226,13 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 			log.Error().Err(err).Msg("the slot created by this start is left behind")
 		}
 	}()
-	var readyOnce sync.Once
+	// The stream starts before the API is served (see HoldTxns below):
+	// READY=1 waits for both.
+	streaming := make(chan struct{})
+	var streamingOnce sync.Once
 	scfg.OnStreaming = func() {
 		setup.Done()
-		readyOnce.Do(func() { notifyOrWarn(notify, "READY=1\nSTATUS=streaming", log) })
+		streamingOnce.Do(func() { close(streaming) })
 	}
 	// Pieces of a large transaction are routed as decoded; a piece no larger
 	// than a part keeps the parts' sizes close to -fragment-bytes.
@@ -268,7 +271,33 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	}
 	hub := deliver.New(deliver.Config{Ledger: led, OutboxBytes: int64(cfg.OutboxBytes),
 		SlowConsumerTimeout: cfg.SlowConsumerTimeout, Logger: log, FragmentBytes: int64(cfg.FragmentBytes)})
+	// The replication stream starts while the router is filled: the
+	// connection is set up and Postgres decodes meanwhile, but the Hub
+	// holds every transaction until the router holds every shape (I1).
+	releaseTxns := hub.HoldTxns()
+	streams := hub.NewRunner(scfg)
+	streamCtx, stopStream := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopStream()
+	streamDone := make(chan error, 1)
+	streamExited := make(chan struct{})
+	go func() {
+		streamDone <- streams.Run(streamCtx)
+		close(streamExited)
+	}()
+	drained := false
+	defer func() {
+		// A start that fails from here stops the stream before the
+		// ledger is closed and before a slot it created is dropped.
+		if !drained {
+			stopStream()
+			select {
+			case <-streamExited:
+			case <-time.After(drainTimeout):
+			}
+		}
+	}()
 	hub.Sync()
+	releaseTxns()
 	resumeGC()
 
 	pg, err := api.NewPG(ctx, cfg.PGURL, cfg.Slot, cfg.Publication)
@@ -293,7 +322,6 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		return err
 	}
 
-	streams := hub.NewRunner(scfg)
 	srv := api.New(api.Config{Ledger: led, Hub: hub, Tables: pg, Slot: pg, SlotName: cfg.Slot, Token: token, AdminToken: adminToken,
 		Streaming: streams.Streaming, Reconnects: streams.Reconnects, Defer: rec.Defer, Limits: cfg.limits(), Logger: log,
 		Identity: pg, SetIdentityFull: cfg.ReplicaIdentity == "full", Registry: gate.Registry()})
@@ -306,14 +334,16 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	srv.SetIdentitiesFull(identityCtx)
 	cancelIdentity()
 	gate.Serve(srv)
+	go func() {
+		select {
+		case <-streaming:
+			notifyOrWarn(notify, "READY=1\nSTATUS=streaming", log)
+		case <-streamExited:
+		}
+	}()
 	loop.watch(rec)
 	log.Info().Str("listen", cfg.Listen).Str("slot", cfg.Slot).Str("system_id", sys.SystemID).
 		Str("db", cfg.DB).Msg("ledgerd serving")
-
-	streamCtx, stopStream := context.WithCancel(context.WithoutCancel(ctx))
-	defer stopStream()
-	streamDone := make(chan error, 1)
-	go func() { streamDone <- streams.Run(streamCtx) }()
 
 	var wg sync.WaitGroup
 	reconcileCtx, stopReconcile := context.WithCancel(ctx)
@@ -331,6 +361,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		runErr = fmt.Errorf("API server: %w", err)
 		httpDone <- err
 	}
+	drained = true
 	notifyOrWarn(notify, "STOPPING=1\nSTATUS=draining", log)
 	stopReconcile()
 	wg.Wait()

@@ -137,6 +137,9 @@ func TestShapeBeforeFirstTransactionStartsAtSlot(t *testing.T) {
 		return err == nil && status == 200
 	})
 	waitFor(t, "the stream to connect", time.Minute, func() bool { return gate.held() > 0 })
+	// The stream connects while the start fills the router, before the
+	// API is served.
+	waitFor(t, "the API to be served", time.Minute, func() bool { return strings.Contains(d.logText(), "ledgerd serving") })
 
 	ctx := context.Background()
 	k, err := d.c.Register(ctx, client.ConsumerConfig{ID: "k", TTL: 30 * time.Second})
