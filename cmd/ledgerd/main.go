@@ -133,6 +133,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	if err != nil {
 		return err
 	}
+	defer startGCFloor(getenv, log)()
 	token, err := readToken("token-file", cfg.TokenFile, log)
 	if err != nil {
 		return err
