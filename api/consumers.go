@@ -161,7 +161,7 @@ func (s *Server) stream(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(http.StatusOK)
 	log := s.log.With().Str("consumer", id).Str("remote", r.RemoteAddr).Logger()
 	log.Info().Msg("change stream opened")
-	err = s.hub.Serve(r.Context(), id, deliver.NewHTTPWriter(w))
+	err = s.hub.Serve(r.Context(), id, deliver.NewHTTPWriter(w, r))
 	switch {
 	case err == nil:
 		log.Info().Msg("change stream closed by the consumer")

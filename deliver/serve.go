@@ -8,6 +8,8 @@ import (
 	"slices"
 	"sort"
 	"time"
+
+	"github.com/ledgerd/ledgerd/internal/cork"
 )
 
 // Flusher is what Serve writes to: an io.Writer whose Flush pushes the
@@ -19,18 +21,46 @@ type Flusher interface {
 }
 
 type httpWriter struct {
-	rc *http.ResponseController
-	w  http.ResponseWriter
+	rc   *http.ResponseController
+	w    http.ResponseWriter
+	cork *cork.Conn // nil: each net/http write reaches the socket
 }
 
 // NewHTTPWriter adapts a streaming HTTP answer for Serve; writes get a
 // deadline so that a consumer that stops reading cannot hold a goroutine.
-func NewHTTPWriter(w http.ResponseWriter) Flusher {
-	return &httpWriter{rc: http.NewResponseController(w), w: w}
+// When the request's connection can be corked (internal/cork), what is
+// written between two flushes reaches the socket in one write: net/http
+// would split a batch over 4 KiB into three.
+func NewHTTPWriter(w http.ResponseWriter, r *http.Request) Flusher {
+	h := &httpWriter{rc: http.NewResponseController(w), w: w}
+	if r.ProtoMajor == 1 {
+		// HTTP/2 writes frames from the connection's own goroutine.
+		h.cork = cork.FromContext(r.Context())
+	}
+	return h
 }
 
-func (h *httpWriter) Write(p []byte) (int, error) { return h.w.Write(p) }
-func (h *httpWriter) Flush() error                { return h.rc.Flush() }
+func (h *httpWriter) Write(p []byte) (int, error) {
+	if h.cork != nil {
+		h.cork.Cork()
+	}
+	n, err := h.w.Write(p)
+	if err != nil && h.cork != nil {
+		_ = h.cork.Uncork()
+	}
+	return n, err
+}
+
+func (h *httpWriter) Flush() error {
+	err := h.rc.Flush()
+	if h.cork != nil {
+		if uerr := h.cork.Uncork(); err == nil {
+			err = uerr
+		}
+	}
+	return err
+}
+
 func (h *httpWriter) SetWriteDeadline(t time.Time) error {
 	return h.rc.SetWriteDeadline(t)
 }

@@ -21,6 +21,7 @@ import (
 
 	"github.com/ledgerd/ledgerd/api"
 	"github.com/ledgerd/ledgerd/deliver"
+	"github.com/ledgerd/ledgerd/internal/cork"
 	"github.com/ledgerd/ledgerd/internal/procs"
 	"github.com/ledgerd/ledgerd/internal/sdnotify"
 	"github.com/ledgerd/ledgerd/internal/version"
@@ -161,7 +162,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	gate := api.NewGate(api.GateConfig{Token: token, AdminToken: adminToken, Version: version.String()})
 	httpSrv := newHTTPServer(ctx, gate, limits)
 	httpDone := make(chan error, 1)
-	go func() { httpDone <- httpSrv.Serve(limitListener(rawListener{ln}, limits.MaxConns)) }()
+	go func() {
+		httpDone <- httpSrv.Serve(limitListener(cork.Listener{Listener: rawListener{ln}}, limits.MaxConns))
+	}()
 	defer httpSrv.Close()
 	log.Info().Str("listen", cfg.Listen).Str("version", version.String()).Msg("ledgerd listening; checking Postgres")
 

@@ -9,6 +9,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/ledgerd/ledgerd/internal/cork"
 	"github.com/ledgerd/ledgerd/internal/rawsock"
 )
 
@@ -57,7 +58,8 @@ func defaultHTTPLimits(maxConns int) httpLimits {
 func newHTTPServer(ctx context.Context, h http.Handler, lim httpLimits) *http.Server {
 	return &http.Server{Handler: h, ReadHeaderTimeout: lim.ReadHeaderTimeout, ReadTimeout: lim.ReadTimeout,
 		WriteTimeout: lim.WriteTimeout, IdleTimeout: lim.IdleTimeout,
-		ErrorLog: nil, BaseContext: func(net.Listener) context.Context { return context.WithoutCancel(ctx) }}
+		ErrorLog: nil, BaseContext: func(net.Listener) context.Context { return context.WithoutCancel(ctx) },
+		ConnContext: cork.ConnContext}
 }
 
 // connCap returns the connection cap: the configured one, lowered so that
