@@ -186,9 +186,11 @@ func (t *Txn) Shapes() []string {
 // frame holds at most one part of a transaction, about -fragment-bytes),
 // so memory stays bounded whatever the transaction's size.
 type Stream struct {
-	body io.ReadCloser
-	r    *bufio.Reader
-	line []byte // a frame longer than r's buffer, put together
+	body  io.ReadCloser
+	r     *bufio.Reader
+	line  []byte     // a frame longer than r's buffer, put together
+	frame wire.Frame // decoded into, then copied out: not one allocation per frame
+	arena frameArena // row values and commit times of the stream's frames
 }
 
 // streamBuffer is the read buffer of a change stream; a frame that does
@@ -232,8 +234,10 @@ func (s *Stream) Next() (wire.Frame, *Txn, error) {
 			break
 		}
 	}
-	var f wire.Frame
-	if err := decodeFrame(line, &f); err != nil {
+	s.frame = wire.Frame{} // the last frame's Changes are the caller's now
+	err := decodeFrameIn(line, &s.frame, &s.arena)
+	f := s.frame
+	if err != nil {
 		return f, nil, fmt.Errorf("client: decoding a frame: %w", err)
 	}
 	if f.Type != wire.FrameTxn {
@@ -243,7 +247,6 @@ func (s *Stream) Next() (wire.Frame, *Txn, error) {
 	if t.Part == 0 {
 		t.Part, t.Last = 1, true // a transaction sent whole
 	}
-	var err error
 	if t.LSN, err = ledger.ParseLSN(f.LSN); err != nil {
 		return f, nil, fmt.Errorf("client: txn frame: %w", err)
 	}

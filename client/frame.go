@@ -18,8 +18,12 @@ import (
 // gives, errors included.
 
 // decodeFrame decodes one line into f.
-func decodeFrame(line []byte, f *wire.Frame) error {
-	if parseFrame(line, f) {
+func decodeFrame(line []byte, f *wire.Frame) error { return decodeFrameIn(line, f, nil) }
+
+// decodeFrameIn is decodeFrame carving row values and commit times from a
+// (nil: an arena of the frame's own).
+func decodeFrameIn(line []byte, f *wire.Frame, a *frameArena) error {
+	if parseFrameIn(line, f, a) {
 		return nil
 	}
 	*f = wire.Frame{}
@@ -30,15 +34,57 @@ func decodeFrame(line []byte, f *wire.Frame) error {
 // s, the line converted once: one allocation for all the names and
 // values of a frame, which live as long as the frame's changes do.
 type frameParser struct {
-	s    string
-	i    int
-	vals []string // the row values *string point into, allocated in chunks
+	s string
+	i int
+	a *frameArena
+}
+
+// frameArena holds the row values and commit times a frame's *string and
+// *time.Time point to, allocated in chunks that a stream's small frames
+// share: a single-row transaction's frame otherwise allocates a chunk of
+// its own for each. A large frame starts new chunks, so that a small
+// frame held by the handler never keeps a large one's line alive.
+type frameArena struct {
+	vals  []string
+	times []time.Time
+}
+
+// arenaChunk is the length of an arena's chunks; arenaShareBytes the
+// largest frame whose values share them with other frames.
+const (
+	arenaChunk      = 32
+	arenaShareBytes = 64 << 10
+)
+
+func (a *frameArena) val(v string) *string {
+	if len(a.vals) == cap(a.vals) {
+		a.vals = make([]string, 0, arenaChunk)
+	}
+	a.vals = append(a.vals, v)
+	return &a.vals[len(a.vals)-1]
+}
+
+func (a *frameArena) time() *time.Time {
+	if len(a.times) == cap(a.times) {
+		a.times = make([]time.Time, 0, arenaChunk)
+	}
+	a.times = a.times[:len(a.times)+1]
+	return &a.times[len(a.times)-1]
 }
 
 // parseFrame decodes line into f and reports whether it could; when it
 // could not, f is to be discarded.
-func parseFrame(line []byte, f *wire.Frame) bool {
-	p := frameParser{s: string(line)}
+func parseFrame(line []byte, f *wire.Frame) bool { return parseFrameIn(line, f, nil) }
+
+// parseFrameIn is parseFrame with the arena a (see decodeFrameIn).
+func parseFrameIn(line []byte, f *wire.Frame, a *frameArena) bool {
+	if a == nil {
+		a = &frameArena{}
+	}
+	if len(line) > arenaShareBytes {
+		*a = frameArena{}
+	}
+	p := frameParser{s: string(line), a: a}
 	var seen fields
 	if !p.object(func(key string) bool { return seen.first(key) && p.frameField(key, f) }) {
 		return false
@@ -98,11 +144,12 @@ func (p *frameParser) frameField(key string, f *wire.Frame) bool {
 		if _, ok = p.str(); !ok {
 			return false
 		}
-		var t time.Time
+		t := p.a.time()
 		if t.UnmarshalJSON([]byte(p.s[start:p.i])) != nil {
+			*t = time.Time{}
 			return false
 		}
-		f.CommitTime = &t
+		f.CommitTime = t
 	case "changes":
 		f.Changes = f.Changes[:0]
 		if f.Changes == nil {
@@ -162,11 +209,7 @@ func (p *frameParser) row(m map[string]*string) (map[string]*string, bool) {
 		if !ok {
 			return false
 		}
-		if len(p.vals) == cap(p.vals) {
-			p.vals = make([]string, 0, 32)
-		}
-		p.vals = append(p.vals, v)
-		m[key] = &p.vals[len(p.vals)-1]
+		m[key] = p.a.val(v)
 		return true
 	})
 	return m, ok
