@@ -96,6 +96,9 @@ type e2eBench struct {
 	flags  []string
 	end    string // WAL position after the transactions
 	recvs  []float64
+	// recvWalCPU is the CPU seconds of the walsender serving each
+	// pg_recvlogical run.
+	recvWalCPU []float64
 	// stopped is how long ledgerd took to exit on SIGTERM after the
 	// consumers of stream stopped.
 	stopped time.Duration
@@ -227,13 +230,69 @@ func (r *e2eBench) commitTxns(table, tenant string) {
 // recv runs pg_recvlogical on copy i of the slot to the end of the
 // transactions and returns its rate.
 func (r *e2eBench) recv(i int) float64 {
+	slot := fmt.Sprintf("%s_recv%d", r.slot, i)
 	start := time.Now()
-	cmd := exec.Command(filepath.Join(cluster.BinDir(), "pg_recvlogical"), "-d", r.dsn, "--slot", fmt.Sprintf("%s_recv%d", r.slot, i),
+	cmd := exec.Command(filepath.Join(cluster.BinDir(), "pg_recvlogical"), "-d", r.dsn, "--slot", slot,
 		"--start", "--endpos", r.end, "--no-loop", "-o", "proto_version=1", "-o", "publication_names="+r.slot, "-f", "/dev/null")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		r.b.Fatalf("pg_recvlogical: %v\n%s", err, out)
+	var out strings.Builder
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		r.b.Fatal(err)
 	}
-	return benchTxns / time.Since(start).Seconds()
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	walCPU := r.followWalsender(slot, done)
+	if err := <-done; err != nil {
+		r.b.Fatalf("pg_recvlogical: %v\n%s", err, out.String())
+	}
+	rate := benchTxns / time.Since(start).Seconds()
+	r.recvWalCPU = append(r.recvWalCPU, walCPU)
+	return rate
+}
+
+// followWalsender reads the CPU time of the walsender serving slot every
+// few milliseconds until done is ready (which it leaves for the caller to
+// receive) and returns the last reading, in seconds: the walsender exits
+// with its reader. The walsender shares the cores with the reader, so a
+// reader that makes it work harder (more wake-ups, more waits for room in
+// the socket) costs the rate.
+func (r *e2eBench) followWalsender(slot string, done chan error) float64 {
+	conn, err := pgx.Connect(r.ctx, r.dsn)
+	if err != nil {
+		r.b.Fatal(err)
+	}
+	defer conn.Close(r.ctx)
+	var pid *int
+	var ticks int64
+	for {
+		select {
+		case err := <-done:
+			done <- err
+			return float64(ticks) / clockTicks
+		case <-time.After(2 * time.Millisecond):
+		}
+		if pid == nil {
+			if err := conn.QueryRow(r.ctx, "SELECT active_pid FROM pg_replication_slots WHERE slot_name = $1", slot).Scan(&pid); err != nil {
+				r.b.Fatal(err)
+			}
+			continue
+		}
+		if t, ok := procTicks(*pid); ok {
+			ticks = t
+		}
+	}
+}
+
+// procTicks is cpuTime for a process that may have exited.
+func procTicks(pid int) (int64, bool) {
+	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, false
+	}
+	f := strings.Fields(string(raw[strings.LastIndexByte(string(raw), ')')+2:]))
+	u, _ := strconv.ParseInt(f[11], 10, 64)
+	s, _ := strconv.ParseInt(f[12], 10, 64)
+	return u + s, true
 }
 
 // stream starts ledgerd on the slot and runs the consumers ks until they
@@ -282,14 +341,20 @@ func (r *e2eBench) stream(ks []*client.Consumer, extra ...string) (rate float64,
 	}
 	secs := time.Since(start).Seconds()
 	stopPerf()
+	var walPID int
+	if err := r.conn.QueryRow(r.ctx, "SELECT active_pid FROM pg_replication_slots WHERE slot_name = $1", r.slot).Scan(&walPID); err != nil {
+		b.Fatal(err)
+	}
+	walCPU := float64(cpuTime(b, walPID)) / clockTicks
 	// CPU time does not depend on what else the machine runs, unlike the
 	// rates: ledgerd's, and this process's (the consumers, and the polling
 	// of the slot above).
 	ledgerdCPU := float64(cpuTime(b, d.cmd.Process.Pid)) / clockTicks
 	selfCPU := float64(cpuTime(b, os.Getpid())-selfCPU0) / clockTicks
-	b.Logf("ready after %v, all received after %v, confirmed after %.2fs; cpu ledgerd %.2fs, consumers %.2fs", ready, allReceived, secs, ledgerdCPU, selfCPU)
+	b.Logf("ready after %v, all received after %v, confirmed after %.2fs; cpu ledgerd %.2fs, consumers %.2fs, walsender %.2fs", ready, allReceived, secs, ledgerdCPU, selfCPU, walCPU)
 	b.ReportMetric(ledgerdCPU, "ledgerd_cpu_s")
 	b.ReportMetric(selfCPU, "consumer_cpu_s")
+	b.ReportMetric(walCPU, "walsender_cpu_s")
 	cancel()
 	wg.Wait()
 	r.stopped = d.stopWithin(5 * time.Minute)
@@ -335,6 +400,13 @@ func (r *e2eBench) report(rate float64) {
 	r.b.ReportMetric(rate, "ledgerd_txn/s")
 	r.b.ReportMetric(recvRate, "recvlogical_txn/s")
 	r.b.ReportMetric(rate/recvRate, "ratio")
+	if len(r.recvWalCPU) > 0 {
+		var sum float64
+		for _, c := range r.recvWalCPU {
+			sum += c
+		}
+		r.b.ReportMetric(sum/float64(len(r.recvWalCPU)), "recvlogical_walsender_cpu_s")
+	}
 }
 
 // stopWithin sends SIGTERM and returns how long the process took to exit,
