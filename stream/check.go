@@ -10,7 +10,6 @@ import (
 	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5/pgconn"
 
-	"github.com/ledgerd/ledgerd/internal/rawsock"
 	"github.com/ledgerd/ledgerd/ledger"
 )
 
@@ -48,10 +47,10 @@ func (s *Stream) connect(ctx context.Context) (*pgconn.PgConn, error) {
 		if err != nil {
 			return nil, err
 		}
-		// Raw reads and writes (internal/rawsock): under live traffic the
-		// connection is read for every transaction and keepalive, each
-		// after an idle moment.
-		cc := newCoalescingConn(rawsock.Wrap(c))
+		// Outside the runtime's poller (blockConn), with raw reads and
+		// writes as internal/rawsock makes them: a backlog's packets do not
+		// wake an idle thread while the stream is not reading.
+		cc := newCoalescingConn(newBlockConn(c))
 		if b, ok := s.h.(Batcher); ok {
 			cc.idle = b.EndBatch
 		}
