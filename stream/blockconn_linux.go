@@ -91,6 +91,9 @@ func (b *blockConn) Read(p []byte) (int, error) {
 		if b.closed.Load() {
 			return 0, b.opError("read", net.ErrClosed)
 		}
+		if passed(&b.rdl) {
+			return 0, b.opError("read", os.ErrDeadlineExceeded)
+		}
 		n, _, errno := syscall.RawSyscall(syscall.SYS_READ, uintptr(b.fd), uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)))
 		switch errno {
 		case 0:
@@ -120,6 +123,9 @@ func (b *blockConn) Write(p []byte) (int, error) {
 		if b.closed.Load() {
 			return n, b.opError("write", net.ErrClosed)
 		}
+		if passed(&b.wdl) {
+			return n, b.opError("write", os.ErrDeadlineExceeded)
+		}
 		m, _, errno := syscall.RawSyscall(syscall.SYS_WRITE, uintptr(b.fd), uintptr(unsafe.Pointer(&p[n])), uintptr(len(p)-n))
 		switch errno {
 		case 0:
@@ -136,6 +142,13 @@ func (b *blockConn) Write(p []byte) (int, error) {
 		}
 	}
 	return n, nil
+}
+
+// passed reports whether the deadline in dl has passed: then reads or
+// writes fail even when they would not block, as the net package's do.
+func passed(dl *atomic.Int64) bool {
+	d := dl.Load()
+	return d != 0 && time.Now().UnixNano() >= d
 }
 
 // wait blocks until the socket is ready for events, the deadline in dl

@@ -83,7 +83,18 @@ func TestBlockConnDeadlines(t *testing.T) {
 		t.Fatalf("read past its deadline: %v, want a timeout", err)
 	}
 
+	// With data waiting too, as the net package's reads.
+	if _, err := peer.Write([]byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.Read(buf); !isTimeout(err) {
+		t.Fatalf("read past its deadline with data waiting: %v, want a timeout", err)
+	}
 	_ = b.SetReadDeadline(time.Time{})
+	if n, err := b.Read(buf); err != nil || string(buf[:n]) != "x" {
+		t.Fatalf("read without a deadline: %q, %v", buf[:n], err)
+	}
+
 	done := make(chan error, 1)
 	go func() {
 		_, err := b.Read(buf)
