@@ -51,6 +51,7 @@ func (s *Stream) connect(ctx context.Context) (*pgconn.PgConn, error) {
 		// writes as internal/rawsock makes them: a backlog's packets do not
 		// wake an idle thread while the stream is not reading.
 		cc := newCoalescingConn(newBlockConn(c))
+		cc.unix = network == "unix"
 		if b, ok := s.h.(Batcher); ok {
 			cc.idle = b.EndBatch
 		}

@@ -16,12 +16,18 @@ import (
 // ever applies to a stream that is already busy, and adds at most
 // coalesceDelay of latency to it.
 //
-// A stream that is behind (catching up on a backlog) also waits before
-// each read that follows a short one, whatever the gaps: on a loaded
-// machine the walsender, short of CPU, sends a few transactions at a time
-// with gaps longer than coalesceGap, and reading each handful as it comes
-// takes more of the CPU it lacks. How far behind the stream is comes from
-// the server (see backlogLag), so a live stream is never delayed this way.
+// A stream that is behind (catching up on a backlog) over TCP also waits
+// before each read that follows a short one, whatever the gaps: on a
+// loaded machine the walsender, short of CPU, sends a few transactions at
+// a time with gaps longer than coalesceGap, and a TCP socket holds
+// megabytes, so the walsender goes on sending meanwhile without waking
+// anyone (the socket is read outside the runtime's poller, see blockConn).
+// Over a Unix socket a stream that is behind never waits: that socket
+// holds a few dozen single-row transactions (the walsender's send buffer
+// counts each small packet at several times its size), so while the stream
+// waits the walsender soon waits too, for room. How far behind the stream
+// is comes from the server (see backlogLag), so a live stream is never
+// delayed this way.
 const (
 	coalesceDelay = 600 * time.Microsecond
 	// coalesceGap: a short read that follows the previous one by less than
@@ -52,6 +58,7 @@ type coalescingConn struct {
 	last  time.Time // when the previous read returned
 	dense int       // consecutive short reads at a short gap
 	short bool      // the previous read was short
+	unix  bool      // a Unix socket: a backlog is read at once (set by the dialer)
 	// backlog: the stream is catching up (set by the session, see
 	// backlogLag).
 	backlog atomic.Bool
@@ -73,7 +80,8 @@ func (c *coalescingConn) Read(p []byte) (int, error) {
 	if c.idle != nil {
 		c.idle()
 	}
-	if c.dense >= coalesceAfter || c.short && c.backlog.Load() {
+	behind := c.backlog.Load()
+	if (c.dense >= coalesceAfter || c.short && behind) && !(behind && c.unix) {
 		c.sleep(coalesceDelay)
 	}
 	n, err := c.Conn.Read(c.buf)

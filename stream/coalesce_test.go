@@ -117,9 +117,9 @@ func TestReadsTheConnectionOncePerBuffer(t *testing.T) {
 	}
 }
 
-// TestBacklogDelaysShortReads: while the stream is behind, a read that
-// follows a short one waits, however sparse the reads; a live stream
-// (not behind) and full reads never wait.
+// TestBacklogDelaysShortReads: over TCP, while the stream is behind, a
+// read that follows a short one waits, however sparse the reads; a live
+// stream (not behind) and full reads never wait.
 func TestBacklogDelaysShortReads(t *testing.T) {
 	behind := &fakeTime{t: time.Unix(0, 0), step: time.Millisecond}
 	c := testConn(shortReads{}, behind)
@@ -144,5 +144,27 @@ func TestBacklogDelaysShortReads(t *testing.T) {
 	}
 	if full.sleeps != 0 {
 		t.Errorf("behind, full reads: delayed %d reads", full.sleeps)
+	}
+}
+
+// TestUnixBacklogNeverWaits: over a Unix socket, while the stream is
+// behind, no read waits, sparse or dense: the walsender, whose socket holds
+// a few dozen transactions, would wait for room meanwhile. Caught up, the
+// stream still waits before dense short reads.
+func TestUnixBacklogNeverWaits(t *testing.T) {
+	for _, step := range []time.Duration{time.Millisecond, 10 * time.Microsecond} {
+		ft := &fakeTime{t: time.Unix(0, 0), step: step}
+		c := testConn(shortReads{}, ft)
+		c.unix = true
+		c.backlog.Store(true)
+		reads(c, 1+coalesceAfter+100)
+		if ft.sleeps != 0 {
+			t.Errorf("behind, short reads %v apart: waited before %d reads, want none", step, ft.sleeps)
+		}
+		c.backlog.Store(false)
+		reads(c, 1+coalesceAfter+100)
+		if step < coalesceGap && ft.sleeps == 0 {
+			t.Errorf("caught up, short reads %v apart: never waited", step)
+		}
 	}
 }
