@@ -11,10 +11,12 @@ import (
 	"syscall"
 	"time"
 	"unsafe"
+
+	"github.com/ledgerd/ledgerd/internal/rawsock"
 )
 
 // blockConn reads and writes the replication socket outside the Go
-// runtime's poller. A socket in the poller is in its epoll set for good:
+// runtime's poller while the stream catches up on a backlog. A socket in the poller is in its epoll set for good:
 // while any of the process's threads waits in epoll (an idle one always
 // does, for timers and the API's connections), every packet the walsender
 // sends wakes that thread, whether or not the stream is reading, also
@@ -27,6 +29,13 @@ import (
 // there was, so the walsender wakes it only then, as it would
 // pg_recvlogical. The eventfd cuts a wait short when a deadline moves
 // (Stream.Nudge, a cancelled context) or the connection closes.
+//
+// A live stream waits for each transaction, a thousand times a second
+// under live traffic: waiting in a system call then costs more (the
+// scheduler takes the goroutine's P back, and its monitor thread polls
+// while a call blocks) than the few packets the walsender sends meanwhile.
+// While live (setPolled) the socket is read through a twin in the poller,
+// with internal/rawsock's raw reads.
 type blockConn struct {
 	fd, wake int // the socket (a duplicate, non-blocking) and an eventfd
 	local    net.Addr
@@ -36,6 +45,9 @@ type blockConn struct {
 	closed   atomic.Bool
 	ops      sync.RWMutex // reads and writes (shared) against Close
 	rmu, wmu sync.Mutex   // one read and one write at a time
+
+	tmu  sync.Mutex // twin and its deadlines
+	twin net.Conn   // the socket in the runtime's poller, while live
 }
 
 // newBlockConn takes c's socket out of the runtime's poller: the
@@ -79,6 +91,36 @@ func newBlockConn(c net.Conn) net.Conn {
 	return b
 }
 
+// setPolled reads the socket through a twin in the runtime's poller (on)
+// or outside it (off). Only the reader calls it, between reads. Should the
+// twin fail to open, the socket is read outside the poller.
+func (b *blockConn) setPolled(on bool) {
+	b.tmu.Lock()
+	defer b.tmu.Unlock()
+	if on == (b.twin != nil) || b.closed.Load() {
+		return
+	}
+	if !on {
+		_ = b.twin.Close() // out of the poller; the socket stays open through fd
+		b.twin = nil
+		return
+	}
+	r, _, errno := syscall.Syscall(syscall.SYS_FCNTL, uintptr(b.fd), syscall.F_DUPFD_CLOEXEC, 0)
+	if errno != 0 {
+		return
+	}
+	f := os.NewFile(r, "replication")
+	c, err := net.FileConn(f) // a duplicate of its own, in the poller
+	f.Close()
+	if err != nil {
+		return
+	}
+	if d := b.rdl.Load(); d != 0 {
+		_ = c.SetReadDeadline(time.Unix(0, d))
+	}
+	b.twin = rawsock.Wrap(c)
+}
+
 func (b *blockConn) Read(p []byte) (int, error) {
 	if len(p) == 0 {
 		return 0, nil
@@ -87,6 +129,16 @@ func (b *blockConn) Read(p []byte) (int, error) {
 	defer b.rmu.Unlock()
 	b.ops.RLock()
 	defer b.ops.RUnlock()
+	b.tmu.Lock()
+	twin := b.twin
+	b.tmu.Unlock()
+	if twin != nil {
+		n, err := twin.Read(p)
+		if err != nil && b.closed.Load() {
+			err = b.opError("read", net.ErrClosed)
+		}
+		return n, err
+	}
 	for {
 		if b.closed.Load() {
 			return 0, b.opError("read", net.ErrClosed)
@@ -195,6 +247,12 @@ func (b *blockConn) Close() error {
 		return b.opError("close", net.ErrClosed)
 	}
 	b.signal()
+	b.tmu.Lock()
+	if b.twin != nil {
+		_ = b.twin.Close() // ends a read waiting on it
+		b.twin = nil
+	}
+	b.tmu.Unlock()
 	b.ops.Lock() // no read or write uses the descriptors any more
 	defer b.ops.Unlock()
 	err := syscall.Close(b.fd)
@@ -209,15 +267,18 @@ func (b *blockConn) LocalAddr() net.Addr  { return b.local }
 func (b *blockConn) RemoteAddr() net.Addr { return b.remote }
 
 func (b *blockConn) SetDeadline(t time.Time) error {
-	b.setDeadline(&b.rdl, t)
 	b.setDeadline(&b.wdl, t)
-	b.signal()
-	return nil
+	return b.SetReadDeadline(t)
 }
 
 func (b *blockConn) SetReadDeadline(t time.Time) error {
 	b.setDeadline(&b.rdl, t)
 	b.signal()
+	b.tmu.Lock()
+	defer b.tmu.Unlock()
+	if b.twin != nil {
+		return b.twin.SetReadDeadline(t)
+	}
 	return nil
 }
 

@@ -36,8 +36,23 @@ func blockPair(t *testing.T) (*blockConn, net.Conn) {
 	return b, peer
 }
 
-func TestBlockConnReadsAndWrites(t *testing.T) {
+// modes runs f with the socket out of the poller (a backlog) and in it
+// (live).
+func modes(t *testing.T, f func(t *testing.T, polled bool)) {
+	for _, polled := range []bool{false, true} {
+		name := "backlog"
+		if polled {
+			name = "live"
+		}
+		t.Run(name, func(t *testing.T) { f(t, polled) })
+	}
+}
+
+func TestBlockConnReadsAndWrites(t *testing.T) { modes(t, testBlockConnReadsAndWrites) }
+
+func testBlockConnReadsAndWrites(t *testing.T, polled bool) {
 	b, peer := blockPair(t)
+	b.setPolled(polled)
 	go func() { _, _ = peer.Write([]byte("from the server")) }()
 	buf := make([]byte, 64)
 	n, err := io.ReadAtLeast(b, buf, len("from the server"))
@@ -75,8 +90,11 @@ func TestBlockConnReadsAndWrites(t *testing.T) {
 // now while a read waits (Stream.Nudge, a cancelled context), end the read
 // with a timeout, as the net package's do (pgconn wraps it as its own); a later deadline lets reads
 // wait again.
-func TestBlockConnDeadlines(t *testing.T) {
+func TestBlockConnDeadlines(t *testing.T) { modes(t, testBlockConnDeadlines) }
+
+func testBlockConnDeadlines(t *testing.T, polled bool) {
 	b, peer := blockPair(t)
+	b.setPolled(polled)
 	buf := make([]byte, 64)
 	_ = b.SetReadDeadline(time.Unix(1, 0))
 	if _, err := b.Read(buf); !isTimeout(err) {
@@ -120,8 +138,11 @@ func TestBlockConnDeadlines(t *testing.T) {
 	}
 }
 
-func TestBlockConnCloseEndsAWaitingRead(t *testing.T) {
+func TestBlockConnCloseEndsAWaitingRead(t *testing.T) { modes(t, testBlockConnCloseEndsAWaitingRead) }
+
+func testBlockConnCloseEndsAWaitingRead(t *testing.T, polled bool) {
 	b, _ := blockPair(t)
+	b.setPolled(polled)
 	done := make(chan error, 1)
 	go func() {
 		_, err := b.Read(make([]byte, 64))
@@ -153,4 +174,22 @@ func waitBlocked(t *testing.T, done chan error) {
 func isTimeout(err error) bool {
 	var ne net.Error
 	return errors.As(err, &ne) && ne.Timeout()
+}
+
+// TestBlockConnSwitchesModes: the stream moving between live and backlog
+// reads every byte once, in order, whichever way it reads.
+func TestBlockConnSwitchesModes(t *testing.T) {
+	b, peer := blockPair(t)
+	go func() {
+		for i := range 100 {
+			_, _ = peer.Write([]byte{byte(i)})
+		}
+	}()
+	buf := make([]byte, 1)
+	for i := range 100 {
+		b.setPolled(i%3 != 0)
+		if _, err := io.ReadFull(b, buf); err != nil || buf[0] != byte(i) {
+			t.Fatalf("byte %d: %v, %v", i, buf[0], err)
+		}
+	}
 }

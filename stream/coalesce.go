@@ -81,6 +81,9 @@ func (c *coalescingConn) Read(p []byte) (int, error) {
 		c.idle()
 	}
 	behind := c.backlog.Load()
+	if p, ok := c.Conn.(interface{ setPolled(bool) }); ok {
+		p.setPolled(!behind)
+	}
 	if (c.dense >= coalesceAfter || c.short && behind) && !(behind && c.unix) {
 		c.sleep(coalesceDelay)
 	}
