@@ -22,10 +22,11 @@ import (
 // a time with gaps longer than coalesceGap, and a TCP socket holds
 // megabytes, so the walsender goes on sending meanwhile without waking
 // anyone (the socket is read outside the runtime's poller, see blockConn).
-// Over a Unix socket a stream that is behind never waits: that socket
-// holds a few dozen single-row transactions (the walsender's send buffer
-// counts each small packet at several times its size), so while the stream
-// waits the walsender soon waits too, for room. How far behind the stream
+// Over a Unix socket a stream that is behind waits only as a live one
+// does, before dense short reads: that socket holds a few dozen
+// single-row transactions (the walsender's send buffer counts each small
+// packet at several times its size), so while the stream waits the
+// walsender soon waits too, for room. How far behind the stream
 // is comes from the server (see backlogLag), so a live stream is never
 // delayed this way.
 const (
@@ -58,7 +59,7 @@ type coalescingConn struct {
 	last  time.Time // when the previous read returned
 	dense int       // consecutive short reads at a short gap
 	short bool      // the previous read was short
-	unix  bool      // a Unix socket: a backlog is read at once (set by the dialer)
+	unix  bool      // a Unix socket: a backlog's sparse reads are not delayed (set by the dialer)
 	// backlog: the stream is catching up (set by the session, see
 	// backlogLag).
 	backlog atomic.Bool
@@ -84,7 +85,7 @@ func (c *coalescingConn) Read(p []byte) (int, error) {
 	if p, ok := c.Conn.(interface{ setPolled(bool) }); ok {
 		p.setPolled(!behind)
 	}
-	if (c.dense >= coalesceAfter || c.short && behind) && !(behind && c.unix) {
+	if c.dense >= coalesceAfter || c.short && behind && !c.unix {
 		c.sleep(coalesceDelay)
 	}
 	n, err := c.Conn.Read(c.buf)

@@ -147,24 +147,26 @@ func TestBacklogDelaysShortReads(t *testing.T) {
 	}
 }
 
-// TestUnixBacklogNeverWaits: over a Unix socket, while the stream is
-// behind, no read waits, sparse or dense: the walsender, whose socket holds
-// a few dozen transactions, would wait for room meanwhile. Caught up, the
-// stream still waits before dense short reads.
-func TestUnixBacklogNeverWaits(t *testing.T) {
-	for _, step := range []time.Duration{time.Millisecond, 10 * time.Microsecond} {
-		ft := &fakeTime{t: time.Unix(0, 0), step: step}
-		c := testConn(shortReads{}, ft)
-		c.unix = true
-		c.backlog.Store(true)
-		reads(c, 1+coalesceAfter+100)
-		if ft.sleeps != 0 {
-			t.Errorf("behind, short reads %v apart: waited before %d reads, want none", step, ft.sleeps)
-		}
-		c.backlog.Store(false)
-		reads(c, 1+coalesceAfter+100)
-		if step < coalesceGap && ft.sleeps == 0 {
-			t.Errorf("caught up, short reads %v apart: never waited", step)
-		}
+// TestUnixBacklogWaitsOnlyWhenDense: over a Unix socket, while the
+// stream is behind, a short read waits only as a live stream's does, when
+// reads are dense: the walsender, whose socket holds a few dozen
+// transactions, would wait for room meanwhile.
+func TestUnixBacklogWaitsOnlyWhenDense(t *testing.T) {
+	sparse := &fakeTime{t: time.Unix(0, 0), step: time.Millisecond}
+	c := testConn(shortReads{}, sparse)
+	c.unix = true
+	c.backlog.Store(true)
+	reads(c, 101)
+	if sparse.sleeps != 0 {
+		t.Errorf("behind, sparse short reads: waited before %d of 100 reads, want none", sparse.sleeps)
+	}
+
+	dense := &fakeTime{t: time.Unix(0, 0), step: 10 * time.Microsecond}
+	c = testConn(shortReads{}, dense)
+	c.unix = true
+	c.backlog.Store(true)
+	reads(c, 1+coalesceAfter+100)
+	if dense.sleeps != 100 {
+		t.Errorf("behind, dense short reads: waited before %d of the 100 reads after %d dense ones, want all", dense.sleeps, coalesceAfter)
 	}
 }
