@@ -22,7 +22,8 @@
 //
 // One goroutine (Run's) owns the connection; while HandleTxn blocks it lends
 // it to a ticker that keeps status updates going, so backpressure never
-// trips wal_sender_timeout. While catching up on a backlog, reads are
+// trips wal_sender_timeout. While catching up on a backlog, the socket is
+// read outside the runtime's poller (see blockconn_linux.go) and reads are
 // coalesced (see coalesce.go) so the client's wake-ups do not take the CPU
 // the walsender needs, and a Handler that is also a Batcher is told when
 // the stream has handed over everything it read, to do once per batch
