@@ -13,7 +13,7 @@ func TestGCFloor(t *testing.T) {
 	before := debug.SetGCPercent(100)
 	defer debug.SetGCPercent(before)
 
-	stop := startGCFloor(func(string) string { return "" }, zerolog.Nop())
+	stop := startGCFloor(gcFloor(func(string) string { return "" }), zerolog.Nop())
 	p := debug.SetGCPercent(100)
 	debug.SetGCPercent(p)
 	stop()
@@ -24,12 +24,12 @@ func TestGCFloor(t *testing.T) {
 		t.Errorf("GC percent %d after stop, want the 100 in force before", p)
 	}
 
-	stop = startGCFloor(func(k string) string {
+	stop = startGCFloor(gcFloor(func(k string) string {
 		if k == "GOGC" {
 			return "100"
 		}
 		return ""
-	}, zerolog.Nop())
+	}), zerolog.Nop())
 	defer stop()
 	if p := debug.SetGCPercent(100); p != 100 {
 		t.Errorf("GC percent %d with GOGC=100 set, want 100", p)

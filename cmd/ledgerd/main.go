@@ -134,7 +134,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	if err != nil {
 		return err
 	}
-	defer startGCFloor(getenv, log)()
+	floor := gcFloor(getenv)
+	defer startGCFloor(floor, log)()
 	token, err := readToken("token-file", cfg.TokenFile, log)
 	if err != nil {
 		return err
@@ -244,7 +245,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	scfg.CreateSlot = false // created below, once the ledger file is open and locked
 	sys := setup.System
 	notReady("opening the ledger file " + cfg.DB)
-	resumeGC := pauseGC() // until the router is filled
+	resumeGC := pauseGC(floor) // until the router is filled
 	defer resumeGC()
 	// The ledger file is opened and locked before the slot is created, and
 	// refused when it does not hold the slot's history (I1, I4).

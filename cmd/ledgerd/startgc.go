@@ -4,6 +4,8 @@ import (
 	"runtime"
 	"runtime/debug"
 	"sync"
+
+	"github.com/ledgerd/ledgerd/internal/gcfloor"
 )
 
 // pauseGC turns the garbage collector off while the start reads the
@@ -22,9 +24,13 @@ import (
 // of what the start built, the goal it would have had were that heap
 // marked; once that first collection has run, the percentage and the limit
 // are back as they were. A lower limit set by GOMEMLIMIT is kept.
-func pauseGC() func() {
+//
+// floor is the heap floor in force (gcFloor), 0 for none. The floor raises
+// the GC percent while the heap is small; the growth allowed after the
+// start is the percent the floor gives the heap the start built.
+func pauseGC(floor uint64) func() {
 	old := debug.SetGCPercent(-1)
-	return sync.OnceFunc(func() { resumeGC(old) })
+	return sync.OnceFunc(func() { resumeGC(old, floor) })
 }
 
 // gcSentinel is collected by the first collection after the resume; its
@@ -34,7 +40,7 @@ type gcSentinel struct {
 	_ [16]byte
 }
 
-func resumeGC(old int) {
+func resumeGC(old int, floor uint64) {
 	if old < 0 {
 		debug.SetGCPercent(old) // off before the pause: off it stays
 		return
@@ -43,7 +49,11 @@ func resumeGC(old int) {
 	runtime.ReadMemStats(&ms)
 	prevLimit := debug.SetMemoryLimit(-1)
 	// The memory limit counts all the runtime holds, not only the heap.
-	limit := int64(ms.Sys-ms.HeapReleased) + int64(float64(ms.HeapAlloc)*float64(old)/100)
+	pct := old
+	if floor > 0 {
+		pct = gcfloor.Percent(ms.HeapAlloc, floor)
+	}
+	limit := int64(ms.Sys-ms.HeapReleased) + int64(float64(ms.HeapAlloc)*float64(pct)/100)
 	if limit >= prevLimit {
 		debug.SetGCPercent(old)
 		return

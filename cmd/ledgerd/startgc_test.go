@@ -7,6 +7,8 @@ import (
 	"runtime/metrics"
 	"testing"
 	"time"
+
+	"github.com/rs/zerolog"
 )
 
 // TestPauseGC: the collector is off between pauseGC and its resume, and
@@ -15,7 +17,7 @@ import (
 func TestPauseGC(t *testing.T) {
 	was := debug.SetGCPercent(150)
 	defer debug.SetGCPercent(was)
-	resume := pauseGC()
+	resume := pauseGC(0)
 	if got := debug.SetGCPercent(-1); got != -1 {
 		t.Fatalf("GC percent %d while paused, want -1 (off)", got)
 	}
@@ -52,7 +54,7 @@ func TestResumeGCDefersTheFirstCollection(t *testing.T) {
 	was := debug.SetGCPercent(100)
 	defer debug.SetGCPercent(was)
 	runtime.GC()
-	resume := pauseGC()
+	resume := pauseGC(0)
 	live := make([][]byte, 0, 64)
 	for range cap(live) {
 		live = append(live, make([]byte, 1<<20)) // 64 MiB, as a loaded ledger
@@ -93,4 +95,35 @@ func gcSettings() (percent, limit int64) {
 	ss := []metrics.Sample{{Name: "/gc/gogc:percent"}, {Name: "/gc/gomemlimit:bytes"}}
 	metrics.Read(ss)
 	return int64(ss[0].Value.Uint64()), int64(ss[1].Value.Uint64())
+}
+
+// TestResumeGCUnderTheFloor: the heap floor raises the GC percent while the
+// heap is small; the resume after a start that built a large heap allows it
+// to grow by the percent the floor gives that heap (the default's 100), not
+// by the small heap's raised percent, which would let it grow several times
+// over before the first collection.
+func TestResumeGCUnderTheFloor(t *testing.T) {
+	was := debug.SetGCPercent(100)
+	defer debug.SetGCPercent(was)
+	runtime.GC()
+	floor := gcFloor(func(string) string { return "" })
+	stop := startGCFloor(floor, zerolog.Nop())
+	defer stop()
+	resume := pauseGC(floor)
+	live := make([][]byte, 0, 64)
+	for range cap(live) {
+		live = append(live, make([]byte, 1<<20))
+	}
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	before := ms.NumGC
+	resume()
+	for range 160 {
+		gcSink = make([]byte, 1<<20)
+	}
+	runtime.ReadMemStats(&ms)
+	if ms.NumGC == before {
+		t.Fatal("no collection once the heap grew past twice the start's 64 MiB, with the heap floor in force")
+	}
+	runtime.KeepAlive(live)
 }
