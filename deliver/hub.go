@@ -614,9 +614,7 @@ func (h *Hub) Replay() <-chan struct{} { return h.replay }
 // wakes a HandleTxn waiting for room and, once an overflowed outbox is half
 // empty, asks for a replay from the slot. Called with o.mu held.
 func (h *Hub) pruneLocked(o *outbox, upTo ledger.LSN, all bool, shape string) {
-	kept := o.entries[:0]
-	var freed int64
-	for _, e := range o.entries {
+	h.dropSettledLocked(o, func(e *entry) {
 		if all || e.commit <= upTo {
 			if i, ok := slices.BinarySearch(e.pending, shape); ok {
 				p := make([]string, 0, len(e.pending)-1)
@@ -625,6 +623,16 @@ func (h *Hub) pruneLocked(o *outbox, upTo ledger.LSN, all bool, shape string) {
 				e.pending = p
 			}
 		}
+	})
+}
+
+// dropSettledLocked applies settle to every entry of the outbox and drops
+// those left with no pending shape. Called with o.mu held.
+func (h *Hub) dropSettledLocked(o *outbox, settle func(e *entry)) {
+	kept := o.entries[:0]
+	var freed int64
+	for _, e := range o.entries {
+		settle(e)
 		if len(e.pending) == 0 {
 			freed += e.size
 			if e.last {
@@ -650,22 +658,11 @@ func (h *Hub) pruneAckedLocked(o *outbox, acked map[string]ledger.LSN) {
 	for _, lsn := range acked {
 		high = max(high, lsn)
 	}
-	kept := o.entries[:0]
-	var freed int64
-	for _, e := range o.entries {
+	h.dropSettledLocked(o, func(e *entry) {
 		if e.commit <= high {
 			e.pending = withoutAcked(e.pending, e.commit, acked)
 		}
-		if len(e.pending) == 0 {
-			freed += e.size
-			if e.last {
-				o.unspill(e.commit) // acked whole: nothing of it is needed again
-			}
-			continue
-		}
-		kept = append(kept, e)
-	}
-	h.keepLocked(o, kept, freed)
+	})
 }
 
 // withoutAcked returns pending (sorted) without the shapes that acked

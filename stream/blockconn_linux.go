@@ -54,12 +54,8 @@ type blockConn struct {
 // returned connection owns a duplicate of it and c is closed. It returns c
 // unchanged when c does not expose its socket.
 func newBlockConn(c net.Conn) net.Conn {
-	sc, ok := c.(syscall.Conn)
+	rc, ok := rawsock.RawConn(c)
 	if !ok {
-		return c
-	}
-	rc, err := sc.SyscallConn()
-	if err != nil {
 		return c
 	}
 	fd := -1

@@ -18,3 +18,22 @@
 // deadlines and Close working as before. Only Linux is covered; elsewhere
 // Wrap returns the connection unchanged.
 package rawsock
+
+import (
+	"net"
+	"syscall"
+)
+
+// RawConn returns c's socket as a syscall.RawConn, or false when c does not
+// expose it (a connection that is not a socket, or a wrapper).
+func RawConn(c net.Conn) (syscall.RawConn, bool) {
+	sc, ok := c.(syscall.Conn)
+	if !ok {
+		return nil, false
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return nil, false
+	}
+	return rc, true
+}

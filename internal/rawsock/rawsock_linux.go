@@ -15,12 +15,8 @@ import (
 // Wrap returns c with raw non-blocking reads and writes, or c itself when it
 // does not expose its file descriptor (syscall.Conn).
 func Wrap(c net.Conn) net.Conn {
-	sc, ok := c.(syscall.Conn)
+	rc, ok := RawConn(c)
 	if !ok {
-		return c
-	}
-	rc, err := sc.SyscallConn()
-	if err != nil {
 		return c
 	}
 	r := &conn{Conn: c, rc: rc}
