@@ -159,3 +159,51 @@ func TestAckerPacesSteadyTrafficByDefault(t *testing.T) {
 type roundTripFunc func(*http.Request) (*http.Response, error)
 
 func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
+
+// TestWholeFrameIsHandedOverWithOneAllocation: a transaction that came in
+// one frame, the common case, has nothing to put together; handing it to
+// the handler and acking it costs the handler's copy and nothing more
+// (the frame's own Txn, shapes and rows were allocated when it was read).
+func TestWholeFrameIsHandedOverWithOneAllocation(t *testing.T) {
+	const txns = 600
+	queued := make([]*Txn, txns)
+	for i := range queued {
+		queued[i] = &Txn{LSN: ledger.LSN(i + 1), EndLSN: ledger.LSN(i + 2), Part: 1, Last: true, size: 200,
+			Changes: []wire.Change{{Shapes: []string{"s"}, Op: "insert", Table: "public.t"}}}
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	a := &acker{wake: make(chan struct{}, 1), pending: map[string]ledger.LSN{}, handled: map[string]ledger.LSN{}}
+	w := &work{wake: make(chan struct{}, 1), room: make(chan struct{}, 1), max: DefaultMaxQueueBytes, queue: make([]*Txn, 0, txns)}
+	handled := make(chan ledger.LSN)
+	done := make(chan error, 1)
+	go func() {
+		done <- w.handle(ctx, func(_ context.Context, txn *Txn) error {
+			handled <- txn.LSN
+			return nil
+		}, a)
+	}()
+	next := 0
+	hand := func() {
+		w.push(ctx, queued[next])
+		if got := <-handled; got != queued[next].LSN {
+			t.Fatalf("handled %s, want %s", got, queued[next].LSN)
+		}
+		next++
+	}
+	hand() // the first one sets up the acker's maps
+	allocs := testing.AllocsPerRun(txns-10, hand)
+	t.Logf("%.1f allocations a transaction", allocs)
+	if allocs > 1.5 {
+		t.Errorf("%.1f allocations a transaction, want 1 (the handler's copy)", allocs)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if want := queued[next-1].LSN; a.pending["s"] != want {
+		t.Errorf("pending ack of s %s, want %s", a.pending["s"], want)
+	}
+}

@@ -397,6 +397,32 @@ func (w *work) handle(ctx context.Context, h Handler, ack *acker) error {
 		if t.Part == 0 {
 			t.Part, t.Last = 1, true
 		}
+		if !w.parts && t.Part == 1 && t.Last {
+			// A transaction in one frame, the common case: nothing to put
+			// together, so the frame's Txn is handed over (a copy: the
+			// handler may keep or change it) and acked as it is.
+			if cur != nil {
+				cur = nil
+				w.setInTxn(nil)
+			}
+			var err error
+			if !ack.covers(t) {
+				whole := *t
+				err = h(ctx, &whole)
+			}
+			if err != nil {
+				w.done()
+				if ctx.Err() != nil {
+					return nil
+				}
+				return err
+			}
+			// Acked before it stops being the one handled: a challenge
+			// meanwhile finds it either handled or held for the ack.
+			ack.add(t)
+			w.done()
+			continue
+		}
 		switch {
 		case t.Part == 1:
 			cur = &Txn{LSN: t.LSN, Xid: t.Xid, CommitTime: t.CommitTime}
