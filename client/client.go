@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/ledgerd/ledgerd/api/wire"
+	"github.com/ledgerd/ledgerd/internal/rawsock"
 )
 
 // DefaultTimeout bounds each API call other than the change stream.
@@ -49,13 +50,9 @@ func New(cfg Config) (*Client, error) {
 	if path, ok := strings.CutPrefix(cfg.URL, "unix:"); ok {
 		c.base = "http://ledgerd"
 		if c.hc == nil {
-			var d net.Dialer
-			c.hc = &http.Client{Transport: &http.Transport{
-				DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-					return d.DialContext(ctx, "unix", path)
-				},
-				MaxIdleConnsPerHost: 16,
-			}}
+			c.hc = &http.Client{Transport: newTransport(func(ctx context.Context, d *net.Dialer, _, _ string) (net.Conn, error) {
+				return d.DialContext(ctx, "unix", path)
+			})}
 		}
 		return c, nil
 	}
@@ -65,9 +62,41 @@ func New(cfg Config) (*Client, error) {
 	}
 	c.base = strings.TrimRight(cfg.URL, "/")
 	if c.hc == nil {
-		c.hc = &http.Client{Transport: &http.Transport{Proxy: http.ProxyFromEnvironment, MaxIdleConnsPerHost: 16}}
+		t := newTransport(func(ctx context.Context, d *net.Dialer, network, addr string) (net.Conn, error) {
+			return d.DialContext(ctx, network, addr)
+		})
+		t.Proxy = http.ProxyFromEnvironment
+		c.hc = &http.Client{Transport: t}
 	}
 	return c, nil
+}
+
+// readBufferBytes is what one read of a connection to the daemon may take
+// in. The change stream comes as one HTTP chunk per batch of frames, often
+// tens of KiB: through net/http's default 4 KiB buffer a batch took a read
+// for the chunk header and first 4 KiB and more for the rest.
+const readBufferBytes = 64 << 10
+
+// newTransport returns the transport of a Client made without an
+// HTTPClient, dialing with dial. Its connections read and write with raw
+// non-blocking system calls (internal/rawsock): a consumer reads the
+// stream's batches as they come, a wait for the daemon between each, and
+// the Go runtime's bookkeeping of a system call that may block (which
+// wakes its monitor thread after each idle moment) cost it more than the
+// reads.
+func newTransport(dial func(ctx context.Context, d *net.Dialer, network, addr string) (net.Conn, error)) *http.Transport {
+	var d net.Dialer
+	return &http.Transport{
+		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			c, err := dial(ctx, &d, network, addr)
+			if err != nil {
+				return nil, err
+			}
+			return rawsock.Wrap(c), nil
+		},
+		MaxIdleConnsPerHost: 16,
+		ReadBufferSize:      readBufferBytes,
+	}
 }
 
 // Error is an error answer of the daemon.

@@ -6,12 +6,14 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"reflect"
 	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -245,4 +247,96 @@ func TestTxnShapes(t *testing.T) {
 	if got := (&Txn{Changes: changes[:3]}).Shapes(); !slices.Equal(got, want[:3]) {
 		t.Errorf("Shapes() = %v, want %v", got, want[:3])
 	}
+}
+
+// TestStreamBatchIsReadInOneRead: the daemon writes a batch of frames as
+// one HTTP chunk, often tens of KiB. A Client made without an HTTPClient
+// reads such a chunk, its header and the next one's with one read of the
+// connection, not one for the header and first 4 KiB and more for the
+// rest; and its connections are not the net package's (their reads and
+// writes are raw system calls, internal/rawsock).
+func TestStreamBatchIsReadInOneRead(t *testing.T) {
+	const batches = 20
+	batch := strings.Repeat(daemonFrames[0], 48<<10/len(daemonFrames[0]))
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	release := make(chan struct{})
+	go func() {
+		// A daemon's change stream: the answer's header, then each batch
+		// as one chunk in one write.
+		conn, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer conn.Close()
+		if _, err := http.ReadRequest(bufio.NewReader(conn)); err != nil {
+			t.Error(err)
+			return
+		}
+		_, _ = io.WriteString(conn, "HTTP/1.1 200 OK\r\nContent-Type: application/x-ndjson\r\nTransfer-Encoding: chunked\r\n\r\n")
+		for range batches {
+			<-release
+			_, _ = fmt.Fprintf(conn, "%x\r\n%s\r\n", len(batch), batch)
+		}
+	}()
+	c, err := New(Config{URL: "http://" + ln.Addr().String()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr := c.hc.Transport.(*http.Transport)
+	var conns []*countingConn
+	dial := tr.DialContext
+	if dial == nil {
+		dial = (&net.Dialer{}).DialContext
+	}
+	tr.DialContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
+		nc, err := dial(ctx, network, addr)
+		if err != nil {
+			return nil, err
+		}
+		if _, ok := nc.(*net.TCPConn); ok {
+			t.Errorf("the client's connections read through the net package")
+		}
+		cc := &countingConn{Conn: nc}
+		conns = append(conns, cc)
+		return cc, nil
+	}
+	k := &Consumer{c: c, id: "c", lease: "l"}
+	s, err := k.OpenStream(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	perBatch := strings.Count(batch, "\n")
+	for range batches {
+		release <- struct{}{}
+		for range perBatch {
+			if _, _, err := s.Next(); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if len(conns) != 1 {
+		t.Fatalf("%d connections, want 1", len(conns))
+	}
+	reads := conns[0].reads.Load()
+	t.Logf("%d reads for %d batches of %d bytes", reads, batches, len(batch))
+	// The answer's header, then a batch a read; a batch split by the
+	// network may take one more now and then.
+	if reads > 3*batches/2+1 {
+		t.Errorf("%d reads for %d batches, want about one a batch", reads, batches)
+	}
+}
+
+type countingConn struct {
+	net.Conn
+	reads atomic.Int64
+}
+
+func (c *countingConn) Read(p []byte) (int, error) {
+	c.reads.Add(1)
+	return c.Conn.Read(p)
 }
