@@ -399,8 +399,9 @@ func (w *work) handle(ctx context.Context, h Handler, ack *acker) error {
 		}
 		if !w.parts && t.Part == 1 && t.Last {
 			// A transaction in one frame, the common case: nothing to put
-			// together, so the frame's Txn is handed over (a copy: the
-			// handler may keep or change it) and acked as it is.
+			// together, so the frame's Txn is handed over and acked as it
+			// is. The handler gets a copy with changes of its own: it may
+			// keep or change them while a challenge reads t's (busy).
 			if cur != nil {
 				cur = nil
 				w.setInTxn(nil)
@@ -408,6 +409,7 @@ func (w *work) handle(ctx context.Context, h Handler, ack *acker) error {
 			var err error
 			if !ack.covers(t) {
 				whole := *t
+				whole.Changes = slices.Clone(t.Changes)
 				err = h(ctx, &whole)
 			}
 			if err != nil {
