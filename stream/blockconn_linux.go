@@ -308,3 +308,25 @@ const (
 	pollIn  = 0x1
 	pollOut = 0x4
 )
+
+// pause waits d before a read (coalescingConn), or less when the eventfd
+// is signalled (a moved deadline, Close). It waits in ppoll, whose timeout
+// counts nanoseconds: time.Sleep waits in the runtime's poller, whose epoll
+// timeout counts whole milliseconds, so its 600µs waits took a millisecond
+// or more, and over a Unix socket the walsender, out of room meanwhile,
+// waited the difference.
+func (b *blockConn) pause(d time.Duration) {
+	b.ops.RLock()
+	defer b.ops.RUnlock()
+	if b.closed.Load() {
+		return
+	}
+	ts := syscall.NsecToTimespec(int64(d))
+	fds := [1]pollFd{{fd: int32(b.wake), events: pollIn}}
+	// A blocking call through the scheduler, as in wait.
+	_, _, _ = syscall.Syscall6(syscall.SYS_PPOLL, uintptr(unsafe.Pointer(&fds[0])), 1, uintptr(unsafe.Pointer(&ts)), 0, 0, 0)
+	if fds[0].revents != 0 {
+		var buf [8]byte
+		_, _ = syscall.Read(b.wake, buf[:])
+	}
+}

@@ -193,3 +193,21 @@ func TestBlockConnSwitchesModes(t *testing.T) {
 		}
 	}
 }
+
+// TestCoalescingWaitIsCutShortByClose: the wait before a read of the
+// replication socket is the connection's own (a ppoll timed in
+// nanoseconds, not time.Sleep, which waits a millisecond or more for any
+// shorter wait), and closing the connection ends it.
+func TestCoalescingWaitIsCutShortByClose(t *testing.T) {
+	b, _ := blockPair(t)
+	cc := newCoalescingConn(b)
+	done := make(chan struct{})
+	go func() {
+		cc.sleep(time.Hour)
+		close(done)
+	}()
+	if err := b.Close(); err != nil {
+		t.Fatal(err)
+	}
+	<-done
+}

@@ -63,13 +63,19 @@ type coalescingConn struct {
 	// backlog: the stream is catching up (set by the session, see
 	// backlogLag).
 	backlog atomic.Bool
-	// now and sleep are time.Now and time.Sleep, replaced in tests.
+	// now is time.Now and sleep the wait before a read, replaced in
+	// tests: the connection's own pause when it has one (blockConn),
+	// time.Sleep otherwise.
 	now   func() time.Time
 	sleep func(time.Duration)
 }
 
 func newCoalescingConn(c net.Conn) *coalescingConn {
-	return &coalescingConn{Conn: c, buf: make([]byte, readBufferBytes), now: time.Now, sleep: time.Sleep}
+	cc := &coalescingConn{Conn: c, buf: make([]byte, readBufferBytes), now: time.Now, sleep: time.Sleep}
+	if p, ok := c.(interface{ pause(time.Duration) }); ok {
+		cc.sleep = p.pause
+	}
+	return cc
 }
 
 func (c *coalescingConn) Read(p []byte) (int, error) {
