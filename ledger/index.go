@@ -1,6 +1,7 @@
 package ledger
 
 import (
+	"container/heap"
 	"slices"
 	"strings"
 	"time"
@@ -316,67 +317,40 @@ func (l *Ledger) leaseChanged(c *Consumer) {
 	want := !c.Gone && !c.Streaming && l.consumers[c.ID] == c
 	switch {
 	case in && !want:
-		l.leaseRemove(c.leaseIdx - 1)
+		heap.Remove(&l.leases, c.leaseIdx-1)
 	case in:
-		l.leaseDown(c.leaseIdx - 1)
-		l.leaseUp(c.leaseIdx - 1)
+		heap.Fix(&l.leases, c.leaseIdx-1)
 	case want:
-		l.leases = append(l.leases, c)
-		c.leaseIdx = len(l.leases)
-		l.leaseUp(len(l.leases) - 1)
+		heap.Push(&l.leases, c)
 	default:
 		c.leaseIdx = 0
 	}
 }
 
-func (l *Ledger) leaseSwap(i, j int) {
-	h := l.leases
+// leaseHeap orders consumers by lease end for container/heap and keeps
+// each one's leaseIdx (1 + its position) as it moves.
+type leaseHeap []*Consumer
+
+func (h leaseHeap) Len() int           { return len(h) }
+func (h leaseHeap) Less(i, j int) bool { return h[i].leaseEnd < h[j].leaseEnd }
+func (h leaseHeap) Swap(i, j int) {
 	h[i], h[j] = h[j], h[i]
 	h[i].leaseIdx, h[j].leaseIdx = i+1, j+1
 }
 
-func (l *Ledger) leaseUp(i int) {
-	for i > 0 {
-		p := (i - 1) / 2
-		if l.leases[i].leaseEnd >= l.leases[p].leaseEnd {
-			return
-		}
-		l.leaseSwap(i, p)
-		i = p
-	}
+func (h *leaseHeap) Push(x any) {
+	c := x.(*Consumer)
+	*h = append(*h, c)
+	c.leaseIdx = len(*h)
 }
 
-func (l *Ledger) leaseDown(i int) {
-	n := len(l.leases)
-	for {
-		c := 2*i + 1
-		if c >= n {
-			return
-		}
-		if r := c + 1; r < n && l.leases[r].leaseEnd < l.leases[c].leaseEnd {
-			c = r
-		}
-		if l.leases[c].leaseEnd >= l.leases[i].leaseEnd {
-			return
-		}
-		l.leaseSwap(i, c)
-		i = c
-	}
-}
-
-func (l *Ledger) leaseRemove(i int) {
-	last := len(l.leases) - 1
-	c := l.leases[i]
-	if i != last {
-		l.leaseSwap(i, last)
-	}
-	l.leases[last] = nil
-	l.leases = l.leases[:last]
+func (h *leaseHeap) Pop() any {
+	old := *h
+	c := old[len(old)-1]
+	old[len(old)-1] = nil
+	*h = old[:len(old)-1]
 	c.leaseIdx = 0
-	if i != last {
-		l.leaseDown(i)
-		l.leaseUp(i)
-	}
+	return c
 }
 
 // ExpiredConsumers returns the consumers whose lease has run out and that

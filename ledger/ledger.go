@@ -66,8 +66,8 @@ type Ledger struct {
 
 	changing *change // the eviction or consumer end being committed, if any (see change)
 
-	leases  []*Consumer // min-heap of lease ends of the consumers whose lease can run out (index.go)
-	watches []*Watch    // change feeds (index.go)
+	leases  leaseHeap // min-heap of lease ends of the consumers whose lease can run out (index.go)
+	watches []*Watch  // change feeds (index.go)
 
 	// group commit (see commit.go)
 	fill           *batch
