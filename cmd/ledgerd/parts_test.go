@@ -189,29 +189,50 @@ func TestLargeTransactionInParts(t *testing.T) {
 	}
 }
 
+// largeTxn is the start both large-transaction tests share: a daemon with
+// 2KiB parts and a 16KiB outbox, a consumer streaming one unfiltered shape
+// "s" of table t, and a transaction of one row (first, acked) before a
+// transaction of n rows, then the statements of after.
+type largeTxn struct {
+	dsn, slot string
+	d         *daemon
+	ctx       context.Context
+	k         *client.Consumer
+	s         *client.Stream
+	r         *partReader
+	first     ledger.LSN
+}
+
+func startLargeTxn(t *testing.T, n int, after ...string) largeTxn {
+	t.Helper()
+	lt := largeTxn{dsn: pgtest.NewDB(t, cluster), slot: slotName(t), ctx: context.Background()}
+	sql(t, lt.dsn, "CREATE TABLE t (id int PRIMARY KEY, tenant text, v text)")
+	lt.d = startDaemon(t, lt.dsn, lt.slot, "", "-fragment-bytes", "2KiB", "-outbox-bytes", "16KiB")
+	lt.k = registerShape(t, lt.d, "c", 60*time.Second, "s", "public.t", nil)
+	s, err := lt.k.OpenStream(lt.ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lt.s = s
+	lt.r = &partReader{t: t, s: s}
+	sql(t, lt.dsn, append([]string{"INSERT INTO t VALUES (0, 'a', 'first')", bigInsert(n)}, after...)...)
+	lt.first, _, _ = lt.r.txn(0)
+	if _, err := lt.k.Ack(lt.ctx, map[string]ledger.LSN{"s": lt.first}); err != nil {
+		t.Fatal(err)
+	}
+	return lt
+}
+
 // TestLargeTransactionCutStream: a consumer reads a few parts of a
 // transaction larger than its outbox and its stream is cut. The next stream
 // sends the transaction again from part 1, whole (the parts already read
 // were spilled, so it comes again from the slot), after nothing already
 // acked; acked after its last part, it is never sent again.
 func TestLargeTransactionCutStream(t *testing.T) {
-	dsn := pgtest.NewDB(t, cluster)
-	slot := slotName(t)
-	sql(t, dsn, "CREATE TABLE t (id int PRIMARY KEY, tenant text, v text)")
-	d := startDaemon(t, dsn, slot, "", "-fragment-bytes", "2KiB", "-outbox-bytes", "16KiB")
-	ctx := context.Background()
-	k := registerShape(t, d, "c", 60*time.Second, "s", "public.t", nil)
-	s, err := k.OpenStream(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	r := &partReader{t: t, s: s}
 	const n = 4000
-	sql(t, dsn, "INSERT INTO t VALUES (0, 'a', 'first')", bigInsert(n), "INSERT INTO t VALUES (100000, 'a', 'after')")
-	first, _, _ := r.txn(0)
-	if _, err := k.Ack(ctx, map[string]ledger.LSN{"s": first}); err != nil {
-		t.Fatal(err)
-	}
+	lt := startLargeTxn(t, n, "INSERT INTO t VALUES (100000, 'a', 'after')")
+	dsn, slot, d, ctx, k, s, r := lt.dsn, lt.slot, lt.d, lt.ctx, lt.k, lt.s, lt.r
+	var err error
 	big, ids, parts := r.txn(30)
 	if parts != 30 || len(ids) >= n {
 		t.Fatalf("read %d parts with %d rows, want 30 parts of a larger transaction", parts, len(ids))
@@ -261,23 +282,10 @@ func TestLargeTransactionCutStream(t *testing.T) {
 // reading a large transaction. After the restart the consumer gets the
 // transaction again whole, from part 1, and nothing it had acked.
 func TestLargeTransactionKillNine(t *testing.T) {
-	dsn := pgtest.NewDB(t, cluster)
-	slot := slotName(t)
-	sql(t, dsn, "CREATE TABLE t (id int PRIMARY KEY, tenant text, v text)")
-	d := startDaemon(t, dsn, slot, "", "-fragment-bytes", "2KiB", "-outbox-bytes", "16KiB")
-	ctx := context.Background()
-	k := registerShape(t, d, "c", 60*time.Second, "s", "public.t", nil)
-	s, err := k.OpenStream(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	r := &partReader{t: t, s: s}
 	const n = 4000
-	sql(t, dsn, "INSERT INTO t VALUES (0, 'a', 'first')", bigInsert(n))
-	first, _, _ := r.txn(0)
-	if _, err := k.Ack(ctx, map[string]ledger.LSN{"s": first}); err != nil {
-		t.Fatal(err)
-	}
+	lt := startLargeTxn(t, n)
+	dsn, slot, d, ctx, k, s, r, first := lt.dsn, lt.slot, lt.d, lt.ctx, lt.k, lt.s, lt.r, lt.first
+	var err error
 	big, _, _ := r.txn(20)
 	if err := d.cmd.Process.Kill(); err != nil {
 		t.Fatal(err)
