@@ -112,29 +112,8 @@ func TestResentAfterHandlingIsAckedNotHandled(t *testing.T) {
 // requests (one per 100ms), and the last one is still acked.
 func TestAckerPacesSteadyTrafficByDefault(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		var mu sync.Mutex
-		requests := 0
-		last := map[string]string{}
-		hc := &http.Client{Transport: roundTripFunc(func(r *http.Request) (*http.Response, error) {
-			var req wire.AckRequest
-			if err := json.NewDecoder(r.Body).Decode(&req); err != nil {
-				t.Errorf("decoding ack: %v", err)
-			}
-			mu.Lock()
-			requests++
-			maps.Copy(last, req.Acks)
-			mu.Unlock()
-			return &http.Response{StatusCode: http.StatusOK, Header: http.Header{"Content-Type": {"application/json"}},
-				Body: io.NopCloser(strings.NewReader(`{"flush_lsn":"0/100","gone":{}}`)), Request: r}, nil
-		})}
-		c, err := New(Config{URL: "http://ledgerd.invalid", HTTPClient: hc})
-		if err != nil {
-			t.Fatal(err)
-		}
+		a, log := recordedAcker(t)
 		ctx, cancel := context.WithCancel(context.Background())
-		a := &acker{k: &Consumer{c: c, id: "c", lease: "L"}, wake: make(chan struct{}, 1),
-			pending: map[string]ledger.LSN{}, handled: map[string]ledger.LSN{}, every: ackInterval(0),
-			report: func(error) {}, fatal: func(err error) { t.Errorf("fatal: %v", err) }}
 		done := make(chan struct{})
 		go func() { a.loop(ctx); close(done) }()
 		const txns = 1000
@@ -145,15 +124,83 @@ func TestAckerPacesSteadyTrafficByDefault(t *testing.T) {
 		time.Sleep(time.Second)
 		cancel()
 		<-done
-		mu.Lock()
-		defer mu.Unlock()
-		if max := 12; requests > max {
-			t.Errorf("%d ack requests for %d transactions over %v, want at most %d", requests, txns, txns*time.Millisecond, max)
+		log.mu.Lock()
+		defer log.mu.Unlock()
+		if max := 12; len(log.at) > max {
+			t.Errorf("%d ack requests for %d transactions over %v, want at most %d", len(log.at), txns, txns*time.Millisecond, max)
 		}
-		if want := ledger.LSN(txns).String(); last["s"] != want {
-			t.Errorf("last ack of s %s, want %s", last["s"], want)
+		if want := ledger.LSN(txns).String(); log.last["s"] != want {
+			t.Errorf("last ack of s %s, want %s", log.last["s"], want)
 		}
 	})
+}
+
+// TestAckerAcksAtTheEndOfABurst: a consumer that has caught up on a
+// backlog acks it when the backlog ends, not up to an ack interval later
+// (until then the slot keeps its WAL), while a backlog that goes on is
+// still acked once an interval.
+func TestAckerAcksAtTheEndOfABurst(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		a, log := recordedAcker(t)
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan struct{})
+		go func() { a.loop(ctx); close(done) }()
+		start := time.Now()
+		// A backlog handled at 20,000 transactions a second for 1.03s.
+		const txns = 20_600
+		for i := 1; i <= txns; i++ {
+			a.add(&Txn{LSN: ledger.LSN(i), Changes: []wire.Change{{Shapes: []string{"s"}}}})
+			time.Sleep(50 * time.Microsecond)
+		}
+		end := time.Now()
+		time.Sleep(time.Second)
+		cancel()
+		<-done
+		log.mu.Lock()
+		defer log.mu.Unlock()
+		if want := ledger.LSN(txns).String(); log.last["s"] != want {
+			t.Fatalf("last ack of s %s, want %s", log.last["s"], want)
+		}
+		if got := log.at[len(log.at)-1].Sub(end); got > 2*quietAckGap {
+			t.Errorf("the end of the burst was acked %v after its last transaction, want within %v", got, 2*quietAckGap)
+		}
+		if got, max := len(log.at), int(end.Sub(start)/DefaultAckInterval)+2; got > max {
+			t.Errorf("%d ack requests over %v of backlog, want at most %d: one an interval and one at its end", got, end.Sub(start), max)
+		}
+	})
+}
+
+// ackLog records the ack requests of recordedAcker: when each was sent,
+// and the last LSN acked per shape.
+type ackLog struct {
+	mu   sync.Mutex
+	at   []time.Time
+	last map[string]string
+}
+
+// recordedAcker is an acker with the default interval whose requests are
+// answered at once and recorded in the returned log.
+func recordedAcker(t *testing.T) (*acker, *ackLog) {
+	log := &ackLog{last: map[string]string{}}
+	hc := &http.Client{Transport: roundTripFunc(func(r *http.Request) (*http.Response, error) {
+		var req wire.AckRequest
+		if err := json.NewDecoder(r.Body).Decode(&req); err != nil {
+			t.Errorf("decoding ack: %v", err)
+		}
+		log.mu.Lock()
+		log.at = append(log.at, time.Now())
+		maps.Copy(log.last, req.Acks)
+		log.mu.Unlock()
+		return &http.Response{StatusCode: http.StatusOK, Header: http.Header{"Content-Type": {"application/json"}},
+			Body: io.NopCloser(strings.NewReader(`{"flush_lsn":"0/100","gone":{}}`)), Request: r}, nil
+	})}
+	c, err := New(Config{URL: "http://ledgerd.invalid", HTTPClient: hc})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &acker{k: &Consumer{c: c, id: "c", lease: "L"}, wake: make(chan struct{}, 1), burst: make(chan struct{}, 1),
+		pending: map[string]ledger.LSN{}, handled: map[string]ledger.LSN{}, every: ackInterval(0),
+		report: func(error) {}, fatal: func(err error) { t.Errorf("fatal: %v", err) }}, log
 }
 
 type roundTripFunc func(*http.Request) (*http.Response, error)

@@ -110,6 +110,19 @@ func (k *Consumer) RunParts(ctx context.Context, h Handler, opt RunOptions) erro
 // holding them 100ms costs nothing a consumer sees.
 const DefaultAckInterval = 100 * time.Millisecond
 
+// An ack request goes out before the interval is up when a burst ends: no
+// transaction was handled for quietAckGap, and burstAckTxns were since the
+// last request or in it. A backlog the consumer has just caught up on is
+// then confirmed, and its WAL released, at once rather than up to an
+// interval later. Each such request follows burstAckTxns transactions in
+// its own batch or the one before, so acks cost at most one request per
+// interval plus two per burstAckTxns transactions; steady traffic of fewer
+// than burstAckTxns transactions an interval is paced as before.
+const (
+	burstAckTxns = 1000
+	quietAckGap  = 5 * time.Millisecond
+)
+
 // ackInterval is RunOptions.AckInterval d with its default applied.
 func ackInterval(d time.Duration) time.Duration {
 	if d == 0 {
@@ -147,7 +160,7 @@ func (k *Consumer) run(ctx context.Context, h Handler, parts bool, opt RunOption
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 
-	ack := &acker{k: k, wake: make(chan struct{}, 1), pending: map[string]ledger.LSN{}, handled: map[string]ledger.LSN{},
+	ack := &acker{k: k, wake: make(chan struct{}, 1), burst: make(chan struct{}, 1), pending: map[string]ledger.LSN{}, handled: map[string]ledger.LSN{},
 		onAck: opt.OnAck, report: report, every: opt.AckInterval,
 		fatal: func(err error) { cancel(err) }}
 	w := &work{wake: make(chan struct{}, 1), room: make(chan struct{}, 1), max: opt.MaxQueueBytes, parts: parts}
@@ -530,7 +543,11 @@ type acker struct {
 	report func(error)
 	fatal  func(error)
 	every  time.Duration
+	// burst is signalled when added reaches burstAckTxns.
+	burst chan struct{}
 
+	added   int  // transactions added since the last request
+	busy    bool // the last request carried burstAckTxns or more
 	pending map[string]ledger.LSN
 	handled map[string]ledger.LSN // per shape, the highest transaction handled
 }
@@ -573,6 +590,13 @@ func (a *acker) add(t *Txn) {
 			}
 		}
 	}
+	a.added++
+	if a.added == burstAckTxns {
+		select {
+		case a.burst <- struct{}{}:
+		default:
+		}
+	}
 	a.mu.Unlock()
 	a.poke()
 }
@@ -593,20 +617,74 @@ func (a *acker) loop(ctx context.Context) {
 		}
 		start := time.Now()
 		a.flush(ctx)
-		if wait := a.every - time.Since(start); wait > 0 {
-			select {
-			case <-ctx.Done():
-				return
-			case <-time.After(wait):
-			}
+		if !a.pause(ctx, a.every-time.Since(start)) {
+			return
 		}
 	}
+}
+
+// pause waits d before the next request, or less when a burst ends (see
+// burstAckTxns). It reports false when ctx ended.
+func (a *acker) pause(ctx context.Context, d time.Duration) bool {
+	if d <= 0 {
+		return ctx.Err() == nil
+	}
+	timer := time.NewTimer(d)
+	defer timer.Stop()
+	var tick *time.Ticker // while a burst goes on
+	var quiet <-chan time.Time
+	// burst starts the ticks, or starts them over: the first is a whole
+	// gap after last was taken.
+	burst := func() {
+		if tick == nil {
+			tick = time.NewTicker(quietAckGap)
+			quiet = tick.C
+		} else {
+			tick.Reset(quietAckGap)
+		}
+	}
+	defer func() {
+		if tick != nil {
+			tick.Stop()
+		}
+	}()
+	last, busy := a.counts()
+	if busy {
+		burst()
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			return false
+		case <-timer.C:
+			return true
+		case <-a.burst:
+			last, _ = a.counts()
+			burst()
+		case <-quiet:
+			n, busy := a.counts()
+			if n == last && n > 0 && (busy || n >= burstAckTxns) {
+				return true
+			}
+			last = n
+		}
+	}
+}
+
+// counts returns the transactions added since the last request, and
+// whether that request carried burstAckTxns or more.
+func (a *acker) counts() (added int, busy bool) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.added, a.busy
 }
 
 func (a *acker) flush(ctx context.Context) {
 	a.mu.Lock()
 	batch := a.pending
 	a.pending = map[string]ledger.LSN{}
+	a.busy = a.added >= burstAckTxns
+	a.added = 0
 	a.mu.Unlock()
 	if len(batch) == 0 {
 		return
