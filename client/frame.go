@@ -2,8 +2,10 @@ package client
 
 import (
 	"encoding/json"
+	"strings"
 	"time"
 	"unicode/utf8"
+	"unsafe"
 
 	"github.com/ledgerd/ledgerd/api/wire"
 )
@@ -30,30 +32,41 @@ func decodeFrameIn(line []byte, f *wire.Frame, a *frameArena) error {
 	return json.Unmarshal(line, f)
 }
 
-// frameParser reads one frame. Every string it returns is a substring of
-// s, the line converted once: one allocation for all the names and
-// values of a frame, which live as long as the frame's changes do.
+// frameParser reads one frame from a string view of the line's bytes,
+// which the stream reuses for the next line: what a frame keeps is copied
+// out of it (see frameArena), never sliced from it.
 type frameParser struct {
 	s string
 	i int
 	a *frameArena
 }
 
-// frameArena holds the row values and commit times a frame's *string and
-// *time.Time point to, allocated in chunks that a stream's small frames
-// share: a single-row transaction's frame otherwise allocates a chunk of
-// its own for each. A large frame starts new chunks, so that a small
-// frame held by the handler never keeps a large one's line alive.
+// frameArena holds what the frames of a stream keep: row values and LSNs
+// copied into shared chunks of bytes, the *string and *time.Time of row
+// values and commit times, and names (frame types, ops, tables, shapes,
+// columns), which repeat from frame to frame and are kept once. A
+// single-row transaction's frame otherwise allocates its whole line as a
+// string, and a chunk of its own for each pointer. A large frame starts
+// new chunks, so that a small frame held by the handler never keeps a
+// large one's values alive.
 type frameArena struct {
 	vals  []string
 	times []time.Time
+	bytes []byte
+	names map[string]string
 }
 
-// arenaChunk is the length of an arena's chunks; arenaShareBytes the
-// largest frame whose values share them with other frames.
+// arenaChunk is the length of an arena's chunks of pointers, and
+// arenaBytes of its chunks of bytes; arenaShareBytes the largest frame
+// whose values share them with other frames, and arenaOwnBytes the
+// largest string copied into a chunk (a longer one is allocated on its
+// own). maxNames bounds the names an arena keeps.
 const (
 	arenaChunk      = 32
+	arenaBytes      = 4 << 10
 	arenaShareBytes = 64 << 10
+	arenaOwnBytes   = 512
+	maxNames        = 4096
 )
 
 func (a *frameArena) val(v string) *string {
@@ -72,6 +85,38 @@ func (a *frameArena) time() *time.Time {
 	return &a.times[len(a.times)-1]
 }
 
+// str returns a copy of v, a view of the line. The bytes of a chunk are
+// never written again once a string was made of them.
+func (a *frameArena) str(v string) string {
+	switch {
+	case v == "":
+		return ""
+	case len(v) > arenaOwnBytes:
+		return strings.Clone(v)
+	case len(v) > cap(a.bytes)-len(a.bytes):
+		a.bytes = make([]byte, 0, arenaBytes)
+	}
+	start := len(a.bytes)
+	a.bytes = append(a.bytes, v...)
+	return unsafe.String(&a.bytes[start], len(v))
+}
+
+// name is str for a string that repeats from frame to frame: the same
+// copy each time.
+func (a *frameArena) name(v string) string {
+	if n, ok := a.names[v]; ok {
+		return n
+	}
+	n := strings.Clone(v)
+	if a.names == nil {
+		a.names = map[string]string{}
+	}
+	if len(a.names) < maxNames {
+		a.names[n] = n
+	}
+	return n
+}
+
 // parseFrame decodes line into f and reports whether it could; when it
 // could not, f is to be discarded.
 func parseFrame(line []byte, f *wire.Frame) bool { return parseFrameIn(line, f, nil) }
@@ -82,9 +127,9 @@ func parseFrameIn(line []byte, f *wire.Frame, a *frameArena) bool {
 		a = &frameArena{}
 	}
 	if len(line) > arenaShareBytes {
-		*a = frameArena{}
+		*a = frameArena{names: a.names}
 	}
-	p := frameParser{s: string(line), a: a}
+	p := frameParser{s: unsafe.String(unsafe.SliceData(line), len(line)), a: a}
 	var seen fields
 	if !p.object(func(key string) bool { return seen.first(key) && p.frameField(key, f) }) {
 		return false
@@ -119,15 +164,15 @@ func (p *frameParser) frameField(key string, f *wire.Frame) bool {
 	var ok bool
 	switch key {
 	case "type":
-		f.Type, ok = p.str()
+		f.Type, ok = p.name()
 	case "lsn":
-		f.LSN, ok = p.str()
+		f.LSN, ok = p.copy()
 	case "end_lsn":
-		f.EndLSN, ok = p.str()
+		f.EndLSN, ok = p.copy()
 	case "shape":
-		f.Shape, ok = p.str()
+		f.Shape, ok = p.name()
 	case "reason":
-		f.Reason, ok = p.str()
+		f.Reason, ok = p.copy()
 	case "xid":
 		var n uint64
 		n, ok = p.uint(1<<32 - 1)
@@ -177,14 +222,14 @@ func (p *frameParser) changeField(key string, c *wire.Change) bool {
 			c.Shapes = []string{}
 		}
 		ok = p.array(func() bool {
-			s, ok := p.str()
+			s, ok := p.name()
 			c.Shapes = append(c.Shapes, s)
 			return ok
 		})
 	case "op":
-		c.Op, ok = p.str()
+		c.Op, ok = p.name()
 	case "table":
-		c.Table, ok = p.str()
+		c.Table, ok = p.name()
 	case "new":
 		c.New, ok = p.row(c.New)
 	case "old":
@@ -200,12 +245,13 @@ func (p *frameParser) row(m map[string]*string) (map[string]*string, bool) {
 		m = map[string]*string{}
 	}
 	ok := p.object(func(key string) bool {
+		key = p.a.name(key)
 		p.ws()
 		if p.lit("null") {
 			m[key] = nil
 			return true
 		}
-		v, ok := p.str()
+		v, ok := p.copy()
 		if !ok {
 			return false
 		}
@@ -310,6 +356,21 @@ func (p *frameParser) str() (string, bool) {
 		}
 	}
 	return "", false
+}
+
+// copy is str, returning a copy of the string that outlives the line.
+func (p *frameParser) copy() (string, bool) {
+	s, ok := p.str()
+	return p.a.str(s), ok
+}
+
+// name is copy for a string that repeats from frame to frame.
+func (p *frameParser) name() (string, bool) {
+	s, ok := p.str()
+	if !ok {
+		return "", false
+	}
+	return p.a.name(s), true
 }
 
 // uint reads a non-negative integer up to max, in the plain form the
