@@ -247,7 +247,6 @@ func (k *Consumer) readStream(ctx context.Context, s *Stream, w *work, opt RunOp
 			}
 			return err
 		}
-		idle.Reset(opt.IdleTimeout)
 		switch f.Type {
 		case wire.FrameTxn:
 			if !w.add(ctx, txn, false) {
@@ -275,9 +274,11 @@ func (k *Consumer) readStream(ctx context.Context, s *Stream, w *work, opt RunOp
 		}
 		// While the stream holds more whole frames, the handler is woken
 		// once for all of them, not per transaction: before the reader
-		// may wait for the daemon.
+		// may wait for the daemon. The silence is timed from there too:
+		// moving a timer per frame took a tenth of a busy consumer's CPU.
 		if !s.more() {
 			w.signal()
+			idle.Reset(opt.IdleTimeout)
 		}
 	}
 }
@@ -289,7 +290,7 @@ type work struct {
 	mu      sync.Mutex
 	queue   []*Txn
 	bytes   int64    // frame bytes in queue
-	current *Txn     // the part being handled
+	current []string // the shapes of the part being handled
 	inTxn   []string // shapes of the transaction being handled, parts so far
 	wake    chan struct{}
 	room    chan struct{}
@@ -334,23 +335,24 @@ func (w *work) signal() {
 	}
 }
 
-// pop takes the next frame off the queue, or nil.
-func (w *work) pop() *Txn {
+// pop takes the next frame off the queue, or nil, with the shapes it
+// reaches: taken before the handler gets it, which may change it.
+func (w *work) pop() (*Txn, []string) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if len(w.queue) == 0 {
-		return nil
+		return nil, nil
 	}
 	t := w.queue[0]
 	w.queue[0] = nil
 	w.queue = w.queue[1:]
 	w.bytes -= t.size
-	w.current = t
+	w.current = t.Shapes()
 	select {
 	case w.room <- struct{}{}:
 	default:
 	}
-	return t
+	return t, w.current
 }
 
 // reset drops what was read and not handled: the stream ended, and the
@@ -368,7 +370,7 @@ func (w *work) reset() {
 func (w *work) busy(shape string) bool {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	if w.current != nil && reaches(w.current, shape) || slices.Contains(w.inTxn, shape) {
+	if slices.Contains(w.current, shape) || slices.Contains(w.inTxn, shape) {
 		return true
 	}
 	for _, t := range w.queue {
@@ -398,7 +400,7 @@ func (w *work) handle(ctx context.Context, h Handler, ack *acker) error {
 	var cur *Txn // the transaction being put together (Run) or handled (RunParts)
 	handled := false
 	for {
-		t := w.pop()
+		t, shapes := w.pop()
 		if t == nil {
 			select {
 			case <-ctx.Done():
@@ -412,18 +414,17 @@ func (w *work) handle(ctx context.Context, h Handler, ack *acker) error {
 		}
 		if !w.parts && t.Part == 1 && t.Last {
 			// A transaction in one frame, the common case: nothing to put
-			// together, so the frame's Txn is handed over and acked as it
-			// is. The handler gets a copy with changes of its own: it may
-			// keep or change them while a challenge reads t's (busy).
+			// together, so the frame's Txn is handed over as it is, for
+			// the handler to keep or change. The ack and a challenge
+			// meanwhile (busy) go by its LSN and shapes, taken before.
 			if cur != nil {
 				cur = nil
 				w.setInTxn(nil)
 			}
+			lsn := t.LSN
 			var err error
 			if !ack.covers(t) {
-				whole := *t
-				whole.Changes = slices.Clone(t.Changes)
-				err = h(ctx, &whole)
+				err = h(ctx, t)
 			}
 			if err != nil {
 				w.done()
@@ -434,7 +435,7 @@ func (w *work) handle(ctx context.Context, h Handler, ack *acker) error {
 			}
 			// Acked before it stops being the one handled: a challenge
 			// meanwhile finds it either handled or held for the ack.
-			ack.add(t)
+			ack.add(lsn, shapes)
 			w.done()
 			continue
 		}
@@ -456,7 +457,7 @@ func (w *work) handle(ctx context.Context, h Handler, ack *acker) error {
 				err = h(ctx, t)
 				handled = true
 			}
-			for _, s := range t.Shapes() {
+			for _, s := range shapes {
 				if !reaches(cur, s) {
 					cur.Changes = append(cur.Changes, wire.Change{Shapes: []string{s}})
 				}
@@ -466,8 +467,11 @@ func (w *work) handle(ctx context.Context, h Handler, ack *acker) error {
 			if t.Last {
 				cur.EndLSN, cur.Last = t.EndLSN, true
 				if !ack.covers(cur) {
+					// The handler gets cur's changes to keep or change:
+					// cur keeps only their shapes from here on.
 					whole := *cur
 					whole.Part = 1
+					cur.Changes = shapeChanges(cur.Shapes())
 					err = h(ctx, &whole)
 				}
 			}
@@ -481,11 +485,21 @@ func (w *work) handle(ctx context.Context, h Handler, ack *acker) error {
 			return err
 		}
 		if t.Last {
-			ack.add(cur)
+			ack.add(cur.LSN, cur.Shapes())
 			cur = nil
 			w.setInTxn(nil)
 		}
 	}
+}
+
+// shapeChanges is one change per shape, that reaches only it: what the
+// ack of a transaction needs of it.
+func shapeChanges(shapes []string) []wire.Change {
+	out := make([]wire.Change, len(shapes))
+	for i, s := range shapes {
+		out[i] = wire.Change{Shapes: []string{s}}
+	}
+	return out
 }
 
 func (w *work) done() {
@@ -578,16 +592,15 @@ func (a *acker) covers(t *Txn) bool {
 	return len(t.Changes) > 0
 }
 
-func (a *acker) add(t *Txn) {
+// add holds an ack of the transaction at lsn for each of shapes.
+func (a *acker) add(lsn ledger.LSN, shapes []string) {
 	a.mu.Lock()
-	for _, ch := range t.Changes {
-		for _, s := range ch.Shapes {
-			if t.LSN > a.pending[s] {
-				a.pending[s] = t.LSN
-			}
-			if t.LSN > a.handled[s] {
-				a.handled[s] = t.LSN
-			}
+	for _, s := range shapes {
+		if lsn > a.pending[s] {
+			a.pending[s] = lsn
+		}
+		if lsn > a.handled[s] {
+			a.handled[s] = lsn
 		}
 	}
 	a.added++
