@@ -27,11 +27,13 @@ type fakeTime struct {
 	t      time.Time
 	step   time.Duration
 	sleeps int
+	waited time.Duration // the last sleep
 }
 
 func (f *fakeTime) now() time.Time { f.t = f.t.Add(f.step); return f.t }
 func (f *fakeTime) sleep(d time.Duration) {
 	f.sleeps++
+	f.waited = d
 	f.t = f.t.Add(d)
 }
 
@@ -50,8 +52,8 @@ func TestCoalescingDelaysOnlyDenseTraffic(t *testing.T) {
 		t.Fatalf("slept %d times before %d dense reads", dense.sleeps, coalesceAfter)
 	}
 	reads(c, 100)
-	if dense.sleeps != 100 {
-		t.Errorf("dense traffic: slept before %d of 100 reads, want all", dense.sleeps)
+	if dense.sleeps != 100 || dense.waited != coalesceDelay {
+		t.Errorf("dense traffic: slept before %d of 100 reads, %v the last time; want all, %v", dense.sleeps, dense.waited, coalesceDelay)
 	}
 
 	sparse := &fakeTime{t: time.Unix(0, 0), step: time.Millisecond}
@@ -168,5 +170,9 @@ func TestUnixBacklogWaitsOnlyWhenDense(t *testing.T) {
 	reads(c, 1+coalesceAfter+100)
 	if dense.sleeps != 100 {
 		t.Errorf("behind, dense short reads: waited before %d of the 100 reads after %d dense ones, want all", dense.sleeps, coalesceAfter)
+	}
+	// Not so long that the socket fills meanwhile (see unixCoalesceDelay).
+	if dense.waited != unixCoalesceDelay {
+		t.Errorf("behind, dense short reads: waited %v before a read, want %v", dense.waited, unixCoalesceDelay)
 	}
 }
