@@ -233,7 +233,7 @@ func (s *Stream) session(ctx context.Context) (streamed bool, err error) {
 		if ctx.Err() != nil {
 			return streamed, ctx.Err()
 		}
-		now := time.Now()
+		now := s.readTime()
 		nudge := false
 		if s.nudged.Load() {
 			if nudge = s.h.FlushLSN() > s.sent; !nudge {
@@ -291,6 +291,17 @@ func (s *Stream) session(ctx context.Context) (streamed bool, err error) {
 			s.log.Debug().Str("type", fmt.Sprintf("%T", msg)).Msg("ignoring unexpected message")
 		}
 	}
+}
+
+// readTime is the time the session loop goes by: when the connection was
+// last read, which brings in a few hundred messages at a time while
+// behind, without a clock read for each of them. Without a coalescing
+// connection (TLS), or before its first read, it is the time now.
+func (s *Stream) readTime() time.Time {
+	if c := s.coalescing; c != nil && !c.last.IsZero() {
+		return c.last
+	}
+	return time.Now()
 }
 
 // receive processes one CopyData payload and reports whether a status
