@@ -19,7 +19,8 @@ import (
 // is done, its shapes are acked. An error stops Run (the transaction is not
 // acked and will be delivered again). A handler may take as long as it
 // needs: Run keeps reading the stream meanwhile and answers the daemon's
-// challenges.
+// challenges. The Txn and its changes are the handler's to keep or change:
+// Run takes what it needs of them before.
 type Handler func(ctx context.Context, txn *Txn) error
 
 // RunOptions tune Run. Zero values mean the documented default.
@@ -46,10 +47,11 @@ type RunOptions struct {
 	// a keepalive at least every 5s) before it is taken for dead and
 	// reconnected. Default 30s.
 	IdleTimeout time.Duration
-	// AckInterval is the least time between two ack requests: acks handled
+	// AckInterval is the time between two ack requests: acks handled
 	// meanwhile go in one request, so the daemon commits (and syncs) its
-	// ledger once for them. Default DefaultAckInterval; negative means no
-	// wait.
+	// ledger once for them. A burst of 1,000 transactions or more is acked
+	// as soon as it ends (5 ms without a new one), without waiting out the
+	// interval. Default DefaultAckInterval; negative means no wait.
 	AckInterval time.Duration
 	// MaxQueueBytes bounds the frames read ahead of the handler, in bytes
 	// of the stream: past it, reading waits for the handler. Default 16 MiB.
@@ -81,7 +83,7 @@ const DefaultMaxQueueBytes = 16 << 20
 //
 // Acks are batched: one ack request is in flight at a time and the next one
 // carries everything handled meanwhile, coalesced to the highest LSN per
-// shape.
+// shape (see RunOptions.AckInterval).
 func (k *Consumer) Run(ctx context.Context, h Handler, opt RunOptions) error {
 	return k.run(ctx, h, false, opt)
 }
