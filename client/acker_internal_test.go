@@ -112,20 +112,8 @@ func TestResentAfterHandlingIsAckedNotHandled(t *testing.T) {
 // requests (one per 100ms), and the last one is still acked.
 func TestAckerPacesSteadyTrafficByDefault(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		a, log := recordedAcker(t)
-		ctx, cancel := context.WithCancel(context.Background())
-		done := make(chan struct{})
-		go func() { a.loop(ctx); close(done) }()
 		const txns = 1000
-		for i := 1; i <= txns; i++ {
-			a.add(ledger.LSN(i), []string{"s"})
-			time.Sleep(time.Millisecond)
-		}
-		time.Sleep(time.Second)
-		cancel()
-		<-done
-		log.mu.Lock()
-		defer log.mu.Unlock()
+		log, _, _ := ackSteadily(t, txns, time.Millisecond)
 		if max := 12; len(log.at) > max {
 			t.Errorf("%d ack requests for %d transactions over %v, want at most %d", len(log.at), txns, txns*time.Millisecond, max)
 		}
@@ -141,23 +129,9 @@ func TestAckerPacesSteadyTrafficByDefault(t *testing.T) {
 // still acked once an interval.
 func TestAckerAcksAtTheEndOfABurst(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		a, log := recordedAcker(t)
-		ctx, cancel := context.WithCancel(context.Background())
-		done := make(chan struct{})
-		go func() { a.loop(ctx); close(done) }()
-		start := time.Now()
 		// A backlog handled at 20,000 transactions a second for 1.03s.
 		const txns = 20_600
-		for i := 1; i <= txns; i++ {
-			a.add(ledger.LSN(i), []string{"s"})
-			time.Sleep(50 * time.Microsecond)
-		}
-		end := time.Now()
-		time.Sleep(time.Second)
-		cancel()
-		<-done
-		log.mu.Lock()
-		defer log.mu.Unlock()
+		log, start, end := ackSteadily(t, txns, 50*time.Microsecond)
 		if want := ledger.LSN(txns).String(); log.last["s"] != want {
 			t.Fatalf("last ack of s %s, want %s", log.last["s"], want)
 		}
@@ -168,6 +142,27 @@ func TestAckerAcksAtTheEndOfABurst(t *testing.T) {
 			t.Errorf("%d ack requests over %v of backlog, want at most %d: one an interval and one at its end", got, end.Sub(start), max)
 		}
 	})
+}
+
+// ackSteadily runs a recordedAcker with the default interval (in a
+// synctest bubble) and adds transactions 1..txns of shape s to it, one
+// every gap; it returns the acker's log once a second has passed after
+// the last one, and when the first and the last were added.
+func ackSteadily(t *testing.T, txns int, gap time.Duration) (log *ackLog, start, end time.Time) {
+	a, log := recordedAcker(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { a.loop(ctx); close(done) }()
+	start = time.Now()
+	for i := 1; i <= txns; i++ {
+		a.add(ledger.LSN(i), []string{"s"})
+		time.Sleep(gap)
+	}
+	end = time.Now().Add(-gap)
+	time.Sleep(time.Second)
+	cancel()
+	<-done
+	return log, start, end
 }
 
 // ackLog records the ack requests of recordedAcker: when each was sent,
