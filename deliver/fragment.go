@@ -223,13 +223,7 @@ func (h *Hub) cutSpilledLocked(o *outbox) {
 	if len(o.spilled) == 0 {
 		return
 	}
-	from := o.spilled[0] // the earliest: everything from it on goes
-	o.spilled = nil
-	h.dropFromLocked(o, from)
-	o.overflowed = true
-	o.dropFrom = from
-	o.replayAsked = false
-	h.overflows.Add(1)
+	from := h.dropForReplayLocked(o, o.spilled[0]) // the earliest: everything from it on goes
 	h.log.Info().Str("consumer", o.id).Stringer("drop_from_lsn", from).
 		Msg("change stream ended inside a transaction too large to keep: it will be replayed from the slot")
 }

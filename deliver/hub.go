@@ -558,15 +558,7 @@ func (h *Hub) EndBatch() {
 // so no consumer is ever resent a transaction in part.
 func (h *Hub) overflowLocked(o *outbox, commit ledger.LSN) {
 	full := o.bytes
-	if len(o.spilled) > 0 && o.spilled[0] < commit {
-		commit = o.spilled[0]
-	}
-	o.spilled = nil
-	h.dropFromLocked(o, commit)
-	o.overflowed = true
-	o.dropFrom = commit
-	o.replayAsked = false
-	h.overflows.Add(1)
+	commit = h.dropForReplayLocked(o, commit)
 	if o.session != nil {
 		o.session.end(ErrSlowConsumer)
 		o.session = nil
@@ -575,6 +567,23 @@ func (h *Hub) overflowLocked(o *outbox, commit ledger.LSN) {
 	h.log.Warn().Str("consumer", o.id).Int64("outbox_bytes", full).Stringer("drop_from_lsn", commit).
 		Dur("slow_consumer_timeout", h.cfg.SlowConsumerTimeout).
 		Msg("outbox full past the slow-consumer timeout: stream closed, later transactions will be replayed from the slot")
+}
+
+// dropForReplayLocked drops o's transactions from the one at from on, or
+// from the first one whose parts were spilled when that is earlier, until
+// a replay from the slot brings them again whole. It returns where the drop
+// starts.
+func (h *Hub) dropForReplayLocked(o *outbox, from ledger.LSN) ledger.LSN {
+	if len(o.spilled) > 0 && o.spilled[0] < from {
+		from = o.spilled[0]
+	}
+	o.spilled = nil
+	h.dropFromLocked(o, from)
+	o.overflowed = true
+	o.dropFrom = from
+	o.replayAsked = false
+	h.overflows.Add(1)
+	return from
 }
 
 // Idle passes the server WAL end to the ledger (nothing in flight).
