@@ -472,6 +472,16 @@ func (w *chaosWriter) plan(k int64) []writeOp {
 	}
 	orderIDs := sortedIDs(w.orders)
 	itemIDs := sortedIDs(w.items)
+	// insert is the op inserting row id into table: an order of a tenant
+	// picked at random, or an item.
+	insert := func(table string, id int64) writeOp {
+		if table == "orders" {
+			tn := tenants[w.rng.IntN(3)]
+			return writeOp{fmt.Sprintf("INSERT INTO orders VALUES (%d, '%s', %d)", id, tn, k),
+				fmt.Sprintf("public.orders insert %d", id), tn, ""}
+		}
+		return writeOp{fmt.Sprintf("INSERT INTO items VALUES (%d, %d)", id, k), fmt.Sprintf("public.items insert %d", id), "", ""}
+	}
 	var ops []writeOp
 	next := w.nextID
 	if w.rng.IntN(15) == 0 {
@@ -479,14 +489,11 @@ func (w *chaosWriter) plan(k int64) []writeOp {
 		// an outbox holds.
 		for range 100 + w.rng.IntN(150) {
 			next++
+			table := "items"
 			if w.rng.IntN(2) == 0 {
-				tn := tenants[w.rng.IntN(3)]
-				ops = append(ops, writeOp{fmt.Sprintf("INSERT INTO orders VALUES (%d, '%s', %d)", next, tn, k),
-					fmt.Sprintf("public.orders insert %d", next), tn, ""})
-			} else {
-				ops = append(ops, writeOp{fmt.Sprintf("INSERT INTO items VALUES (%d, %d)", next, k),
-					fmt.Sprintf("public.items insert %d", next), "", ""})
+				table = "orders"
 			}
+			ops = append(ops, insert(table, next))
 		}
 		return ops
 	}
@@ -500,14 +507,7 @@ func (w *chaosWriter) plan(k int64) []writeOp {
 		case r < 5: // insert
 			next++
 			touched[fmt.Sprint(table, next)] = true
-			if table == "orders" {
-				tn := tenants[w.rng.IntN(3)]
-				ops = append(ops, writeOp{fmt.Sprintf("INSERT INTO orders VALUES (%d, '%s', %d)", next, tn, k),
-					fmt.Sprintf("public.orders insert %d", next), tn, ""})
-			} else {
-				ops = append(ops, writeOp{fmt.Sprintf("INSERT INTO items VALUES (%d, %d)", next, k),
-					fmt.Sprintf("public.items insert %d", next), "", ""})
-			}
+			ops = append(ops, insert(table, next))
 		case r < 8: // update; an order may move to another tenant
 			if table == "orders" {
 				if id, ok := pick(table, orderIDs); ok {
@@ -533,8 +533,7 @@ func (w *chaosWriter) plan(k int64) []writeOp {
 	}
 	if len(ops) == 0 { // always touch a shape
 		next++
-		ops = append(ops, writeOp{fmt.Sprintf("INSERT INTO items VALUES (%d, %d)", next, k),
-			fmt.Sprintf("public.items insert %d", next), "", ""})
+		ops = append(ops, insert("items", next))
 	}
 	return ops
 }
