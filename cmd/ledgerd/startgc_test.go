@@ -55,26 +55,12 @@ func TestResumeGCDefersTheFirstCollection(t *testing.T) {
 	defer debug.SetGCPercent(was)
 	runtime.GC()
 	resume := pauseGC(0)
-	live := make([][]byte, 0, 64)
-	for range cap(live) {
-		live = append(live, make([]byte, 1<<20)) // 64 MiB, as a loaded ledger
-	}
-	var ms runtime.MemStats
-	runtime.ReadMemStats(&ms)
-	before := ms.NumGC
+	live, before := startHeap()
 	resume()
-	for range 16 {
-		gcSink = make([]byte, 1<<20)
+	if gcs := garbage(16); gcs != before {
+		t.Fatalf("%d collections after the resume and 16 MiB of garbage over a 64 MiB start heap, want none yet", gcs-before)
 	}
-	runtime.ReadMemStats(&ms)
-	if ms.NumGC != before {
-		t.Fatalf("%d collections after the resume and 16 MiB of garbage over a 64 MiB start heap, want none yet", ms.NumGC-before)
-	}
-	for range 160 {
-		gcSink = make([]byte, 1<<20)
-	}
-	runtime.ReadMemStats(&ms)
-	if ms.NumGC == before {
+	if garbage(160) == before {
 		t.Fatal("no collection once the heap grew past twice the start's")
 	}
 	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(time.Millisecond) {
@@ -110,20 +96,33 @@ func TestResumeGCUnderTheFloor(t *testing.T) {
 	stop := startGCFloor(floor, zerolog.Nop())
 	defer stop()
 	resume := pauseGC(floor)
+	live, before := startHeap()
+	resume()
+	if garbage(160) == before {
+		t.Fatal("no collection once the heap grew past twice the start's 64 MiB, with the heap floor in force")
+	}
+	runtime.KeepAlive(live)
+}
+
+// startHeap builds a live heap of 64 MiB, as a loaded ledger's start
+// does, and returns it with the number of collections so far.
+func startHeap() ([][]byte, uint32) {
 	live := make([][]byte, 0, 64)
 	for range cap(live) {
 		live = append(live, make([]byte, 1<<20))
 	}
 	var ms runtime.MemStats
 	runtime.ReadMemStats(&ms)
-	before := ms.NumGC
-	resume()
-	for range 160 {
+	return live, ms.NumGC
+}
+
+// garbage allocates mib MiB of garbage and returns the number of
+// collections so far.
+func garbage(mib int) uint32 {
+	for range mib {
 		gcSink = make([]byte, 1<<20)
 	}
+	var ms runtime.MemStats
 	runtime.ReadMemStats(&ms)
-	if ms.NumGC == before {
-		t.Fatal("no collection once the heap grew past twice the start's 64 MiB, with the heap floor in force")
-	}
-	runtime.KeepAlive(live)
+	return ms.NumGC
 }
