@@ -23,13 +23,7 @@ func (discard) Flush() error { return nil }
 // route, track, enqueue, encode and write one single-row transaction to one
 // consumer's stream, acked every 1000 transactions.
 func BenchmarkHandleTxn(b *testing.B) {
-	l, err := ledger.Open(ledger.Config{Path: b.TempDir() + "/l.db", Identity: ledger.Identity{SystemID: "1", Slot: "s"}})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer l.Close()
-	h := deliver.New(deliver.Config{Ledger: l, KeepaliveInterval: time.Hour})
-	defer h.Close()
+	l, h := benchHub(b)
 	if _, err := l.Register(ledger.ConsumerSpec{ID: "c", TTL: time.Hour}); err != nil {
 		b.Fatal(err)
 	}
@@ -91,15 +85,21 @@ func BenchmarkHandleTxnScale(b *testing.B) {
 	}
 }
 
-func benchScale(b *testing.B, shapes int) {
-	const consumers, tables = 1000, 10
+// benchHub opens a ledger and a Hub on it, both closed when b ends.
+func benchHub(b *testing.B) (*ledger.Ledger, *deliver.Hub) {
 	l, err := ledger.Open(ledger.Config{Path: b.TempDir() + "/l.db", Identity: ledger.Identity{SystemID: "1", Slot: "s"}})
 	if err != nil {
 		b.Fatal(err)
 	}
-	defer l.Close()
+	b.Cleanup(func() { l.Close() })
 	h := deliver.New(deliver.Config{Ledger: l, KeepaliveInterval: time.Hour})
-	defer h.Close()
+	b.Cleanup(h.Close)
+	return l, h
+}
+
+func benchScale(b *testing.B, shapes int) {
+	const consumers, tables = 1000, 10
+	l, h := benchHub(b)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	for c := range consumers {
